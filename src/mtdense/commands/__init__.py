@@ -1,0 +1,1 @@
+"""Sub-commands of the ``mtdense`` CLI, one module each (see :mod:`mtdense.cli`)."""
