@@ -105,14 +105,17 @@ def _build_torchvision(name: str, pretrained: Pretrained) -> TorchvisionEncoder:
         net = builder(weights=None)
         if pretrained:  # a local path
             state = load_state_dict_file(pretrained)
-            missing, unexpected = net.load_state_dict(state, strict=False)
+            fix = f"Save it with torch.save(torchvision.models.{name}().state_dict(), path)."
+            try:
+                missing, unexpected = net.load_state_dict(state, strict=False)
+            except RuntimeError as exc:  # shape mismatches: weights of another architecture
+                first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+                raise ValueError(f"{pretrained}: not a state dict of torchvision {name} ({first}). {fix}") from exc
             missing = [k for k in missing if k.startswith("features.")]
-            feat_keys = [k for k in state if k.startswith("features.")]
-            if missing or not feat_keys:
+            if missing or not any(k.startswith("features.") for k in state):
                 raise ValueError(
                     f"{pretrained}: not a state dict of torchvision {name} "
-                    f"(missing {len(missing)} encoder keys, e.g. {missing[:3]}; unexpected e.g. {list(unexpected)[:3]}). "
-                    f"Save it with torch.save(torchvision.models.{name}().state_dict(), path)."
+                    f"(missing {len(missing)} encoder keys, e.g. {missing[:3]}; unexpected e.g. {list(unexpected)[:3]}). {fix}"
                 )
     return TorchvisionEncoder(net.features, taps, channels, strides)
 
