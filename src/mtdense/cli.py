@@ -10,6 +10,13 @@ import sys
 COMMAND_MODULES = [
     "mtdense.commands.info",
     "mtdense.commands.data",
+    "mtdense.commands.train",
+    "mtdense.commands.evaluate",
+    "mtdense.commands.demo",
+    "mtdense.commands.predict",
+    "mtdense.commands.export",
+    "mtdense.commands.bench",
+    "mtdense.commands.analyze",
 ]
 
 

@@ -7,6 +7,11 @@ import argparse
 import importlib
 
 DATA_COMMAND_MODULES: list[str] = [
+    "mtdense.commands.data_synth",
+    "mtdense.commands.data_check",
+    "mtdense.commands.data_cache",
+    "mtdense.commands.data_teacher",
+    "mtdense.commands.data_pseudo_label",
 ]
 
 
