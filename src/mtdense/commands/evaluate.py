@@ -1,0 +1,70 @@
+"""``mtdense evaluate``: mIoU and depth errors of a checkpoint over a whole split."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Evaluate a trained model on a Cityscapes-layout split. Segmentation: mIoU over the 19 classes
+from one confusion matrix accumulated over the split, as the official Cityscapes script
+computes it, per-class IoU and pixel accuracy. Depth (metres, valid ground-truth pixels only):
+AbsRel, SqRel, RMSE, RMSE log, delta < 1.25, 1.25^2, 1.25^3.
+
+The network runs at --size (or each image's own size) and its outputs are resized back to the
+label size before scoring. Prints a table and writes metrics.json to --out. With
+--save-predictions, also writes predictions/labelIds/{name}_pred_labelIds.png (label ids, for
+the official cityscapesscripts evaluation: CITYSCAPES_RESULTS=<out>/predictions/labelIds) and
+predictions/depth/{name}_pred_depth.png (16-bit, value = round(depth_m * 256))."""
+
+EPILOG = """\
+examples:
+  mtdense evaluate runs/demo/train/model.pth --data runs/demo/data
+  mtdense evaluate run/stage2-full/checkpoints/best.ckpt --data /data/cityscapes --split val \\
+      --size 512 1024 --out eval/ --save-predictions"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="mIoU, pixel accuracy and depth errors of a checkpoint on a split",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint: .ckpt from mtdense train, .pth or .safetensors")
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root (leftImg8bit/, gtFine/, disparity/, camera/)")
+    p.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR", help="folder for metrics.json and predictions (default: none written)")
+    p.add_argument("--save-predictions", action="store_true", help="write label-id and 16-bit depth PNGs (needs --out)")
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="network input size (default: each image's size)")
+    p.add_argument("--depth-source", default="disparity", help="depth ground truth: disparity or a teacher name (default: %(default)s)")
+    p.add_argument("--max-depth", type=float, help="evaluate depth only up to this many metres (default: no cap)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="data loader processes (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mtdense.metrics import evaluate_split, format_metrics
+
+    if args.save_predictions and not args.out:
+        raise ValueError("--save-predictions needs --out DIR: the folder the PNGs are written to")
+    metrics = evaluate_split(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        size=tuple(args.size) if args.size else None,
+        out_dir=args.out,
+        save_predictions=args.save_predictions,
+        depth_source=args.depth_source,
+        max_depth=args.max_depth,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+    )
+    print(f"{args.checkpoint} on {args.data} [{args.split}], {metrics['num_images']} images\n")
+    print(format_metrics(metrics))
+    if args.out:
+        print(f"\nmetrics written to {args.out}/metrics.json")
+    return 0

@@ -1,0 +1,117 @@
+"""The LightningDataModule: Cityscapes-layout train/val splits at one stage's resolution.
+
+Listing and decoding are :class:`mtdense.data.cityscapes.CityscapesDataset`'s job, augmentation
+is :mod:`mtdense.data.transforms`' (one random draw shared by image, mask and depth). Lightning
+adds the distributed sampler when it runs on several processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from mtdense.data.cityscapes import CityscapesDataset
+from mtdense.data.transforms import EvalTransform, TrainTransform
+
+__all__ = ["CityscapesDataModule", "native_size", "scaled_size"]
+
+
+def native_size(root: str | Path, split: str = "train", crop_bottom: float = 0.0, depth_source: str = "disparity") -> tuple[int, int]:
+    """``(H, W)`` of the split's first frame as the dataset yields it (after ``crop_bottom``)."""
+    ds = CityscapesDataset(root, split, depth_source=depth_source, crop_bottom=crop_bottom)
+    if len(ds) == 0:
+        raise ValueError(f"{root}: split {split!r} has no frames")
+    h, w = ds[0]["image"].shape[:2]
+    return int(h), int(w)
+
+
+def scaled_size(size: tuple[int, int], scale: float, multiple: int = 8) -> tuple[int, int]:
+    """``size * scale`` rounded down to a multiple of ``multiple`` (at least ``multiple``)."""
+    return tuple(max(multiple, int(s * scale) // multiple * multiple) for s in size)  # type: ignore[return-value]
+
+
+class CityscapesDataModule(L.LightningDataModule):
+    """Train and val loaders over a Cityscapes-layout root.
+
+    Args:
+        root: Dataset root (``leftImg8bit/``, ``gtFine/``, ``disparity/``, ``camera/``).
+        batch_size: Training images per step and process.
+        train_size: Training crop ``(H, W)``.
+        val_size: Validation images are resized to ``(H, W)``; ``None`` keeps their size.
+        crop_scale: Random-resized-crop area range ``(min, max)``.
+        depth_source: Depth ground truth (``"disparity"`` or a teacher name).
+        clean_disparity: Clean SGBM disparity before converting to depth.
+        crop_bottom: Fraction of the height removed at the bottom (ego vehicle).
+        num_workers: Loader worker processes.
+        val_batch_size: Validation batch size (default ``batch_size``).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        batch_size: int,
+        train_size: tuple[int, int],
+        val_size: tuple[int, int] | None = None,
+        crop_scale: tuple[float, float] = (0.5, 1.0),
+        depth_source: str = "disparity",
+        clean_disparity: bool = False,
+        crop_bottom: float = 0.0,
+        num_workers: int = 4,
+        val_batch_size: int | None = None,
+    ):
+        super().__init__()
+        self.root = Path(root)
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size or batch_size)
+        self.train_size = (int(train_size[0]), int(train_size[1]))
+        self.val_size = None if val_size is None else (int(val_size[0]), int(val_size[1]))
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.dataset_kwargs = {"depth_source": depth_source, "clean_disparity": clean_disparity, "crop_bottom": crop_bottom}
+        self.num_workers = int(num_workers)
+        self.train_set: CityscapesDataset | None = None
+        self.val_set: CityscapesDataset | None = None
+
+    def train_dataset(self) -> CityscapesDataset:
+        """The augmented training split."""
+        return CityscapesDataset(
+            self.root, "train", transform=TrainTransform(size=self.train_size, scale=self.crop_scale), **self.dataset_kwargs
+        )
+
+    def val_dataset(self) -> CityscapesDataset:
+        """The validation split (resized to ``val_size`` if set, no augmentation)."""
+        return CityscapesDataset(self.root, "val", transform=EvalTransform(size=self.val_size), **self.dataset_kwargs)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.train_set is None:
+            self.train_set = self.train_dataset()
+        if stage in ("fit", "validate") and self.val_set is None:
+            self.val_set = self.val_dataset()
+
+    def _loader(self, dataset: CityscapesDataset, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        if len(self.train_set) < self.batch_size:
+            raise ValueError(
+                f"{self.root}: the train split has {len(self.train_set)} frames, fewer than batch_size={self.batch_size}; "
+                f"lower the stage's batch_size"
+            )
+        return self._loader(self.train_set, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        return self._loader(self.val_set, self.val_batch_size, train=False)

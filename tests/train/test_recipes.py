@@ -1,0 +1,120 @@
+"""Recipes are validated before training: keys by path, values, the data root, overrides."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtdense.cli import main
+from mtdense.train.recipes import (
+    RecipeError,
+    apply_overrides,
+    load_recipe,
+    packaged_configs,
+    recipe_from_dict,
+    recipe_to_dict,
+    write_run_config,
+)
+
+
+@pytest.mark.parametrize("name", ["cityscapes_mobilenet_v3_small", "synthetic_demo"])
+def test_packaged_recipes_are_valid(name):
+    assert name in packaged_configs()
+    recipe, text = load_recipe(name, check_paths=False)
+    assert text.strip() and recipe.stages
+
+
+def test_cityscapes_recipe_holds_the_recipes_numbers():
+    r, _ = load_recipe("cityscapes_mobilenet_v3_small", check_paths=False)
+    assert r.model.encoder == "mobilenet_v3_small" and r.model.pretrained is True and r.model.decoder_channels == 256
+    assert r.loss.depth == "mse" and r.loss.weighting == "fixed" and r.data.crop_bottom == 0.2
+    quarter, half, full = r.stages
+    assert (quarter.size, quarter.epochs, quarter.batch_size, quarter.lr) == ([200, 512], 150, 16, 5e-4)
+    assert (half.epochs, half.lr, full.epochs, full.lr) == (25, 5e-6, 25, 5e-6)
+    assert quarter.batch_size > half.batch_size > full.batch_size
+
+
+def test_valid_recipe_fills_defaults(tiny_recipe, tiny_cityscapes):
+    r = recipe_from_dict(tiny_recipe(tiny_cityscapes))
+    assert r.loss.depth == "mse" and r.optimizer.name == "adam" and r.stages[0].crop_scale == [0.5, 1.0]
+    assert recipe_from_dict(recipe_to_dict(r)) == r
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["stages"].append({**d["stages"][0], "name": "s1", "epochz": 3}), r"stages\[1\]\.epochz"),
+        (lambda d: d["model"].update(encodr="x"), r"model\.encodr"),
+        (lambda d: d.update(optimiser={}), r"'optimiser'"),
+        (lambda d: d["stages"][0].update(epochs=-1), r"stages\[0\]\.epochs: must be >= 1, got -1"),
+        (lambda d: d["stages"][0].update(lr="fast"), r"stages\[0\]\.lr: expected a number"),
+        (lambda d: d["stages"][0].pop("batch_size"), r"missing key 'stages\[0\]\.batch_size'"),
+        (lambda d: d["stages"][0].update(size=None), r"stages\[0\]: give the training resolution"),
+        (lambda d: d["loss"].update(depth="huber") if "loss" in d else d.update(loss={"depth": "huber"}), r"loss\.depth"),
+        (lambda d: d["data"].update(crop_bottom=1.5), r"data\.crop_bottom"),
+        (lambda d: d["trainer"].update(precision="8"), r"trainer\.precision"),
+    ],
+)
+def test_bad_recipes_name_the_key(tiny_recipe, tiny_cityscapes, edit, message):
+    d = tiny_recipe(tiny_cityscapes)
+    edit(d)
+    with pytest.raises(RecipeError, match=message):
+        recipe_from_dict(d)
+
+
+def test_missing_or_unset_root_is_refused(tiny_recipe, tmp_path):
+    d = tiny_recipe(tmp_path / "nowhere")
+    with pytest.raises(RecipeError, match=r"data\.root: dataset root .*nowhere.* does not exist"):
+        recipe_from_dict(d)
+    d["data"]["root"] = None
+    with pytest.raises(RecipeError, match=r"data\.root: not set"):
+        recipe_from_dict(d)
+    d["data"]["root"] = str(tmp_path)
+    with pytest.raises(RecipeError, match="no leftImg8bit"):
+        recipe_from_dict(d)
+
+
+def test_overrides_are_dotted_and_yaml_parsed():
+    d = {"stages": [{"name": "a", "epochs": 1}], "data": {"root": "/x"}}
+    out = apply_overrides(d, ["stages.0.epochs=2", "data.root=/y", "stages.0.size=[200, 512]", "model.pretrained=false"])
+    assert out["stages"][0] == {"name": "a", "epochs": 2, "size": [200, 512]}
+    assert out["data"]["root"] == "/y" and out["model"]["pretrained"] is False
+    assert d["stages"][0]["epochs"] == 1  # the input is untouched
+    with pytest.raises(RecipeError, match="stages.3"):
+        apply_overrides(d, ["stages.3.epochs=2"])
+    with pytest.raises(RecipeError, match="key=value"):
+        apply_overrides(d, ["stages.0.epochs"])
+
+
+def test_load_recipe_with_overrides_names_the_file(tiny_recipe, tmp_path, tiny_cityscapes):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tiny_cityscapes)))
+    r, text = load_recipe(path, ["stages.0.epochs=3"])
+    assert r.stages[0].epochs == 3 and text == path.read_text()
+    with pytest.raises(RecipeError, match=r"r\.yaml: unknown key 'stages\[0\]\.epochz'"):
+        load_recipe(path, ["stages.0.epochz=3"])
+
+
+def test_run_config_saves_recipe_as_given_and_resolved(tiny_recipe, tmp_path, tiny_cityscapes):
+    d = tiny_recipe(tiny_cityscapes)
+    text = yaml.safe_dump(d)
+    r = recipe_from_dict(d)
+    write_run_config(r, tmp_path, text, ["stages.0.epochs=1"])
+    assert (tmp_path / "recipe.yaml").read_text() == text
+    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert recipe_from_dict(resolved) == r
+    assert "stages.0.epochs=1" in (tmp_path / "config.yaml").read_text().splitlines()[0]
+
+
+def test_cli_refuses_bad_recipe_before_training(tiny_recipe, tmp_path, tiny_cityscapes, capsys):
+    d = tiny_recipe(tiny_cityscapes)
+    d["stages"][0]["epochs"] = -2
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(d))
+    out = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "stages[0].epochs: must be >= 1, got -2" in err and "bad.yaml" in err
+    assert not out.exists()
+    assert main(["train", str(path), "--out", str(out), "--set", "stages.0.epochs=1", "data.root=/does/not/exist"]) == 2
+    assert "data.root" in capsys.readouterr().err and not out.exists()
