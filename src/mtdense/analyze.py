@@ -1,0 +1,175 @@
+"""Where a trained model is right and wrong over a dataset split.
+
+:func:`analyze` runs a :class:`~mtdense.inference.Predictor` over samples in the
+``CityscapesDataset`` format (``image`` uint8 RGB, ``seg`` train ids with 255 = ignore,
+``depth`` metres with 0 = invalid) and accumulates, over the whole split:
+
+* segmentation: the confusion matrix, mIoU, per-class IoU, pixel accuracy
+  (:class:`mtdense.metrics.SegMetrics`);
+* depth: AbsRel, SqRel, RMSE, RMSE log, delta accuracies (:class:`mtdense.metrics.DepthMetrics`),
+  and the same per ground-truth distance bin (error against distance);
+* depth distributions: 1000-bin histograms of ground-truth and predicted depth over the same
+  (valid) pixels of the first ``hist_samples`` samples (the recipe looks at ~100).
+
+:func:`write_report` turns that into pictures and a JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mtdense.data.labels import NUM_CLASSES, TRAIN_CLASS_NAMES
+from mtdense.inference import Predictor
+from mtdense.metrics import DepthMetrics, SegMetrics
+
+__all__ = ["DISTANCE_BINS_M", "Analysis", "analyze", "write_report"]
+
+# Ground-truth distance bins (metres) for the error-against-distance curve.
+DISTANCE_BINS_M = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 70.0, 100.0, 150.0, 250.0)
+
+
+@dataclass
+class Analysis:
+    """Split-level results of :func:`analyze`.
+
+    Attributes:
+        seg: ``{"miou", "pixel_acc"}`` floats and ``"per_class_iou"`` (19 floats, NaN = absent).
+        confusion: 19 x 19 pixel counts, ``[ground truth, prediction]``.
+        depth: ``{"abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3"}``.
+        distance_edges: Bin edges in metres (:data:`DISTANCE_BINS_M`).
+        distance_abs_rel: AbsRel per bin (NaN for an empty bin).
+        distance_pixels: Valid pixels per bin.
+        hist_edges: 1001 edges over 0..``max_depth`` m.
+        hist_gt, hist_pred: Pixel counts per histogram bin.
+        samples: Samples evaluated; ``hist_samples``: of which in the histograms.
+    """
+
+    seg: dict
+    confusion: np.ndarray
+    depth: dict
+    distance_edges: np.ndarray
+    distance_abs_rel: np.ndarray
+    distance_pixels: np.ndarray
+    hist_edges: np.ndarray
+    hist_gt: np.ndarray
+    hist_pred: np.ndarray
+    samples: int
+    hist_samples: int
+
+    def summary(self) -> str:
+        d = self.depth
+        return (
+            f"{self.samples} samples: mIoU {100 * self.seg['miou']:.2f}%, pixel acc {100 * self.seg['pixel_acc']:.2f}% | "
+            f"depth AbsRel {d['abs_rel']:.4f}, SqRel {d['sq_rel']:.4f}, RMSE {d['rmse']:.3f} m, RMSE log {d['rmse_log']:.4f}, "
+            f"delta1 {100 * d['delta1']:.2f}%"
+        )
+
+    def to_json(self) -> dict:
+        def clean(v):
+            return None if isinstance(v, float) and not np.isfinite(v) else v
+
+        return {
+            "samples": self.samples,
+            "segmentation": {
+                "miou": clean(self.seg["miou"]), "pixel_acc": clean(self.seg["pixel_acc"]),
+                "per_class_iou": {n: clean(float(v)) for n, v in zip(TRAIN_CLASS_NAMES, self.seg["per_class_iou"])},
+            },
+            "depth": {k: clean(float(v)) for k, v in self.depth.items()},
+            "error_vs_distance": [
+                {"from_m": float(a), "to_m": float(b), "abs_rel": clean(float(e)), "pixels": int(n)}
+                for a, b, e, n in zip(self.distance_edges[:-1], self.distance_edges[1:], self.distance_abs_rel, self.distance_pixels)
+            ],
+            "confusion_matrix": self.confusion.tolist(),
+        }
+
+
+def analyze(
+    predictor: Predictor,
+    dataset: Sequence[dict],
+    max_samples: int | None = None,
+    hist_samples: int = 100,
+    hist_bins: int = 1000,
+    max_depth: float = 250.0,
+    distance_edges: Sequence[float] = DISTANCE_BINS_M,
+    progress: bool = True,
+) -> Analysis:
+    """Evaluate ``predictor`` over ``dataset`` and collect what :func:`write_report` draws.
+
+    Args:
+        predictor: Runs the model; its outputs come back at each sample's size.
+        dataset: Indexable samples with ``image`` (H x W x 3 uint8), ``seg`` (H x W train ids,
+            255 = ignore) and ``depth`` (H x W metres, 0 = invalid), e.g. a ``CityscapesDataset``
+            without transform.
+        max_samples: Evaluate only the first N samples (``None``: all).
+        hist_samples: Samples that feed the depth histograms.
+        hist_bins: Histogram bins over ``[0, max_depth]`` m.
+        max_depth: Histogram range and depth evaluation cap in metres (the depth target is
+            clipped at 250 m in training).
+        distance_edges: Ground-truth distance bins in metres for AbsRel against distance.
+        progress: Show a tqdm bar.
+    """
+    n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+    if n == 0:
+        raise ValueError("the dataset is empty: nothing to analyze")
+    seg_metric = SegMetrics(NUM_CLASSES)
+    depth_metric = DepthMetrics(max_depth=max_depth)
+    edges = np.asarray(distance_edges, dtype=np.float64)
+    per_bin = [DepthMetrics(max_depth=max_depth) for _ in range(len(edges) - 1)]
+    hist_edges = np.linspace(0.0, max_depth, hist_bins + 1)
+    hist_gt = np.zeros(hist_bins, np.int64)
+    hist_pred = np.zeros(hist_bins, np.int64)
+    for i in tqdm(range(n), desc="analyze", unit="sample", disable=not progress):
+        sample = dataset[i]
+        pred = predictor.predict(sample["image"])
+        gt_seg = torch.from_numpy(np.asarray(sample["seg"]))[None]
+        gt_depth = np.asarray(sample["depth"], dtype=np.float32)
+        seg_metric.update(torch.from_numpy(pred.seg)[None], gt_seg)
+        p = torch.from_numpy(pred.depth)[None]
+        g = torch.from_numpy(gt_depth)[None]
+        depth_metric.update(p, g)
+        for b, metric in enumerate(per_bin):
+            inside = (g > edges[b]) & (g <= edges[b + 1])
+            metric.update(p, torch.where(inside, g, torch.zeros_like(g)))  # 0 = not evaluated
+        if i < hist_samples:
+            valid = np.isfinite(gt_depth) & (gt_depth > 0)
+            hist_gt += np.histogram(gt_depth[valid], hist_edges)[0]
+            hist_pred += np.histogram(pred.depth[valid], hist_edges)[0]
+    seg = seg_metric.compute()
+    return Analysis(
+        seg={"miou": float(seg["miou"]), "pixel_acc": float(seg["pixel_acc"]), "per_class_iou": seg["per_class_iou"].tolist()},
+        confusion=seg_metric.confmat.cpu().numpy(),
+        depth={k: float(v) for k, v in depth_metric.compute().items()},
+        distance_edges=edges,
+        distance_abs_rel=np.array([float(m.compute()["abs_rel"]) for m in per_bin]),
+        distance_pixels=np.array([int(m.n) for m in per_bin]),
+        hist_edges=hist_edges,
+        hist_gt=hist_gt,
+        hist_pred=hist_pred,
+        samples=n,
+        hist_samples=min(n, hist_samples),
+    )
+
+
+def write_report(analysis: Analysis, out: str | Path) -> list[Path]:
+    """Write ``depth_histogram.png``, ``class_iou.png``, ``confusion_matrix.png``,
+    ``error_vs_distance.png`` and ``metrics.json`` into ``out``; returns the paths."""
+    from mtdense.viz import plot_class_iou, plot_confusion_matrix, plot_depth_histograms, plot_error_vs_distance
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [
+        plot_depth_histograms(analysis.hist_edges, analysis.hist_gt, analysis.hist_pred, out / "depth_histogram.png"),
+        plot_class_iou(analysis.seg["per_class_iou"], out / "class_iou.png"),
+        plot_confusion_matrix(analysis.confusion, out / "confusion_matrix.png"),
+        plot_error_vs_distance(analysis.distance_edges, analysis.distance_abs_rel, analysis.distance_pixels, out / "error_vs_distance.png"),
+    ]
+    metrics = out / "metrics.json"
+    metrics.write_text(json.dumps(analysis.to_json(), indent=2))
+    return paths + [metrics]

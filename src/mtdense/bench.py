@@ -1,0 +1,540 @@
+"""Speed of the deploy paths, measured side by side with the write-up's network.
+
+One run times every requested backend on the same input, batch 1: warm-up runs, then timed
+runs (CUDA events and ``cudnn.benchmark`` on a GPU, ``time.perf_counter`` on a CPU), taken
+round-robin over the backends so that a change of machine load falls on all rows alike. Each
+row reports mean +- std and median latency, FPS, parameters, GFLOPs
+(:func:`mtdense.complexity.model_complexity`), achieved GFLOP/s, peak memory, and how far its
+outputs are from eager fp32 PyTorch on the same input (segmentation argmax agreement, depth
+difference in metres). Two ``reference`` rows time the write-up's network
+(:mod:`mtdense.reference`) in eager fp32 and under ONNX Runtime fp32, so every speed-up is a
+ratio measured in the same process on the same input.
+
+Backends:
+
+=============== ======================================================================
+``eager``        PyTorch fp32, NCHW.
+``channels_last`` PyTorch fp32, NHWC memory format.
+``compile``      ``torch.compile`` (inductor) of the fp32 model; a failure becomes a row note.
+``ort``          ONNX Runtime fp32 of :class:`~mtdense.export.DeployNet` (the mtdense export).
+``ort_plain``    ONNX Runtime fp32 of the training graph as is (shows what DeployNet buys).
+``ort_int8``     ONNX Runtime, static int8 QDQ of the DeployNet export.
+``fp16``         PyTorch fp16, channels-last (CUDA only).
+``cuda_graph``   fp16 channels-last replayed from a captured CUDA graph (CUDA only).
+=============== ======================================================================
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (tensors only); on a CPU the growth
+of the process's peak resident set (``VmHWM`` in ``/proc/self/status``, reset before each
+backend through ``/proc/self/clear_refs``) over the resident set before it, which counts
+memory allocated by any library (PyTorch, ONNX Runtime), unlike ``tracemalloc``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mtdense.complexity import model_complexity
+from mtdense.export import Parity, compare_outputs, export_onnx, ort_session, quantize_onnx, run_onnx
+from mtdense.reference import to_reference
+
+__all__ = [
+    "BACKENDS", "CPU_BACKENDS", "GPU_BACKENDS", "BenchRow", "BenchResult", "benchmark", "format_table",
+    "format_markdown", "write_markdown", "machine_info", "ort_profile", "MARK_BEGIN", "MARK_END",
+]
+
+BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_plain", "ort_int8", "fp16", "cuda_graph")
+CPU_BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_int8")
+GPU_BACKENDS = ("eager", "channels_last", "compile", "fp16", "cuda_graph", "ort")
+MARK_BEGIN = "<!-- mtdense bench: begin -->"
+MARK_END = "<!-- mtdense bench: end -->"
+
+
+@dataclass
+class BenchRow:
+    """One timed configuration.
+
+    Attributes:
+        model: ``"mtdense"`` or ``"reference"``.
+        backend: One of :data:`BACKENDS`.
+        times_ms: Latency of each timed run in milliseconds (empty if it could not run).
+        params: Parameters.
+        gflops: GFLOPs of one forward pass (multiply-add = 2).
+        peak_mem_mb: Peak memory in MiB (see the module docstring for the method), or None.
+        parity: Outputs compared with eager fp32 of the same network on the same input.
+        note: Why a row has no timings, or what it ran exactly.
+    """
+
+    model: str
+    backend: str
+    times_ms: list[float] = field(default_factory=list)
+    params: int = 0
+    gflops: float = 0.0
+    peak_mem_mb: float | None = None
+    parity: Parity | None = None
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} {self.backend}"
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.times_ms)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms) if self.times_ms else float("nan")
+
+    @property
+    def mean_ms(self) -> float:
+        return statistics.fmean(self.times_ms) if self.times_ms else float("nan")
+
+    @property
+    def std_ms(self) -> float:
+        return statistics.stdev(self.times_ms) if len(self.times_ms) > 1 else 0.0
+
+    @property
+    def fps(self) -> float:
+        return 1000.0 / self.median_ms if self.times_ms else float("nan")
+
+    @property
+    def gflops_per_s(self) -> float:
+        return self.gflops / (self.median_ms / 1000.0) if self.times_ms else float("nan")
+
+
+@dataclass
+class BenchResult:
+    """All rows of one run plus what it ran on."""
+
+    rows: list[BenchRow]
+    size: tuple[int, int]
+    device: str
+    warmup: int
+    runs: int
+    machine: dict[str, str]
+    input_desc: str
+
+    def row(self, model: str, backend: str) -> BenchRow | None:
+        return next((r for r in self.rows if r.model == model and r.backend == backend), None)
+
+    @property
+    def baseline(self) -> BenchRow | None:
+        """The reference network under ONNX Runtime fp32 (the ratio column's denominator)."""
+        ref = self.row("reference", "ort")
+        return ref if ref is not None and ref.ok else None
+
+    def fastest_accurate(self, min_agreement: float = 0.99, max_mean_rel: float = 0.01) -> BenchRow | None:
+        """Fastest mtdense row whose outputs match eager fp32 (agreement and depth thresholds)."""
+        ok = [r for r in self.rows if r.model == "mtdense" and r.ok and r.parity is not None and r.parity.ok(min_agreement, max_mean_rel)]
+        return min(ok, key=lambda r: r.median_ms) if ok else None
+
+
+# -- machine ---------------------------------------------------------------------------------
+def machine_info(device: str = "cpu") -> dict[str, str]:
+    """CPU model, cores, library versions and (for CUDA) the GPU name."""
+    import onnxruntime as ort
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"model name\s*:\s*(.+)", text)
+        if found:
+            cpu = found.group(1).strip()
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
+    }
+    if hasattr(os, "getloadavg"):  # other processes on the machine slow every row
+        info["load"] = f"{os.getloadavg()[0]:.1f}"
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = str(torch.version.cuda)
+    return info
+
+
+# -- memory ----------------------------------------------------------------------------------
+def _rss_kib(field_name: str) -> int | None:
+    try:
+        found = re.search(rf"{field_name}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+class _PeakMemory:
+    """Peak memory of a block: CUDA allocator peak, or CPU peak-RSS growth (Linux)."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.peak_mb: float | None = None
+
+    def __enter__(self) -> "_PeakMemory":
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+                self._base = _rss_kib("VmRSS")
+            except OSError:
+                self._base = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            self.peak_mb = (torch.cuda.max_memory_allocated() - self._base) / 2**20
+        elif self._base is not None:
+            hwm = _rss_kib("VmHWM")
+            self.peak_mb = None if hwm is None else max(0, hwm - self._base) / 1024
+
+
+# -- timing ----------------------------------------------------------------------------------
+def _time_once(fn: Callable[[], object], device: str) -> float:
+    """Milliseconds of one call: CUDA events on a GPU, ``perf_counter`` on a CPU."""
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _as_dict(out, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    if isinstance(out, dict):
+        return {k: v.float() for k, v in out.items()}
+    return {k: v.float() for k, v in zip(names, out)}
+
+
+def _torch_runner(model: nn.Module, backend: str, x: torch.Tensor, device: str) -> Callable[[], dict[str, torch.Tensor]]:
+    model = copy.deepcopy(model).to(device).eval()
+    names = list(model.heads)
+    if backend == "eager":
+        inp = x
+    elif backend == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        inp = x.contiguous(memory_format=torch.channels_last)
+    elif backend == "compile":
+        model = torch.compile(model)
+        inp = x
+    elif backend in ("fp16", "cuda_graph"):
+        if device != "cuda":
+            raise RuntimeError(f"{backend} runs on CUDA only (fp16 convolutions on this CPU are emulated and slow)")
+        model = model.half().to(memory_format=torch.channels_last)
+        inp = x.half().contiguous(memory_format=torch.channels_last)
+    else:
+        raise ValueError(f"not a PyTorch backend: {backend}")
+
+    if backend == "cuda_graph":
+        static_in = inp.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(3):  # warm up on a side stream before capture (cuDNN autotuning, allocator)
+                model(static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.inference_mode():
+            static_out = model(static_in)
+
+        def run() -> dict[str, torch.Tensor]:
+            graph.replay()
+            return static_out
+
+        return run
+
+    def run() -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            return _as_dict(model(inp), names)
+
+    return run
+
+
+def ort_profile(path: str | Path, x: np.ndarray, runs: int = 5, threads: int | None = None) -> list[tuple[str, float, int]]:
+    """Where ONNX Runtime spends its time: ``[(op type, ms per run, kernel count)]``, largest first.
+
+    Uses ORT's built-in profiler (``SessionOptions.enable_profiling``) after one warm-up run.
+    """
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="mtdense-prof-") as tmp:
+        sess = ort_session(path, threads=threads, profile_prefix=str(Path(tmp) / "ort"))
+        name = sess.get_inputs()[0].name
+        sess.run(None, {name: x})
+        for _ in range(runs):
+            sess.run(None, {name: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    totals: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for ev in events:
+        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+            op = ev["args"]["op_name"]
+            totals[op] = totals.get(op, 0.0) + ev["dur"] / 1000.0
+            counts[op] = counts.get(op, 0) + 1
+    # the first (warm-up) run is included in the events: average over runs + 1
+    return sorted(((op, t / (runs + 1), counts[op] // (runs + 1)) for op, t in totals.items()), key=lambda r: -r[1])
+
+
+# -- the benchmark ---------------------------------------------------------------------------
+def benchmark(
+    model: nn.Module,
+    size: tuple[int, int] = (400, 1024),
+    backends: Sequence[str] = CPU_BACKENDS,
+    device: str = "cpu",
+    warmup: int = 3,
+    runs: int = 20,
+    reference: bool = True,
+    images: Sequence[str | Path | np.ndarray] | None = None,
+    threads: int | None = None,
+    workdir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> BenchResult:
+    """Time ``model`` (and the write-up's reference network) on each backend, batch 1.
+
+    Args:
+        model: A :class:`~mtdense.models.MultiTaskNet` with ``seg`` and ``depth`` heads.
+        size: Input ``(H, W)``.
+        backends: Subset of :data:`BACKENDS`, in the order to run.
+        device: ``"cpu"`` or ``"cuda"``.
+        warmup, runs: Untimed runs per backend, then timed rounds (one run of every backend each).
+        reference: Add the ``reference eager`` and ``reference ort`` rows.
+        images: Real images: the first is the timed input (resized to ``size``), all of them
+            calibrate ``ort_int8``. ``None``: a fixed random RGB image (timing only; int8 is
+            then calibrated on it, which says nothing about int8 accuracy).
+        threads: Intra-op threads for PyTorch and ONNX Runtime (``None``: library defaults).
+        workdir: Where ONNX files are written (a temporary folder by default).
+        log: Progress messages.
+
+    Returns:
+        A :class:`BenchResult`; rows that could not run carry a ``note`` and no timings.
+    """
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backends {unknown}; valid: {', '.join(BACKENDS)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available here")
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model = copy.deepcopy(model).cpu().eval()
+    h, w = size
+    from mtdense.export import preprocess_images
+
+    if images:
+        input_desc = f"image {images[0] if isinstance(images[0], (str, Path)) else 'array'} resized to {h}x{w}"
+    else:
+        images = [np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)]
+        input_desc = f"uniform random RGB image {h}x{w} (seed 0): timing only, int8 calibrated on it"
+    x_np = preprocess_images(images[:1], size)
+    x_cpu = torch.from_numpy(x_np)
+    x_dev = x_cpu.to(device)
+
+    nets = {"mtdense": model}
+    if reference:
+        nets["reference"] = to_reference(model)
+    stats = {name: model_complexity(net, size)[-1] for name, net in nets.items()}
+
+    tmp = tempfile.TemporaryDirectory(prefix="mtdense-bench-") if workdir is None else None
+    work = Path(tmp.name if tmp else workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    plan = [("mtdense", b) for b in backends]
+    if reference:
+        plan += [("reference", "eager"), ("reference", "ort")]
+    rows: list[BenchRow] = []
+    truth: dict[str, dict[str, torch.Tensor]] = {}
+    try:
+        for name in nets:  # eager fp32 outputs on the same input: what every row is compared with
+            with torch.inference_mode():
+                truth[name] = {k: v.float().cpu() for k, v in nets[name].to(device)(x_dev).items()}
+            nets[name].cpu()
+        runners: dict[int, Callable[[], object]] = {}
+        for name, backend in plan:
+            net = nets[name]
+            row = BenchRow(name, backend, params=stats[name].params, gflops=stats[name].gflops)
+            rows.append(row)
+            log(f"[bench] preparing {row.name} ...")
+            try:
+                run, note = _make_runner(net, name, backend, x_cpu, x_dev, device, threads, work, images, size)
+                row.note = note
+                with _PeakMemory(device) as mem:  # first run + warm-up: where the peak is reached
+                    out = run()
+                    for _ in range(warmup):
+                        run()
+                row.peak_mem_mb = mem.peak_mb
+            except Exception as exc:  # report, keep benchmarking the other backends
+                row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                log(f"[bench] {row.name}: {row.note}")
+                continue
+            row.parity = compare_outputs({k: torch.as_tensor(v).float().cpu() for k, v in out.items()}, truth[name])
+            log(f"[bench] {row.name}: vs eager fp32 {row.parity}")
+            runners[len(rows) - 1] = run
+        # Timed runs round-robin over the rows (starting row rotating), so a change of load on a
+        # shared machine, or thermal drift, falls on every row alike.
+        order = list(runners)
+        for i in tqdm(range(runs if order else 0), desc="timed rounds", unit="round"):
+            for j in order[i % len(order):] + order[: i % len(order)]:
+                rows[j].times_ms.append(_time_once(runners[j], device))
+        for r in rows:
+            if r.ok:
+                log(f"[bench] {r.name}: median {r.median_ms:.1f} ms")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return BenchResult(rows, size, device, warmup, runs, machine_info(device), input_desc)
+
+
+def _make_runner(net, name, backend, x_cpu, x_dev, device, threads, work: Path, images, size):
+    """Build the zero-argument callable for one row; returns ``(run, note)``."""
+    if backend in ("ort", "ort_plain", "ort_int8"):
+        deploy = backend != "ort_plain" and name == "mtdense"
+        onnx_path = work / f"{name}_{'deploy' if deploy else 'plain'}.onnx"
+        if not onnx_path.exists():  # fixed 1x3xHxW: faster to export, and ORT plans static shapes
+            export_onnx(net, onnx_path, size=size, deploy=deploy, dynamic=False)
+        note = "DeployNet export" if deploy else "training graph exported as is"
+        if backend == "ort_int8":
+            q_path = work / f"{name}_int8.onnx"
+            quantize_onnx(onnx_path, q_path, images, size=size)
+            onnx_path = q_path
+            note += f"; int8 QDQ per-channel, calibrated on {len(images)} image(s)"
+        sess = ort_session(onnx_path, device=device, threads=threads)
+        inp = x_cpu.numpy()
+        note += f"; ORT {sess.get_providers()[0].replace('ExecutionProvider', '')}, graph opt all"
+
+        def run() -> dict[str, np.ndarray]:
+            return run_onnx(sess, inp)
+
+        return run, note
+    run = _torch_runner(net, backend, x_dev, device)
+    if backend == "compile":
+        run()  # compile now, so a failure is reported as this row's note
+        return run, "torch.compile (inductor), default mode"
+    return run, {"eager": "fp32 NCHW", "channels_last": "fp32 NHWC", "fp16": "fp16 NHWC", "cuda_graph": "fp16 NHWC, CUDA graph replay"}[backend]
+
+
+# -- tables ----------------------------------------------------------------------------------
+def _ratio(row: BenchRow, base: BenchRow | None) -> str:
+    if base is None or not row.ok:
+        return "-"
+    return f"{base.median_ms / row.median_ms:.2f}x"
+
+
+def _fmt_parity(row: BenchRow) -> tuple[str, str]:
+    if row.parity is None:
+        return "-", "-"
+    return f"{100 * row.parity.seg_agreement:.2f}", f"{100 * row.parity.depth_mean_rel:.3f}"
+
+
+def format_table(result: BenchResult) -> str:
+    """A plain-text table of the rows (what ``mtdense bench`` prints)."""
+    base = result.baseline
+    head = f"{'model':<10}{'backend':<14}{'mean+-std ms':>16}{'median':>9}{'FPS':>7}{'vs ref ORT':>11}{'GFLOP/s':>9}{'peak MiB':>9}{'agree %':>9}{'d rel %':>9}  note"
+    lines = [head, "-" * len(head)]
+    for r in result.rows:
+        agree, rel = _fmt_parity(r)
+        if r.ok:
+            lines.append(
+                f"{r.model:<10}{r.backend:<14}{f'{r.mean_ms:.1f} +- {r.std_ms:.1f}':>16}{r.median_ms:>9.1f}{r.fps:>7.1f}"
+                f"{_ratio(r, base):>11}{r.gflops_per_s:>9.1f}{(f'{r.peak_mem_mb:.0f}' if r.peak_mem_mb is not None else '-'):>9}"
+                f"{agree:>9}{rel:>9}  {r.note}"
+            )
+        else:
+            lines.append(f"{r.model:<10}{r.backend:<14}{'-':>16}{'-':>9}{'-':>7}{'-':>11}{'-':>9}{'-':>9}{'-':>9}{'-':>9}  {r.note}")
+    rows = [r for r in result.rows if r.ok]
+    if rows:
+        r0 = rows[0]
+        lines.append(f"params {r0.params:,}  GFLOPs {r0.gflops:.2f} at {result.size[0]}x{result.size[1]}, batch 1; "
+                     f"{result.warmup} warm-up + {result.runs} timed runs; input: {result.input_desc}")
+    best = result.fastest_accurate()
+    if best is not None and base is not None:
+        lines.append(f"fastest path with agreement >= 99% and depth mean rel <= 1%: {best.name} {best.median_ms:.1f} ms = "
+                     f"{base.median_ms / best.median_ms:.2f}x the reference under ORT fp32 ({base.median_ms:.1f} ms)")
+    return "\n".join(lines)
+
+
+def format_markdown(result: BenchResult, command: str = "") -> str:
+    """The rows as a markdown section: machine, settings, table, method notes."""
+    base = result.baseline
+    m = result.machine
+    out = [MARK_BEGIN, ""]
+    out.append(f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch threads']} torch threads)"
+               + (f", GPU {m['gpu']} (CUDA {m['cuda']})" if "gpu" in m else "")
+               + f"; torch {m['torch']}, onnxruntime {m['onnxruntime']}, Python {m['python']}; {m['date']}"
+               + (f"; load average {m['load']} when the run ended (other processes share the CPU)." if "load" in m else "."))
+    out.append("")
+    out.append(f"Input {result.size[0]}x{result.size[1]}, batch 1, device `{result.device}`: {result.warmup} warm-up then "
+               f"{result.runs} timed runs per row, taken round-robin over the rows ({result.input_desc}).")
+    if command:
+        out.append(f"Command: `{command}`")
+    out.append("")
+    out.append("| model | backend | mean +- std [ms] | median [ms] | FPS | speed-up vs reference ORT | params | GFLOPs | GFLOP/s | peak mem [MiB] | seg agreement [%] | depth mean rel diff [%] | note |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in result.rows:
+        agree, rel = _fmt_parity(r)
+        if r.ok:
+            mem = f"{r.peak_mem_mb:.0f}" if r.peak_mem_mb is not None else "-"
+            out.append(f"| {r.model} | {r.backend} | {r.mean_ms:.1f} +- {r.std_ms:.1f} | {r.median_ms:.1f} | {r.fps:.1f} | "
+                       f"{_ratio(r, base)} | {r.params / 1e6:.2f} M | {r.gflops:.2f} | {r.gflops_per_s:.1f} | {mem} | {agree} | {rel} | {r.note} |")
+        else:
+            out.append(f"| {r.model} | {r.backend} | - | - | - | - | {r.params / 1e6:.2f} M | {r.gflops:.2f} | - | - | - | - | {r.note} |")
+    out.append("")
+    best = result.fastest_accurate()
+    if best is not None and base is not None:
+        out.append(f"Fastest mtdense path whose outputs match eager fp32 PyTorch (agreement >= 99%, depth mean relative "
+                   f"difference <= 1%): **{best.backend}**, {best.median_ms:.1f} ms, **{base.median_ms / best.median_ms:.2f}x** "
+                   f"the reference network under ONNX Runtime fp32 ({base.median_ms:.1f} ms).")
+        out.append("")
+    out.append("Agreement and depth difference compare each row with eager fp32 PyTorch of the same network on the same "
+               "input (reference rows with the reference network). Peak memory: "
+               + ("CUDA `max_memory_allocated` (PyTorch's allocator; ONNX Runtime's own CUDA arena is not in it) over "
+                  "the first run and the warm-up." if result.device == "cuda" else
+                  "growth of the process's peak resident set (`VmHWM`, reset through `/proc/self/clear_refs`) over the first "
+                  "run and the warm-up."))
+    out += ["", MARK_END]
+    return "\n".join(out)
+
+
+def write_markdown(result: BenchResult, path: str | Path, command: str = "") -> Path:
+    """Write the markdown table into ``path``: in place of the section between the bench markers
+    if the file has them (the prose around it is kept), appended to the file if it has none,
+    or as a new file."""
+    path = Path(path)
+    section = format_markdown(result, command)
+    if path.is_file():
+        text = path.read_text()
+        if MARK_BEGIN in text and MARK_END in text:
+            start, end = text.index(MARK_BEGIN), text.index(MARK_END) + len(MARK_END)
+            path.write_text(text[:start] + section + text[end:])
+        else:
+            path.write_text(text.rstrip("\n") + "\n\n" + section + "\n")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Benchmarks\n\n" + section + "\n")
+    return path

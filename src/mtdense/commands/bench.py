@@ -1,0 +1,78 @@
+"""``mtdense bench``: latency of each deploy path, side by side with the write-up's network."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from mtdense.bench import BACKENDS, CPU_BACKENDS, GPU_BACKENDS
+
+DESCRIPTION = f"""\
+Time the model on several backends at batch 1 and print one row per backend: mean +- std and
+median latency, FPS, speed-up over the reference network under ONNX Runtime fp32, achieved
+GFLOP/s, peak memory, and how closely the outputs match eager fp32 PyTorch on the same input
+(segmentation argmax agreement, mean relative depth difference).
+
+Every run also times the write-up's network (mtdense.reference: same weights, its Chained
+Residual Pooling adds every pooled map as well) in eager fp32 and under ONNX Runtime fp32,
+so speed-ups are measured in the same process on the same input.
+
+Backends: {', '.join(BACKENDS)}.
+  eager / channels_last / compile: PyTorch fp32 (NCHW / NHWC / torch.compile);
+  ort: ONNX Runtime fp32 of the inference rewrite; ort_plain: of the training graph;
+  ort_int8: static int8 (calibrated on --images, else on the random input: timing only);
+  fp16 / cuda_graph: CUDA only.
+Defaults: {','.join(CPU_BACKENDS)} on a CPU, {','.join(GPU_BACKENDS)} on CUDA; 3 warm-up +
+20 timed runs on a CPU, 10 + 300 on CUDA (CUDA events, cudnn.benchmark).
+Without CKPT a randomly initialised default model is timed (speed does not depend on the
+weights; agreement figures of an untrained model mean little)."""
+
+EPILOG = """\
+examples:
+  mtdense bench --size 400 1024
+  mtdense bench runs/demo/model.pth --backends eager,ort,ort_int8 --images data/val_images --markdown docs/benchmarks.md
+  mtdense bench --device cuda --backends eager,fp16,cuda_graph --runs 300 --warmup 10"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="latency per backend (PyTorch, ONNX Runtime fp32/int8) vs the write-up's network",
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", nargs="?", help="model checkpoint (default: random default model)")
+    p.add_argument("--encoder", default="mobilenet_v3_small", help="encoder of the random model without CKPT (default: %(default)s)")
+    p.add_argument("--size", nargs=2, type=int, default=[400, 1024], metavar=("H", "W"), help="input size (default: 400 1024)")
+    p.add_argument("--backends", help=f"comma-separated subset of {','.join(BACKENDS)}")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: %(default)s)")
+    p.add_argument("--runs", type=int, help="timed runs (default: 20 on CPU, 300 on CUDA)")
+    p.add_argument("--warmup", type=int, help="untimed warm-up runs (default: 3 on CPU, 10 on CUDA)")
+    p.add_argument("--threads", type=int, help="intra-op threads for PyTorch and ONNX Runtime (default: library defaults)")
+    p.add_argument("--images", help="folder of real images: the first is the input, up to 32 calibrate ort_int8")
+    p.add_argument("--no-reference", action="store_true", help="skip the two reference rows")
+    p.add_argument("--markdown", metavar="FILE", help="also write the table (with the machine) into FILE, e.g. docs/benchmarks.md")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mtdense.bench import benchmark, format_table, write_markdown
+    from mtdense.export import calibration_images
+    from mtdense.models import create_model, load_model
+
+    cuda = args.device == "cuda"
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else list(GPU_BACKENDS if cuda else CPU_BACKENDS)
+    runs = args.runs if args.runs is not None else (300 if cuda else 20)
+    warmup = args.warmup if args.warmup is not None else (10 if cuda else 3)
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"--runs must be >= 1 and --warmup >= 0, got {runs} and {warmup}")
+    model = load_model(args.checkpoint) if args.checkpoint else create_model(args.encoder)
+    images = calibration_images(args.images, 32) if args.images else None
+    result = benchmark(
+        model, size=tuple(args.size), backends=backends, device=args.device, warmup=warmup, runs=runs,
+        reference=not args.no_reference, images=images, threads=args.threads, log=lambda s: print(s, file=sys.stderr),
+    )
+    print(format_table(result))
+    if args.markdown:
+        command = "mtdense " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
+        print(f"wrote {write_markdown(result, args.markdown, command)}")
+    return 0 if any(r.ok for r in result.rows) else 1

@@ -1,0 +1,566 @@
+"""Export for deployment: ONNX (fp32, or int8 with static QDQ quantization) and safetensors.
+
+The ONNX graph takes ``image``: ``B x 3 x H x W`` float32 ImageNet-normalised RGB (batch,
+height and width dynamic; H, W >= 32) and returns one output per task at the input size:
+``seg`` (``B x 19 x H x W`` logits) and ``depth`` (``B x 1 x H x W``, encoded as
+``log(depth_m) / 5``; metres = ``exp(5 * depth)``).
+
+By default the exported graph is :class:`DeployNet`: the same weights and the same
+function as the trained :class:`~mtdense.models.MultiTaskNet`, rewritten so that ONNX
+Runtime's CPU kernels do less work (see its docstring). :func:`onnx_parity` checks the
+exported file against PyTorch; ``mtdense export`` runs it on every export.
+
+    >>> model = mtdense.load_model("model.pth")
+    >>> path = export_onnx(model, "model.onnx")
+    >>> print(onnx_parity(path, model, sample_images))
+    >>> quantize_onnx(path, "model.int8.onnx", calibration_images("val_images/"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtdense.models import MultiTaskNet, export_safetensors
+
+__all__ = [
+    "DeployNet", "TapConv3x3", "SplitConv3x3", "deploy_head_conv", "fold_batchnorm", "export_onnx", "export_safetensors", "ort_session", "run_onnx",
+    "Parity", "compare_outputs", "onnx_parity", "quantize_onnx", "ImageCalibrationReader", "calibration_images",
+    "preprocess_images", "INT8_FP32_SCOPES", "IMAGE_SUFFIXES",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+# Module scopes kept in fp32 by default in the int8 model: the last (3x3) conv of each head.
+# Their outputs are the logits and the log-depth; 8-bit steps there cost more accuracy
+# (a 1.25-wide log-depth range in 255 steps is already ~2.5% relative depth) than time.
+INT8_FP32_SCOPES = ("heads.*.2",)
+
+
+# -- the deployment graph --------------------------------------------------------------------
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every ``Conv2d -> BatchNorm2d`` pair inside ``nn.Sequential`` containers, in place.
+
+    The BatchNorm becomes ``nn.Identity`` and its affine map moves into the convolution's
+    weight and bias (exact up to float rounding). Only valid in eval mode.
+
+    Returns:
+        ``module``.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if module.training:
+        raise ValueError("fold_batchnorm needs an eval-mode model (call model.eval() first): training BN uses batch statistics")
+    for child in module.modules():
+        if not isinstance(child, nn.Sequential):
+            continue
+        names = list(child._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = child._modules[a], child._modules[b]
+            if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats:
+                child._modules[a] = fuse_conv_bn_eval(conv, bn)
+                child._modules[b] = nn.Identity()
+    return module
+
+
+class TapConv3x3(nn.Module):
+    """A 3x3 convolution (padding 1) computed as a 1x1 convolution to ``9 C`` per-tap maps
+    followed by a shift-and-sum (a grouped 3x3 convolution with one-hot kernels).
+
+    ``conv3x3(x)[o] = sum_t shift_t(W[o, :, t] . x)``: exact, since the 1x1 convolution has no
+    bias and maps the zero padding to zero. For few output channels ``C`` it is much cheaper:
+    the costly part (over all input channels) shrinks from ``9 Cin C`` to ``Cin 9C`` multiply-
+    adds *after* the CPU kernels pad ``C`` up to their 16-channel block (``C = 1`` depth: 9x).
+
+    Args:
+        conv: A ``Conv2d`` with kernel 3, padding 1, stride 1, dilation 1, groups 1.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
+            raise ValueError(f"TapConv3x3 needs a plain 3x3 conv with padding 1, got {conv}")
+        c, cin = conv.out_channels, conv.in_channels
+        w = conv.weight.detach()  # C x Cin x 3 x 3
+        self.proj = nn.Conv2d(cin, 9 * c, 1, bias=False)
+        # Output channel o * 9 + t holds tap t (row-major in the 3x3 window) of class o.
+        self.proj.weight.data.copy_(w.permute(0, 2, 3, 1).reshape(9 * c, cin, 1, 1))
+        self.gather = nn.Conv2d(9 * c, c, 3, padding=1, groups=c, bias=conv.bias is not None)
+        onehot = torch.zeros(c, 9, 3, 3, dtype=w.dtype)
+        for t in range(9):
+            onehot[:, t, t // 3, t % 3] = 1.0
+        self.gather.weight.data.copy_(onehot)
+        self.gather.weight.requires_grad_(False)
+        if conv.bias is not None:
+            self.gather.bias.data.copy_(conv.bias.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gather(self.proj(x))
+
+
+def _padded(n: int, block: int = 16) -> int:
+    return -(-n // block) * block
+
+
+def _tap_pays_off(c: int) -> bool:
+    # Direct: 9 taps x padded(C) outputs per input channel; taps: padded(9 C), plus the gather.
+    return 2 * _padded(9 * c) <= 9 * _padded(c)
+
+
+class SplitConv3x3(nn.Module):
+    """A 3x3 convolution whose first ``C - r`` outputs (a multiple of the CPU kernels' 16-channel
+    block) are computed directly and whose last ``r`` by :class:`TapConv3x3`, concatenated.
+
+    For the 19 segmentation logits: 16 direct + 3 by taps costs ``9 x 16 + 32`` instead of
+    ``9 x 32`` multiply-adds per input channel and pixel (the direct kernel pads 19 to 32).
+    """
+
+    def __init__(self, conv: nn.Conv2d, tap_channels: int):
+        super().__init__()
+        c = conv.out_channels
+        if not 0 < tap_channels < c:
+            raise ValueError(f"tap_channels must be in 1..{c - 1}, got {tap_channels}")
+        n = c - tap_channels
+        self.direct = nn.Conv2d(conv.in_channels, n, 3, padding=1, bias=conv.bias is not None)
+        self.direct.weight.data.copy_(conv.weight.detach()[:n])
+        rest = nn.Conv2d(conv.in_channels, tap_channels, 3, padding=1, bias=conv.bias is not None)
+        rest.weight.data.copy_(conv.weight.detach()[n:])
+        if conv.bias is not None:
+            self.direct.bias.data.copy_(conv.bias.detach()[:n])
+            rest.bias.data.copy_(conv.bias.detach()[n:])
+        self.taps = TapConv3x3(rest)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.direct(x), self.taps(x)], dim=1)
+
+
+def deploy_head_conv(conv: nn.Conv2d) -> nn.Module:
+    """The cheapest exact form of a head's 3x3 conv for 16-channel-blocked CPU kernels:
+    :class:`TapConv3x3` for few outputs (depth: 1), :class:`SplitConv3x3` when the outputs
+    overshoot a 16-channel block by a few (segmentation: 19 = 16 + 3), else ``conv`` itself."""
+    plain = conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+    if not plain:
+        return conv
+    c = conv.out_channels
+    if _tap_pays_off(c):
+        return TapConv3x3(conv)
+    r = c % 16
+    if c > 16 and r and 9 * (c - r) + _padded(9 * r) < 9 * _padded(c) * 0.8:
+        return SplitConv3x3(conv, r)
+    return conv
+
+
+class DeployNet(nn.Module):
+    """A :class:`~mtdense.models.MultiTaskNet` rewritten for inference; same function, less work.
+
+    Every change is exact (equal up to float rounding, checked by :func:`onnx_parity`):
+
+    * BatchNorm folded into the preceding convolutions (:func:`fold_batchnorm`).
+    * The heads' 3x3 convs (256 channels in, at 1/4 resolution: a quarter of all FLOPs) stop
+      paying for the CPU kernels' padding of outputs to 16-channel blocks
+      (:func:`deploy_head_conv`): depth (1 output, padded to 16) becomes a 1x1 conv to 9 tap
+      maps and a tiny shift-and-sum (:class:`TapConv3x3`); segmentation (19 outputs, padded
+      to 32) becomes 16 direct outputs plus 3 by taps (:class:`SplitConv3x3`).
+    * Each decoder level's ReLU6 is applied by a depthwise identity 1x1 conv with the clip fused
+      (``relu6(conv(y, 1))``). ONNX Runtime's CPU provider runs convolutions, pooling and
+      additions in a blocked channel layout (NCHWc) but not a stand-alone ``Clip``; a bare
+      ReLU6 sends the whole Chained Residual Pooling sum at 1/4 resolution (256 x H/4 x W/4,
+      the largest maps in the network) back to plain NCHW: four layout conversions and four
+      unblocked additions per level. With the clip fused into a convolution the level stays
+      blocked and the last CRP addition fuses into the last CRP convolution.
+
+    ``forward(x)`` returns a tuple of the task outputs in ``task_names`` order (what ONNX
+    export names the outputs), each ``B x C x H x W`` at the input size.
+
+    Args:
+        model: The trained network; it is deep-copied, not modified.
+        tap_heads: Rewrite the heads' 3x3 convs with :func:`deploy_head_conv`.
+    """
+
+    def __init__(self, model: MultiTaskNet, tap_heads: bool = True):
+        super().__init__()
+        model = fold_batchnorm(copy.deepcopy(model).eval())
+        self.encoder = model.encoder
+        self.decoder = model.decoder
+        self.task_names = list(model.heads)
+        self.heads = model.heads
+        if tap_heads:
+            for head in self.heads.values():
+                if isinstance(head[-1], nn.Conv2d):
+                    head[-1] = deploy_head_conv(head[-1])
+        self.register_buffer("identity", torch.ones(self.decoder.out_channels, 1, 1, 1))
+        self.config = dict(getattr(model, "config", {}))
+        self.tasks = dict(getattr(model, "tasks", {}))
+        self.eval()
+
+    def _relu6(self, y: torch.Tensor) -> torch.Tensor:
+        return F.relu6(F.conv2d(y, self.identity, groups=y.shape[1]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        d = self.decoder
+        feats = self.encoder(x)
+        top: torch.Tensor | None = None
+        for lvl in reversed(range(len(d.level_strides))):
+            members = d.level_members[lvl]
+            y = d.proj[members[0]](feats[members[0]])
+            for i in members[1:]:
+                y = y + d.proj[i](feats[i])
+            if top is not None:
+                y = y + F.interpolate(top, size=y.shape[-2:], mode="bilinear", align_corners=False)
+            y = d.crp[lvl](self._relu6(y))
+            if lvl > 0:
+                y = d.adapt[lvl - 1](y)
+            top = y
+        assert top is not None
+        size = x.shape[-2:]
+        return tuple(F.interpolate(self.heads[t](top), size=size, mode="bilinear", align_corners=False) for t in self.task_names)
+
+
+class _NamedOutputs(nn.Module):
+    """Wrap a ``MultiTaskNet`` so it returns a tuple in task order (ONNX outputs are positional)."""
+
+    def __init__(self, model: MultiTaskNet):
+        super().__init__()
+        self.model = model
+        self.task_names = list(model.heads)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x)
+        return tuple(out[t] for t in self.task_names)
+
+
+def export_onnx(
+    model: MultiTaskNet,
+    path: str | Path,
+    size: tuple[int, int] = (400, 1024),
+    deploy: bool = True,
+    opset: int = 18,
+    dynamic: bool = True,
+) -> Path:
+    """Export ``model`` to a single ONNX file with the ``torch.export``-based (dynamo) exporter.
+
+    Args:
+        model: A :class:`~mtdense.models.MultiTaskNet` (or a model with ``heads`` whose forward
+            returns a dict of task outputs); exported in eval mode on the CPU, not modified.
+        path: Output ``.onnx`` file (weights inside, no external data file).
+        size: ``(H, W)`` of the example input used for tracing.
+        deploy: Export :class:`DeployNet` (same outputs, faster under ONNX Runtime) instead
+            of the training graph as is.
+        opset: ONNX opset.
+        dynamic: Batch, height and width dynamic (else fixed to ``1 x 3 x H x W``).
+
+    Returns:
+        ``path``. The model config and output encodings are stored in the file's metadata.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).cpu().eval()
+    net: nn.Module = DeployNet(model) if deploy else _NamedOutputs(model)
+    names = list(net.task_names)
+    x = torch.zeros(1, 3, *size)
+    dynamic_shapes = None
+    if dynamic:
+        dims = {0: torch.export.Dim("batch", max=1024), 2: torch.export.Dim("height", min=32), 3: torch.export.Dim("width", min=32)}
+        dynamic_shapes = {"x": dims}
+    chatter = io.StringIO()  # the exporter prints progress lines; errors still raise
+    with torch.no_grad(), contextlib.redirect_stdout(chatter):
+        program = torch.onnx.export(
+            net, (x,), None, dynamo=True, opset_version=opset, input_names=["image"], output_names=names,
+            dynamic_shapes=dynamic_shapes, verbose=False,
+        )
+    program.optimize()
+    meta = {
+        "mtdense.config": json.dumps(getattr(model, "config", {})),
+        "mtdense.input": "image: B x 3 x H x W float32, RGB scaled to 0..1 then ImageNet mean/std normalised",
+        "mtdense.outputs": json.dumps({t: ("logits over Cityscapes train ids" if t == "seg" else "log(depth_m)/5" if t == "depth" else "raw") for t in names}),
+        "mtdense.graph": "DeployNet" if deploy else "MultiTaskNet",
+    }
+    program.model.metadata_props.update(meta)
+    program.save(str(path), external_data=False)
+    return path
+
+
+# -- running ONNX Runtime ---------------------------------------------------------------------
+_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def ort_session(
+    path: str | Path,
+    device: str = "cpu",
+    threads: int | None = None,
+    optimization: str = "all",
+    profile_prefix: str | None = None,
+):
+    """Open an ONNX Runtime inference session.
+
+    Args:
+        path: ``.onnx`` file.
+        device: ``"cpu"`` or ``"cuda"`` (needs the onnxruntime-gpu package).
+        threads: Intra-op threads; ``None`` lets ONNX Runtime choose (one per physical core).
+        optimization: Graph optimisation level: ``disable``, ``basic``, ``extended`` or ``all``
+            (``all`` adds the CPU's blocked NCHWc layout; the default).
+        profile_prefix: Write an ORT JSON profile with this path prefix (``session.end_profiling()``).
+
+    Returns:
+        An ``onnxruntime.InferenceSession``.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    if optimization not in _OPT_LEVELS:
+        raise ValueError(f"optimization must be one of {sorted(_OPT_LEVELS)}, got {optimization!r}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[optimization])
+    if threads is not None:
+        so.intra_op_num_threads = int(threads)
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    so.log_severity_level = 3  # errors only; ORT's layout warnings are not actionable here
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError(f"device 'cuda' needs onnxruntime-gpu; available providers: {ort.get_available_providers()}")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    elif device == "cpu":
+        providers = ["CPUExecutionProvider"]
+    else:
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types for corrupt files
+        raise ValueError(f"{path}: ONNX Runtime cannot load it ({exc}); re-export it with 'mtdense export'") from exc
+
+
+def run_onnx(session, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+    """Run a session on a ``B x 3 x H x W`` normalised batch; returns ``{output name: array}``."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x})))
+
+
+# -- parity ---------------------------------------------------------------------------------
+@dataclass
+class Parity:
+    """How closely one set of outputs matches a reference (e.g. ONNX Runtime vs PyTorch fp32).
+
+    Attributes:
+        seg_agreement: Fraction (0..1) of pixels whose segmentation argmax is the same.
+        depth_max_abs_m: Largest absolute depth difference in metres.
+        depth_mean_rel: Mean of ``|d - d_ref| / d_ref`` over all pixels (0.01 = 1%).
+        depth_max_rel: Largest ``|d - d_ref| / d_ref``.
+        logits_max_abs: Largest absolute difference of the segmentation logits.
+        pixels: Pixels compared (over all images).
+    """
+
+    seg_agreement: float
+    depth_max_abs_m: float
+    depth_mean_rel: float
+    depth_max_rel: float
+    logits_max_abs: float
+    pixels: int
+
+    def ok(self, min_agreement: float = 0.99, max_mean_rel: float = 0.01) -> bool:
+        """True when agreement >= ``min_agreement`` and mean relative depth change <= ``max_mean_rel``."""
+        return self.seg_agreement >= min_agreement and self.depth_mean_rel <= max_mean_rel
+
+    def __str__(self) -> str:
+        return (
+            f"seg argmax agreement {100 * self.seg_agreement:.3f}% | depth: max |diff| {self.depth_max_abs_m:.4g} m, "
+            f"mean rel {100 * self.depth_mean_rel:.4f}%, max rel {100 * self.depth_max_rel:.4f}% | "
+            f"max |logit diff| {self.logits_max_abs:.3g} | {self.pixels:,} px"
+        )
+
+
+def compare_outputs(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> Parity:
+    """Compare raw network outputs (``seg`` logits, ``depth`` encoded) against a reference.
+
+    Args:
+        out, ref: ``{"seg": B x C x H x W, "depth": B x 1 x H x W}`` arrays or tensors.
+    """
+    a = {k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64) for k, v in out.items()}
+    b = {k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64) for k, v in ref.items()}
+    for k in ("seg", "depth"):
+        if k not in a or k not in b:
+            raise ValueError(f"compare_outputs needs 'seg' and 'depth' in both, got {sorted(a)} and {sorted(b)}")
+        if a[k].shape != b[k].shape:
+            raise ValueError(f"output '{k}' shapes differ: {a[k].shape} vs {b[k].shape}")
+    agree = float((a["seg"].argmax(1) == b["seg"].argmax(1)).mean())
+    da, db = np.exp(5.0 * a["depth"]), np.exp(5.0 * b["depth"])  # encoded -> metres
+    rel = np.abs(da - db) / db
+    return Parity(
+        seg_agreement=agree,
+        depth_max_abs_m=float(np.abs(da - db).max()),
+        depth_mean_rel=float(rel.mean()),
+        depth_max_rel=float(rel.max()),
+        logits_max_abs=float(np.abs(a["seg"] - b["seg"]).max()),
+        pixels=int(a["depth"][:, 0].size),
+    )
+
+
+@torch.no_grad()
+def onnx_parity(path: str | Path, model: nn.Module, images: torch.Tensor | np.ndarray, session=None) -> Parity:
+    """Run ONNX Runtime and the PyTorch model (fp32, CPU) on the same batch and compare.
+
+    Args:
+        path: The exported ``.onnx`` file.
+        model: The PyTorch model it came from (a ``MultiTaskNet``: dict outputs).
+        images: ``B x 3 x H x W`` ImageNet-normalised batch.
+        session: An open session for ``path`` (opened with defaults when ``None``).
+    """
+    x = torch.as_tensor(images, dtype=torch.float32)
+    model = copy.deepcopy(model).cpu().eval()
+    ref = {k: v.numpy() for k, v in model(x).items()}
+    session = session or ort_session(path)
+    # One image per run: a static export (fixed batch 1) takes nothing else.
+    runs = [run_onnx(session, x[i : i + 1]) for i in range(len(x))]
+    out = {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
+    return compare_outputs(out, ref)
+
+
+# -- int8 ------------------------------------------------------------------------------------
+def calibration_images(folder: str | Path, limit: int = 64) -> list[Path]:
+    """Image files under ``folder`` (recursively, sorted), at most ``limit``, evenly spread.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist or holds no images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"calibration folder not found: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found for calibration")
+    if len(files) > limit:
+        step = len(files) / limit
+        files = [files[int(i * step)] for i in range(limit)]
+    return files
+
+
+def preprocess_images(images: Iterable[str | Path | np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Read (paths) / take (H x W x 3 uint8 RGB arrays) images, resize to ``size`` and normalise.
+
+    Returns:
+        ``N x 3 x H x W`` float32, ImageNet-normalised; unreadable files raise ``ValueError``.
+    """
+    from mtdense.inference import normalize_images, read_image
+
+    rgbs = [read_image(im) if isinstance(im, (str, Path)) else im for im in images]
+    return np.concatenate([normalize_images([rgb], size).numpy() for rgb in rgbs])
+
+
+class ImageCalibrationReader:
+    """Feeds calibration images, one at a time, to ``onnxruntime.quantization.quantize_static``.
+
+    Implements ``onnxruntime.quantization.CalibrationDataReader`` (``get_next`` returns an
+    input dict, then ``None`` when exhausted; ``rewind`` starts over).
+
+    Args:
+        images: Paths or H x W x 3 uint8 RGB arrays.
+        size: ``(H, W)`` the model will run at (calibration ranges depend on it a little).
+        input_name: The ONNX input name.
+    """
+
+    def __init__(self, images: Sequence[str | Path | np.ndarray], size: tuple[int, int], input_name: str = "image"):
+        if not images:
+            raise ValueError("ImageCalibrationReader needs at least one image")
+        self.images = list(images)
+        self.size = size
+        self.input_name = input_name
+        self._i = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._i >= len(self.images):
+            return None
+        x = preprocess_images([self.images[self._i]], self.size)
+        self._i += 1
+        return {self.input_name: x}
+
+    def rewind(self) -> None:
+        self._i = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _scope_matches(node, patterns: Sequence[str]) -> bool:
+    import fnmatch
+
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = json.loads(prop.value.replace("'", '"'))
+            except ValueError:
+                return False
+            # name_scopes lists the module path from the root; the DeployNet root has no prefix.
+            return any(fnmatch.fnmatch(s, p) or fnmatch.fnmatch(s, f"*.{p}") for s in scopes for p in patterns)
+    return False
+
+
+def quantize_onnx(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    images: Sequence[str | Path | np.ndarray],
+    size: tuple[int, int] = (400, 1024),
+    per_channel: bool = True,
+    fp32_scopes: Sequence[str] = INT8_FP32_SCOPES,
+) -> Path:
+    """Static int8 quantization (QDQ format) calibrated on real images.
+
+    Activations are uint8 (asymmetric, min/max calibration), weights int8 per output channel
+    (``per_channel``), the format ONNX Runtime's CPU kernels (VNNI / AVX2 / NEON) run fastest.
+    Nodes whose PyTorch module path matches one of ``fp32_scopes`` (``fnmatch`` patterns over
+    module names, e.g. ``heads.*.2``) stay in fp32, as do the final resizes to input size.
+
+    Args:
+        fp32_path: An fp32 model from :func:`export_onnx`.
+        out_path: Output ``.onnx``.
+        images: Calibration images (paths or RGB uint8 arrays); 20..100 typical.
+        size: ``(H, W)`` to calibrate at.
+        per_channel: Per-output-channel weight scales (much more accurate for depthwise convs).
+        fp32_scopes: Module-path patterns left unquantized.
+
+    Returns:
+        ``out_path``.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if not fp32_path.is_file():
+        raise FileNotFoundError(f"fp32 ONNX model not found: {fp32_path}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mtdense-quant-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        # Shape inference + ORT basic graph optimisation before inserting Q/DQ (ORT's advice);
+        # symbolic shape inference gives up on the dynamic upsampling sizes, ONNX's does not.
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        # Module scopes live in the exported file's node metadata, which pre-processing drops;
+        # node names survive it.
+        source = onnx.load(str(fp32_path), load_external_data=False)
+        exclude = [n.name for n in source.graph.node if _scope_matches(n, fp32_scopes)]
+        graph = onnx.load(str(pre))
+        outputs = {x.name for x in graph.graph.output}
+        exclude += [n.name for n in graph.graph.node if n.op_type == "Resize" and outputs & set(n.output)]
+        reader = ImageCalibrationReader(images, size, graph.graph.input[0].name)
+        quantize_static(
+            str(pre), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+    return out_path

@@ -1,0 +1,258 @@
+"""Pictures of predictions and of analyses.
+
+Panels (image | segmentation overlay | depth colour map with a scale bar in metres) are drawn
+with OpenCV and NumPy, fast enough for every frame of a video. Analysis plots use
+matplotlib's object API (``Figure``, no global pyplot state) and are written to files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from mtdense.data.labels import TRAIN_CLASS_NAMES, colorize_train_ids
+
+__all__ = [
+    "DEFAULT_DEPTH_RANGE", "overlay_segmentation", "colorize_depth", "depth_scale_bar", "make_panel", "put_label",
+    "plot_depth_histograms", "plot_class_iou", "plot_confusion_matrix", "plot_error_vs_distance",
+]
+
+DEFAULT_DEPTH_RANGE = (1.0, 100.0)  # metres; street scenes: 1 m (bonnet) .. 100 m (far buildings)
+_TICKS_M = (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500)
+
+
+def _check_image(image: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+
+
+def overlay_segmentation(image: np.ndarray, seg: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the Cityscapes palette colours of ``seg`` over ``image``.
+
+    Args:
+        image: H x W x 3 uint8 RGB.
+        seg: H x W train ids 0..18 (255 = ignore: left uncoloured).
+        alpha: Weight of the label colours, 0..1.
+
+    Returns:
+        H x W x 3 uint8 RGB.
+    """
+    _check_image(image)
+    if seg.shape != image.shape[:2]:
+        raise ValueError(f"segmentation {seg.shape} and image {image.shape[:2]} differ in size")
+    colours = colorize_train_ids(seg)
+    out = cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0)
+    ignore = seg == 255
+    out[ignore] = image[ignore]
+    return out
+
+
+def _lut(cmap: str) -> np.ndarray:
+    return (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def _depth_to_unit(depth: np.ndarray, depth_range: tuple[float, float]) -> np.ndarray:
+    lo, hi = depth_range
+    if not 0 < lo < hi:
+        raise ValueError(f"depth_range must satisfy 0 < near < far (metres), got {depth_range}")
+    d = np.clip(np.asarray(depth, dtype=np.float32), lo, hi)
+    return (np.log(d) - np.log(lo)) / (np.log(hi) - np.log(lo))  # log scale: near detail stays visible
+
+
+def colorize_depth(
+    depth: np.ndarray, depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE, cmap: str = "turbo_r"
+) -> np.ndarray:
+    """Colour-code depth on a log scale; invalid pixels (0 or non-finite) are black.
+
+    Args:
+        depth: H x W depth in metres.
+        depth_range: ``(near, far)`` in metres mapped to the ends of ``cmap``; values outside clip.
+        cmap: A matplotlib colour map name (``turbo_r``: near = red, far = blue).
+
+    Returns:
+        H x W x 3 uint8 RGB.
+    """
+    depth = np.asarray(depth)
+    valid = np.isfinite(depth) & (depth > 0)
+    idx = (_depth_to_unit(np.where(valid, depth, depth_range[0]), depth_range) * 255).round().astype(np.uint8)
+    out = _lut(cmap)[idx]
+    out[~valid] = 0
+    return out
+
+
+def depth_scale_bar(
+    height: int, depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE, cmap: str = "turbo_r", width: int = 80
+) -> np.ndarray:
+    """A vertical colour bar for :func:`colorize_depth`, labelled in metres (near at the top).
+
+    Returns:
+        ``height x width x 3`` uint8 RGB.
+    """
+    bar = np.full((height, width, 3), 255, np.uint8)
+    strip_w = max(8, width // 4)
+    margin = 8
+    rows = np.arange(margin, height - margin)
+    t = (rows - margin) / max(1, height - 2 * margin - 1)
+    bar[rows, 2 : 2 + strip_w] = _lut(cmap)[(t * 255).round().astype(int)][:, None, :]
+    lo, hi = depth_range
+    scale = max(0.35, min(0.6, height / 900))
+    for tick in _TICKS_M:
+        if lo <= tick <= hi:
+            y = int(round(margin + _depth_to_unit(np.array(tick), depth_range) * (height - 2 * margin - 1)))
+            cv2.line(bar, (2 + strip_w, y), (6 + strip_w, y), (0, 0, 0), 1)
+            cv2.putText(bar, f"{tick} m", (8 + strip_w, y + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
+
+
+def put_label(image: np.ndarray, text: str, origin: tuple[int, int] = (8, 8)) -> np.ndarray:
+    """Write ``text`` in white on a dark box at ``origin`` (top-left, pixels), in place; returns ``image``."""
+    scale = max(0.4, min(1.2, image.shape[0] / 600))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = origin
+    cv2.rectangle(image, (x, y), (x + w + 8, y + h + base + 8), (0, 0, 0), -1)
+    cv2.putText(image, text, (x + 4, y + h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+def make_panel(
+    image: np.ndarray,
+    seg: np.ndarray,
+    depth: np.ndarray,
+    depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE,
+    alpha: float = 0.5,
+    cmap: str = "turbo_r",
+    title: str | None = None,
+) -> np.ndarray:
+    """Side-by-side panel: image | segmentation overlay | depth colour map + scale bar.
+
+    Args:
+        image: H x W x 3 uint8 RGB.
+        seg: H x W train ids.
+        depth: H x W metres.
+        depth_range: Colour map range in metres.
+        alpha: Overlay weight of the label colours.
+        cmap: Depth colour map.
+        title: Optional text written on the image tile (e.g. the measured FPS).
+
+    Returns:
+        ``H x (3 W + bar) x 3`` uint8 RGB.
+    """
+    _check_image(image)
+    if depth.shape != image.shape[:2]:
+        raise ValueError(f"depth {depth.shape} and image {image.shape[:2]} differ in size")
+    h = image.shape[0]
+    tile = image.copy()
+    if title:
+        put_label(tile, title)
+    bar = depth_scale_bar(h, depth_range, cmap, width=max(60, min(120, h // 6)))
+    return np.concatenate([tile, overlay_segmentation(image, seg, alpha), colorize_depth(depth, depth_range, cmap), bar], axis=1)
+
+
+# -- analysis plots ---------------------------------------------------------------------------
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def plot_depth_histograms(edges: np.ndarray, gt_counts: np.ndarray, pred_counts: np.ndarray, path: str | Path) -> Path:
+    """Histograms of ground-truth and predicted depth over the same pixels, overlaid.
+
+    Args:
+        edges: B + 1 bin edges in metres (the recipe uses 1000 bins).
+        gt_counts, pred_counts: B pixel counts per bin.
+        path: Output image file.
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    fig = Figure(figsize=(9, 4))
+    ax = fig.add_subplot()
+    for counts, label, colour in ((gt_counts, "ground truth", "tab:blue"), (pred_counts, "predicted", "tab:orange")):
+        c = np.asarray(counts, dtype=np.float64)
+        if c.shape != (len(edges) - 1,):
+            raise ValueError(f"{label}: {c.shape[0]} counts for {len(edges) - 1} bins")
+        ax.stairs(c / max(1.0, c.sum()), edges, label=f"{label} ({int(c.sum()):,} px)", color=colour, fill=True, alpha=0.45)
+    ax.set_xlabel("depth [m]")
+    ax.set_ylabel("fraction of pixels")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_title(f"Depth distribution over pixels with valid ground truth ({len(edges) - 1} bins)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_class_iou(iou: Sequence[float], path: str | Path, names: Sequence[str] = TRAIN_CLASS_NAMES) -> Path:
+    """Horizontal bars of per-class IoU (0..1; NaN = class absent from the split), with the mean."""
+    iou = np.asarray(iou, dtype=np.float64)
+    if len(iou) != len(names):
+        raise ValueError(f"{len(iou)} IoU values for {len(names)} class names")
+    fig = Figure(figsize=(7, 0.3 * len(names) + 1.2))
+    ax = fig.add_subplot()
+    y = np.arange(len(names))
+    ax.barh(y, np.nan_to_num(iou), color="tab:green")
+    for yi, v in zip(y, iou):
+        ax.text(min(np.nan_to_num(v), 0.9) + 0.01, yi, "n/a" if np.isnan(v) else f"{100 * v:.1f}", va="center", fontsize=8)
+    ax.set_yticks(y, list(names))
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("IoU")
+    ax.set_title(f"Per-class IoU (mIoU {100 * np.nanmean(iou) if np.isfinite(iou).any() else float('nan'):.1f}%)")
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(confusion: np.ndarray, path: str | Path, names: Sequence[str] = TRAIN_CLASS_NAMES) -> Path:
+    """Row-normalised confusion matrix (rows: ground truth, columns: prediction).
+
+    Args:
+        confusion: C x C pixel counts, ``confusion[gt, pred]``.
+    """
+    cm = np.asarray(confusion, dtype=np.float64)
+    if cm.shape != (len(names), len(names)):
+        raise ValueError(f"confusion matrix of shape {cm.shape} for {len(names)} classes")
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    fig = Figure(figsize=(9, 8))
+    ax = fig.add_subplot()
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(len(names)), list(names), rotation=90, fontsize=8)
+    ax.set_yticks(range(len(names)), list(names), fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title("Confusion matrix (each row sums to 1)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def plot_error_vs_distance(
+    bin_edges: Sequence[float], abs_rel: Sequence[float], counts: Sequence[int], path: str | Path
+) -> Path:
+    """AbsRel per ground-truth depth bin, with the share of pixels per bin.
+
+    Args:
+        bin_edges: B + 1 bin edges in metres.
+        abs_rel: B values of mean ``|pred - gt| / gt`` (NaN for empty bins).
+        counts: B valid-pixel counts.
+    """
+    edges = np.asarray(bin_edges, dtype=np.float64)
+    err = np.asarray(abs_rel, dtype=np.float64)
+    n = np.asarray(counts, dtype=np.float64)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    fig = Figure(figsize=(8, 4))
+    ax = fig.add_subplot()
+    ax.plot(centres, err, "o-", color="tab:red", label="AbsRel")
+    ax.set_xlabel("ground-truth depth [m]")
+    ax.set_ylabel("AbsRel")
+    ax.set_xscale("log")
+    ax.set_xlim(max(0.5, edges[0]), edges[-1])  # the first bin starts at 0, which a log axis cannot show
+    ax.grid(True, which="both", alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.bar(centres, n / max(1.0, n.sum()), width=np.diff(edges) * 0.9, alpha=0.25, color="tab:gray", label="pixels")
+    ax2.set_ylabel("fraction of valid pixels")
+    ax.set_title("Depth error against distance")
+    ax.set_zorder(ax2.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    return _save(fig, path)

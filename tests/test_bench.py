@@ -1,0 +1,111 @@
+"""``mtdense bench`` end to end (correctness only, never timing) and the reference network."""
+
+import copy
+
+import pytest
+import torch
+
+import mtdense
+from mtdense.bench import MARK_BEGIN, MARK_END, BenchResult, BenchRow, benchmark, format_markdown, format_table, write_markdown
+from mtdense.cli import main
+from mtdense.export import Parity
+from mtdense.models import CRPBlock
+from mtdense.reference import ReferenceCRPBlock, create_reference_model, to_reference
+
+
+def tiny():
+    torch.manual_seed(0)
+    return mtdense.create_model(decoder_channels=16).eval()
+
+
+def test_reference_crp_adds_every_pooled_and_convolved_map():
+    block = CRPBlock(4, n_stages=2)
+    ref = copy.deepcopy(block)
+    ref.__class__ = ReferenceCRPBlock
+    x = torch.randn(1, 4, 9, 11)
+    pool, (c1, c2) = block.pool, block.convs
+    p1 = pool(x)
+    t1 = c1(p1)
+    p2 = pool(t1)
+    t2 = c2(p2)
+    torch.testing.assert_close(ref(x), x + p1 + t1 + p2 + t2)
+    torch.testing.assert_close(block(x), x + t1 + c2(pool(t1)))
+
+
+def test_reference_model_shares_shapes_and_weights_but_not_outputs():
+    model = tiny()
+    ref = to_reference(model)
+    assert sum(isinstance(m, ReferenceCRPBlock) for m in ref.modules()) == len(model.decoder.crp)
+    assert not any(isinstance(m, ReferenceCRPBlock) for m in model.modules())  # the original is untouched
+    assert {k: v.shape for k, v in ref.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        a, b = model(x), ref(x)
+    for task in a:
+        assert a[task].shape == b[task].shape
+    assert not torch.allclose(a["seg"], b["seg"])
+    fresh = create_reference_model(decoder_channels=16)
+    fresh.load_state_dict(model.state_dict())  # any MultiTaskNet state dict loads into it
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(x)["depth"], b["depth"])
+
+
+def test_benchmark_rows_and_parity():
+    result = benchmark(tiny(), size=(64, 96), backends=["eager", "ort"], warmup=0, runs=2, log=lambda s: None)
+    names = [r.name for r in result.rows]
+    assert names == ["mtdense eager", "mtdense ort", "reference eager", "reference ort"]
+    for r in result.rows:
+        assert r.ok, r.note
+        assert len(r.times_ms) == 2 and all(t > 0 for t in r.times_ms)
+        assert r.params > 0 and r.gflops > 0
+        assert r.parity is not None
+    # every fp32 path computes the same function as eager fp32
+    for r in result.rows:
+        assert r.parity.seg_agreement >= 0.999 and r.parity.depth_mean_rel < 1e-4, r.name
+    assert result.baseline is result.row("reference", "ort")
+    assert result.fastest_accurate().model == "mtdense"
+    table = format_table(result)
+    assert "reference ort" in table
+    assert "1.00x" in table  # the baseline row against itself
+
+
+def test_failed_backend_is_a_row_note():
+    result = benchmark(tiny(), size=(64, 96), backends=["fp16"], warmup=0, runs=1, reference=False, log=lambda s: None)
+    (row,) = result.rows
+    assert not row.ok and "CUDA" in row.note
+    assert "CUDA" in format_table(result)
+    with pytest.raises(ValueError, match="unknown backends"):
+        benchmark(tiny(), backends=["tensorrt"])
+
+
+def _fake_result() -> BenchResult:
+    rows = [
+        BenchRow("mtdense", "ort", [10.0, 12.0], 100, 1.0, 5.0, Parity(1.0, 0.0, 0.0, 0.0, 0.0, 10), "x"),
+        BenchRow("reference", "ort", [30.0, 30.0], 100, 1.0, 5.0, Parity(1.0, 0.0, 0.0, 0.0, 0.0, 10), "y"),
+    ]
+    return BenchResult(rows, (64, 96), "cpu", 0, 2, {"cpu": "test cpu", "cores": "2", "torch threads": "2", "torch": "t",
+                                                     "onnxruntime": "o", "python": "p", "date": "d"}, "random")
+
+
+def test_markdown_replaces_only_the_marked_section(tmp_path):
+    result = _fake_result()
+    md = format_markdown(result, "mtdense bench")
+    assert "test cpu" in md and "| mtdense | ort |" in md and "2.73x" in md  # 30 / median 11
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Title\n\nprose before\n\n{MARK_BEGIN}\nold table\n{MARK_END}\n\nprose after\n")
+    write_markdown(result, doc)
+    text = doc.read_text()
+    assert "old table" not in text and "prose before" in text and "prose after" in text and "| reference | ort |" in text
+    new = write_markdown(result, tmp_path / "new.md")
+    assert new.read_text().startswith("# Benchmarks")
+
+
+def test_bench_cli_end_to_end(tmp_path, capsys):
+    md = tmp_path / "bench.md"
+    ckpt = mtdense.save_checkpoint(tiny(), tmp_path / "tiny.pth")
+    rc = main(["bench", str(ckpt), "--size", "64", "128", "--runs", "1", "--warmup", "0", "--backends", "eager,ort", "--markdown", str(md)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    for name in ("eager", "ort", "reference"):
+        assert name in out
+    assert "vs ref ORT" in out and md.is_file() and MARK_BEGIN in md.read_text()

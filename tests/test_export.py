@@ -1,0 +1,168 @@
+"""Export: the inference rewrite is exact, ONNX Runtime reproduces PyTorch, int8 runs, safetensors."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mtdense
+from mtdense.cli import main
+from mtdense.export import (
+    DeployNet, Parity, SplitConv3x3, TapConv3x3, compare_outputs, deploy_head_conv, export_onnx, fold_batchnorm, onnx_parity, ort_session, quantize_onnx,
+    run_onnx,
+)
+
+# Parity tolerance for fp32 ONNX Runtime vs fp32 PyTorch: float rounding only (different
+# convolution algorithms and summation orders), so logits within 1e-4 and depth within 1e-4
+# relative; argmax agreement may differ only at exact ties, i.e. >= 99.9% of pixels.
+LOGIT_TOL = 1e-4
+DEPTH_REL_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = mtdense.create_model(decoder_channels=16)
+    # non-trivial BatchNorm statistics, so folding them is actually tested
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def onnx_path(model, tmp_path_factory):
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx", size=(64, 128))
+
+
+def images(n=2, h=96, w=160, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_tap_conv_is_a_3x3_conv():
+    conv = nn.Conv2d(8, 3, 3, padding=1, bias=True)
+    x = torch.randn(2, 8, 13, 17)
+    torch.testing.assert_close(TapConv3x3(conv)(x), conv(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="3x3"):
+        TapConv3x3(nn.Conv2d(8, 3, 3, padding=0))
+
+
+def test_head_conv_rewrites_are_3x3_convs():
+    x = torch.randn(1, 8, 11, 9)
+    seg = nn.Conv2d(8, 19, 3, padding=1)
+    split = deploy_head_conv(seg)
+    assert isinstance(split, SplitConv3x3)  # 16 direct + 3 by taps
+    assert split.direct.out_channels == 16 and split.taps.proj.out_channels == 27
+    torch.testing.assert_close(split(x), seg(x), rtol=1e-5, atol=1e-5)
+    assert isinstance(deploy_head_conv(nn.Conv2d(8, 1, 3, padding=1)), TapConv3x3)
+    for keep in (nn.Conv2d(8, 32, 3, padding=1), nn.Conv2d(8, 19, 1), nn.Conv2d(8, 19, 3, padding=1, stride=2)):
+        assert deploy_head_conv(keep) is keep
+
+
+def test_fold_batchnorm_is_exact(model):
+    x = torch.randn(1, 3, 64, 96)
+    folded = fold_batchnorm(__import__("copy").deepcopy(model))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        a, b = model(x), folded(x)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(mtdense.create_model(decoder_channels=16).train())
+
+
+def test_deploy_net_equals_the_model(model):
+    net = DeployNet(model)
+    assert net.task_names == ["seg", "depth"]
+    assert isinstance(net.heads["depth"][-1], TapConv3x3)  # 1 output channel: taps pay off
+    assert isinstance(net.heads["seg"][-1], SplitConv3x3)  # 19 = 16 + 3
+    x = torch.randn(2, 3, 75, 111)  # odd size on purpose
+    with torch.no_grad():
+        ref, out = model(x), net(x)
+    for name, o in zip(net.task_names, out):
+        torch.testing.assert_close(o, ref[name], rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_parity_at_another_size_and_batch(model, onnx_path):
+    """The export traced at 64x128, batch 1 must reproduce PyTorch at 96x160, batch 2."""
+    from mtdense.export import preprocess_images
+
+    x = preprocess_images(list(images()), (96, 160))
+    parity = onnx_parity(onnx_path, model, x)
+    assert isinstance(parity, Parity) and parity.pixels == 2 * 96 * 160
+    assert parity.logits_max_abs < LOGIT_TOL
+    assert parity.depth_max_rel < DEPTH_REL_TOL
+    assert parity.seg_agreement >= 0.999
+    sess = ort_session(onnx_path)
+    assert [o.name for o in sess.get_outputs()] == ["seg", "depth"]
+    out = run_onnx(sess, x)
+    assert out["seg"].shape == (2, 19, 96, 160) and out["depth"].shape == (2, 1, 96, 160)
+
+
+def test_plain_export_also_matches(model, tmp_path):
+    path = export_onnx(model, tmp_path / "plain.onnx", size=(64, 128), deploy=False, dynamic=False)
+    parity = onnx_parity(path, model, torch.randn(1, 3, 64, 128))
+    assert parity.logits_max_abs < LOGIT_TOL and parity.depth_max_rel < DEPTH_REL_TOL
+
+
+def test_int8_export_runs_and_reports_agreement(model, onnx_path, tmp_path):
+    calib = list(images(3, 64, 128, seed=1))
+    q = quantize_onnx(onnx_path, tmp_path / "tiny.int8.onnx", calib, size=(64, 128))
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    from mtdense.export import preprocess_images
+
+    x = preprocess_images(calib, (64, 128))
+    ref = run_onnx(ort_session(onnx_path), x)
+    parity = compare_outputs(run_onnx(ort_session(q), x), ref)
+    assert 0.0 <= parity.seg_agreement <= 1.0
+    assert np.isfinite(parity.depth_mean_rel) and parity.depth_mean_rel >= 0
+    assert "agreement" in str(parity)
+
+
+def test_compare_outputs_counts_disagreement():
+    seg = np.zeros((1, 3, 2, 2))
+    seg[0, 0] = 1.0
+    other = seg.copy()
+    other[0, 1, 0, 0] = 2.0  # one of 4 pixels changes class
+    depth = np.zeros((1, 1, 2, 2))  # exp(0) = 1 m
+    p = compare_outputs({"seg": other, "depth": depth + np.log(1.1) / 5}, {"seg": seg, "depth": depth})
+    assert p.seg_agreement == pytest.approx(0.75)
+    assert p.depth_mean_rel == pytest.approx(0.1)
+    assert p.depth_max_abs_m == pytest.approx(0.1)
+
+
+def test_export_cli_safetensors_round_trip(model, tmp_path, capsys):
+    ckpt = mtdense.save_checkpoint(model, tmp_path / "m.pth")
+    out = tmp_path / "m.safetensors"
+    assert main(["export", str(ckpt), "--format", "safetensors", "--out", str(out)]) == 0
+    back = mtdense.load_model(out)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x)["depth"], model(x)["depth"])
+
+
+def test_export_cli_needs_calibration_for_int8(model, tmp_path):
+    ckpt = mtdense.save_checkpoint(model, tmp_path / "m.pth")
+    assert main(["export", str(ckpt), "--int8", "--out", str(tmp_path / "m.onnx")]) == 2
+
+
+@pytest.mark.slow
+def test_export_cli_onnx_int8(model, tmp_path, capsys):
+    import cv2
+
+    ckpt = mtdense.save_checkpoint(model, tmp_path / "m.pth")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, im in enumerate(images(3, 64, 128)):
+        cv2.imwrite(str(calib / f"{i}.png"), im)
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(ckpt), "--out", str(out), "--size", "64", "128", "--int8", "--calibration", str(calib)]) == 0
+    text = capsys.readouterr().out
+    assert "ONNX Runtime fp32 vs PyTorch fp32" in text and "int8 vs fp32" in text and "agreement" in text
+    assert out.is_file() and (tmp_path / "m.int8.onnx").is_file()

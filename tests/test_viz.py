@@ -1,0 +1,70 @@
+"""Panels and analysis plots."""
+
+import numpy as np
+import pytest
+
+from mtdense.data.labels import TRAIN_PALETTE
+from mtdense.viz import (
+    colorize_depth, depth_scale_bar, make_panel, overlay_segmentation, plot_class_iou, plot_confusion_matrix,
+    plot_depth_histograms, plot_error_vs_distance,
+)
+
+
+def test_overlay_uses_the_palette_and_leaves_ignore_alone():
+    image = np.full((4, 6, 3), 100, np.uint8)
+    seg = np.zeros((4, 6), np.uint8)
+    seg[:, 3:] = 13  # car
+    seg[0, 0] = 255
+    full = overlay_segmentation(image, seg, alpha=1.0)
+    np.testing.assert_array_equal(full[1, 4], TRAIN_PALETTE[13])
+    np.testing.assert_array_equal(full[1, 1], TRAIN_PALETTE[0])
+    np.testing.assert_array_equal(full[0, 0], image[0, 0])  # ignore: the image shows through
+    half = overlay_segmentation(image, seg, alpha=0.5)
+    assert abs(int(half[1, 4, 0]) - (100 + int(TRAIN_PALETTE[13][0])) / 2) <= 1
+    with pytest.raises(ValueError, match="differ"):
+        overlay_segmentation(image, seg[:2])
+
+
+def test_depth_colours_are_monotonic_and_invalid_is_black():
+    depth = np.array([[0.0, 1.0, 10.0, 100.0, np.nan, 500.0]], np.float32)
+    rgb = colorize_depth(depth, (1.0, 100.0), cmap="gray")
+    assert rgb.dtype == np.uint8 and rgb.shape == (1, 6, 3)
+    np.testing.assert_array_equal(rgb[0, 0], 0)
+    np.testing.assert_array_equal(rgb[0, 4], 0)
+    grey = rgb[0, [1, 2, 3], 0].astype(int)
+    assert grey[0] < grey[1] < grey[2]  # log scale: 10 m sits half way
+    assert abs(grey[1] - 128) <= 1
+    np.testing.assert_array_equal(rgb[0, 5], rgb[0, 3])  # beyond the range: clipped
+    with pytest.raises(ValueError, match="near < far"):
+        colorize_depth(depth, (10.0, 1.0))
+
+
+def test_panel_and_scale_bar_sizes():
+    image = np.zeros((60, 80, 3), np.uint8)
+    seg = np.zeros((60, 80), np.uint8)
+    depth = np.full((60, 80), 5.0, np.float32)
+    bar = depth_scale_bar(60, width=70)
+    assert bar.shape == (60, 70, 3)
+    assert (bar != 255).any()  # colour strip and labels drawn
+    panel = make_panel(image, seg, depth, title="12.3 FPS")
+    assert panel.shape[0] == 60 and panel.shape[1] > 3 * 80 and panel.dtype == np.uint8
+    assert (panel[:, :80] != 0).any()  # the title box is drawn on the image tile
+    np.testing.assert_array_equal(image, 0)  # the input is not modified
+
+
+def test_analysis_plots_write_files(tmp_path):
+    edges = np.linspace(0, 250, 1001)
+    rng = np.random.default_rng(0)
+    paths = [
+        plot_depth_histograms(edges, rng.integers(0, 50, 1000), rng.integers(0, 50, 1000), tmp_path / "h.png"),
+        plot_class_iou(list(rng.random(18)) + [float("nan")], tmp_path / "iou.png"),
+        plot_confusion_matrix(rng.integers(0, 100, (19, 19)), tmp_path / "cm.png"),
+        plot_error_vs_distance([0, 5, 10, 50], [0.1, float("nan"), 0.3], [10, 0, 5], tmp_path / "err.png"),
+    ]
+    for p in paths:
+        assert p.is_file() and p.stat().st_size > 1000
+        assert p.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="19 class"):
+        plot_class_iou([0.5] * 3, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="bins"):
+        plot_depth_histograms(edges, np.zeros(10), np.zeros(1000), tmp_path / "y.png")
