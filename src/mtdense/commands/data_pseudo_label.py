@@ -1,0 +1,55 @@
+"""``mtdense data pseudo-label``: label unannotated images with a trained model's confident pixels."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pseudo-label",
+        help="segmentation pseudo-labels for images without fine annotation, from a trained model",
+        description=(
+            "Run a trained model over the left images of a split and write, for every image without "
+            "a fine annotation, ROOT/OUT/SPLIT/CITY/NAME_gtFine_labelIds.png in the Cityscapes format. "
+            "Pixels whose winning-class softmax probability is under --threshold get label id 0 "
+            "('unlabeled', train id 255), so training ignores them. Images that already have "
+            "gtFine/SPLIT/CITY/NAME_gtFine_labelIds.png are skipped, as are those labelled by an earlier "
+            "run (the command resumes); --overwrite relabels them, but never replaces a real annotation. "
+            "Write into a separate folder (--out gtPseudo) to keep real and pseudo labels apart. "
+            "The names labelled and a summary (kept-pixel share, class shares) are saved to "
+            "ROOT/OUT/SPLIT_pseudo_labels.json."
+        ),
+        epilog=(
+            "Examples:\n"
+            "  mtdense data pseudo-label runs/seed/model.pth data/cityscapes --split train_extra --threshold 0.9\n"
+            "  mtdense data pseudo-label runs/seed/model.pth data/cityscapes --split train --out gtPseudo --overwrite \\\n"
+            "      --size 512 1024 --device cuda"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="trained model (.pth, .safetensors or a Lightning .ckpt from mtdense train)")
+    p.add_argument("root", help="Cityscapes root holding leftImg8bit/")
+    p.add_argument("--split", default="train_extra", help="split to label (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.9,
+                   help="least softmax probability to keep a pixel, 0..1 (default: %(default)s)")
+    p.add_argument("--out", default="gtFine", help="label folder under ROOT, e.g. gtPseudo (default: %(default)s)")
+    p.add_argument("--size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                   help="network input size; logits are resized back (default: each image's own size)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="relabel existing pseudo-labels and annotated images")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (sorted by name)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mtdense.data.pseudo_label import PseudoLabeler, pseudo_label_split
+
+    labeler = PseudoLabeler(args.checkpoint, threshold=args.threshold, size=tuple(args.size) if args.size else None, device=args.device)
+    summary = pseudo_label_split(
+        args.root, labeler, split=args.split, out=args.out, overwrite=args.overwrite, limit=args.limit, progress=not args.quiet,
+    )
+    if not args.quiet:
+        print(summary.format())
+    return 0
