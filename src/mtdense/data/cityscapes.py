@@ -1,0 +1,756 @@
+"""The Cityscapes layout: list frames, decode their files, serve samples, check a tree.
+
+A Cityscapes root holds, per split and city, files that share a name stem
+``{city}_{seq}_{frame}``::
+
+    leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png         RGB image (the frame)
+    gtFine/{split}/{city}/{stem}_gtFine_labelIds.png           label ids 0..33 (uint8)
+    disparity/{split}/{city}/{stem}_disparity.png              uint16, d = (p - 1) / 256 px, p = 0 invalid
+    camera/{split}/{city}/{stem}_camera.json                   extrinsic.baseline (m), intrinsic.fx/fy/u0/v0 (px)
+    rightImg8bit/{split}/{city}/{stem}_rightImg8bit.png        right stereo view
+
+Listing (:func:`list_frames`) only finds files and pairs them by stem, never by list order;
+decoding (:func:`load_frame`) turns them into arrays: train ids (official table), depth in metres
+from this image's own calibration. Augmentation lives in :mod:`mtdense.data.transforms`.
+Teacher disparity maps (``mtdense data teacher``) live in a parallel folder with the same naming
+and encoding and are read with ``depth_source=FOLDER``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+
+from mtdense.data import depth as depth_lib
+from mtdense.data.labels import label_ids_to_train_ids
+
+__all__ = [
+    "IMAGE_FOLDER", "RIGHT_FOLDER", "CAMERA_FOLDER", "SUFFIXES",
+    "Frame", "frame_file", "list_splits", "list_frames",
+    "read_rgb", "read_label_ids", "read_disparity_png", "read_camera", "load_frame",
+    "CityscapesDataset", "Problem", "SplitStats", "DataCheckReport", "check_dataset",
+]
+
+IMAGE_FOLDER = "leftImg8bit"
+RIGHT_FOLDER = "rightImg8bit"
+CAMERA_FOLDER = "camera"
+SUFFIXES = {
+    "image": "_leftImg8bit.png",
+    "label": "_gtFine_labelIds.png",
+    "disparity": "_disparity.png",
+    "camera": "_camera.json",
+    "right": "_rightImg8bit.png",
+}
+"""File name ending of each counterpart; the file name is ``{stem}{suffix}``."""
+
+_ROLES = ("image", "label", "disparity", "camera", "right")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The files of one frame, matched by name stem.
+
+    Attributes:
+        name: Stem ``{city}_{seq}_{frame}`` shared by all of the frame's files.
+        split: ``train``, ``val``, ``test``, ...
+        city: City folder name.
+        image: Left RGB image (``leftImg8bit``).
+        label: ``*_gtFine_labelIds.png`` (None when not listed or absent).
+        disparity: ``*_disparity.png`` of the chosen depth source (None without depth).
+        camera: ``*_camera.json`` (None when absent and not needed).
+        right: Right view ``*_rightImg8bit.png`` (None unless asked for).
+    """
+
+    name: str
+    split: str
+    city: str
+    image: Path
+    label: Path | None = None
+    disparity: Path | None = None
+    camera: Path | None = None
+    right: Path | None = None
+
+    def paths(self) -> dict[str, Path]:
+        """The frame's files by role (``image``, ``label``, ``disparity``, ``camera``, ``right``), present ones only."""
+        return {role: getattr(self, role) for role in _ROLES if getattr(self, role) is not None}
+
+
+def frame_file(root: str | Path, folder: str, split: str, city: str, name: str, role: str) -> Path:
+    """``ROOT/{folder}/{split}/{city}/{name}{suffix}`` with the file ending of ``role`` (see :data:`SUFFIXES`)."""
+    return Path(root) / folder / split / city / f"{name}{SUFFIXES[role]}"
+
+
+def _stem(path: Path, role: str) -> str:
+    return path.name[: -len(SUFFIXES[role])]
+
+
+def _check_root(root: Path) -> Path:
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"dataset root {root} does not exist; point it at the Cityscapes root, the folder that holds "
+            f"leftImg8bit/, gtFine/, disparity/ and camera/"
+        )
+    if not (root / IMAGE_FOLDER).is_dir():
+        raise FileNotFoundError(
+            f"{root} has no {IMAGE_FOLDER}/ folder; point the root at the folder that holds {IMAGE_FOLDER}/ "
+            f"(extract leftImg8bit_trainvaltest.zip there, or generate a tree with 'mtdense data synth')"
+        )
+    return root
+
+
+def list_splits(root: str | Path) -> list[str]:
+    """Split folders under ``ROOT/leftImg8bit/`` (sorted)."""
+    root = _check_root(Path(root))
+    return sorted(p.name for p in (root / IMAGE_FOLDER).iterdir() if p.is_dir())
+
+
+def _image_files(root: Path, split: str) -> list[Path]:
+    folder = _check_root(root) / IMAGE_FOLDER / split
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} does not exist; splits under {root / IMAGE_FOLDER}: {', '.join(list_splits(root)) or 'none'}"
+        )
+    return sorted(folder.glob(f"*/*{SUFFIXES['image']}"))
+
+
+def _missing_error(what: str, missing: list[tuple[Path, Path]], total: int, folder: Path, fix: str) -> FileNotFoundError:
+    path, image = missing[0]
+    return FileNotFoundError(
+        f"{len(missing)} of {total} images in {folder} have no {what}; the first missing file is {path} "
+        f"(for {image}). Fix: {fix}"
+    )
+
+
+def list_frames(
+    root: str | Path,
+    split: str,
+    depth_source: str | None = "disparity",
+    require_labels: bool = True,
+    load_right: bool = False,
+    label_source: str = "gtFine",
+) -> list[Frame]:
+    """List a split's frames and pair each image with its counterparts by name stem.
+
+    Args:
+        root: Cityscapes root (holds ``leftImg8bit/``).
+        split: Split folder (``train``, ``val``, ``test``, ``train_extra``, ...).
+        depth_source: Folder of ``*_disparity.png`` maps (``"disparity"``: the shipped SGBM maps,
+            or a stereo teacher's folder); ``None``: no depth, and no camera file needed.
+        require_labels: A missing label file raises; ``False`` lists it as ``None``.
+        load_right: Also pair the right view (required when asked for).
+        label_source: Folder of ``*_gtFine_labelIds.png`` files (``gtFine``, or pseudo-labels).
+
+    Returns:
+        Frames sorted by name.
+
+    Raises:
+        FileNotFoundError: The root or split does not exist, or a required counterpart is
+            missing (the message names the first missing file, the count and the fix).
+    """
+    root = Path(root)
+    images = _image_files(root, split)
+    frames: list[Frame] = []
+    missing: dict[str, list[tuple[Path, Path]]] = {"label": [], "disparity": [], "camera": [], "right": []}
+    for image in images:
+        city, name = image.parent.name, _stem(image, "image")
+        label = frame_file(root, label_source, split, city, name, "label")
+        camera = frame_file(root, CAMERA_FOLDER, split, city, name, "camera")
+        disparity = right = None
+        if not label.is_file():
+            if require_labels:
+                missing["label"].append((label, image))
+            label = None
+        if depth_source is not None:
+            disparity = frame_file(root, depth_source, split, city, name, "disparity")
+            if not disparity.is_file():
+                missing["disparity"].append((disparity, image))
+            if not camera.is_file():
+                missing["camera"].append((camera, image))
+        elif not camera.is_file():
+            camera = None
+        if load_right:
+            right = frame_file(root, RIGHT_FOLDER, split, city, name, "right")
+            if not right.is_file():
+                missing["right"].append((right, image))
+        frames.append(Frame(name, split, city, image, label, disparity, camera, right))
+    folder = root / IMAGE_FOLDER / split
+    fixes = {
+        "label": (
+            f"label file ({label_source}/)",
+            f"extract gtFine_trainvaltest.zip into {root} (it holds the *_gtFine_labelIds.png files)"
+            if label_source == "gtFine" else f"write the missing labels into {root / label_source} "
+            f"('mtdense data pseudo-label ... --out {label_source}')",
+        ),
+        "disparity": (
+            f"disparity map ({depth_source}/)",
+            f"extract disparity_trainvaltest.zip into {root}" if depth_source == "disparity" else
+            f"run 'mtdense data teacher {root} --split {split} --out {depth_source}' to write the teacher's maps",
+        ),
+        "camera": ("camera file (camera/)", f"extract camera_trainvaltest.zip into {root}: depth = baseline * fx / "
+                   f"disparity needs each image's own calibration"),
+        "right": ("right view (rightImg8bit/)", f"extract rightImg8bit_trainvaltest.zip into {root}"),
+    }
+    alternatives = {
+        "label": "; or pass require_labels=False to list images without labels",
+        "disparity": "; or pass depth_source=None to load no depth",
+        "camera": "; or pass depth_source=None to load no depth",
+        "right": "; or do not ask for the right view (load_right=False)",
+    }
+    for role, items in missing.items():
+        if items:
+            what, fix = fixes[role]
+            raise _missing_error(what, items, len(images), folder, fix + alternatives[role])
+    frames.sort(key=lambda f: (f.name, f.city))
+    return frames
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+def _decode_png(path: str | Path, flags: int, what: str) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist ({what})")
+    data = np.fromfile(path, dtype=np.uint8)
+    array = cv2.imdecode(data, flags) if data.size else None
+    if array is None:
+        raise ValueError(
+            f"{path}: cannot decode this {what} (corrupt, truncated or not a PNG); replace it with a good copy "
+            f"from the dataset download, or delete the frame's files"
+        )
+    return array
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an 8-bit colour image as ``H x W x 3`` uint8 RGB (an alpha channel is dropped).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Corrupt or unreadable file, or not an 8-bit colour image (the message names it).
+    """
+    image = _decode_png(path, cv2.IMREAD_UNCHANGED, "image")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(
+            f"{path}: expected an 8-bit colour image (H x W x 3), got {image.dtype} with shape {image.shape}; "
+            f"Cityscapes images are 8-bit RGB PNGs: replace the file with the one from the download"
+        )
+    code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(image, code)
+
+
+def read_label_ids(path: str | Path) -> np.ndarray:
+    """Read a ``*_gtFine_labelIds.png`` as ``H x W`` uint8 label ids (not yet checked against the table).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Corrupt file, or not a single-channel 8-bit label-id image (e.g. a
+            ``*_color.png`` or ``*_instanceIds.png``).
+    """
+    ids = _decode_png(path, cv2.IMREAD_UNCHANGED, "label-id image")
+    if ids.dtype != np.uint8 or ids.ndim != 2:
+        raise ValueError(
+            f"{path}: expected a single-channel 8-bit label-id image, got {ids.dtype} with shape {ids.shape}; "
+            f"use the *_gtFine_labelIds.png file (not *_color.png or *_instanceIds.png)"
+        )
+    return ids
+
+
+def read_disparity_png(path: str | Path) -> np.ndarray:
+    """Read a Cityscapes ``*_disparity.png`` as ``H x W`` uint16 (decode with
+    :func:`mtdense.data.depth.decode_cityscapes_disparity`).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Corrupt file, or not a single-channel 16-bit image.
+    """
+    png = _decode_png(path, cv2.IMREAD_UNCHANGED, "disparity map")
+    if png.dtype != np.uint16 or png.ndim != 2:
+        raise ValueError(
+            f"{path}: expected a single-channel 16-bit disparity PNG, got {png.dtype} with shape {png.shape}; "
+            f"Cityscapes disparity is stored as uint16 p = 256 d + 1 (0 = invalid): re-encode it with "
+            f"mtdense.data.depth.encode_cityscapes_disparity"
+        )
+    return png
+
+
+def read_camera(path: str | Path) -> dict[str, float]:
+    """Read a Cityscapes ``*_camera.json``.
+
+    Returns:
+        ``{"baseline": m, "fx": px, "fy": px, "u0": px, "v0": px}`` as floats.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not JSON, a missing or non-numeric key, or a baseline / focal length that
+            is not positive (the message names the file and the key).
+    """
+    path = Path(path)
+    fix = "replace it with the file from camera_trainvaltest.zip (extrinsic.baseline in m, intrinsic.fx, fy, u0, v0 in px)"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable JSON camera file ({exc}); {fix}") from exc
+    camera = {}
+    for section, key in (("extrinsic", "baseline"), ("intrinsic", "fx"), ("intrinsic", "fy"),
+                         ("intrinsic", "u0"), ("intrinsic", "v0")):
+        part = data.get(section) if isinstance(data, dict) else None
+        if not isinstance(part, dict) or key not in part:
+            raise ValueError(f"{path}: no '{section}.{key}' in the camera file; {fix}")
+        value = part[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{path}: '{section}.{key}' is {value!r}, not a finite number; {fix}")
+        camera[key] = float(value)
+    for key in ("baseline", "fx", "fy"):
+        if camera[key] <= 0:
+            raise ValueError(f"{path}: {key} = {camera[key]} must be > 0; {fix}")
+    return camera
+
+
+def _check_size(array: np.ndarray, path: Path, size: tuple[int, int], image: Path, what: str) -> None:
+    if array.shape[:2] != size:
+        raise ValueError(
+            f"{path} is {array.shape[0]}x{array.shape[1]} (H x W) but its image {image} is {size[0]}x{size[1]}: "
+            f"the {what} belongs to another image or was resized on its own; replace it with the matching file"
+        )
+
+
+def load_frame(frame: Frame, clean_disparity: bool = False, crop_bottom: float = 0.0) -> dict[str, Any]:
+    """Decode one frame's files into a sample (the layout of ``docs/internals.md``).
+
+    Args:
+        frame: From :func:`list_frames`.
+        clean_disparity: Clean the disparity map with :func:`mtdense.data.depth.clean_disparity`
+            (border crop, resize back, median, Telea inpainting) before converting it to depth.
+        crop_bottom: Fraction of the height removed at the bottom of every map (ego vehicle).
+
+    Returns:
+        ``image`` (H x W x 3 uint8 RGB); ``seg`` (H x W uint8 train ids, 255 = ignore) when the
+        frame has a label; ``depth`` (H x W float32 metres, 0 = invalid) and ``camera`` (dict)
+        when it has a disparity map; ``right`` (H x W x 3 uint8) when listed; ``name``; ``paths``
+        (role -> file).
+
+    Raises:
+        ValueError: An unreadable file, a map whose size differs from the image, a label id
+            outside the official table or a bad camera file (the message names the file).
+    """
+    image = read_rgb(frame.image)
+    size = image.shape[:2]
+    sample: dict[str, Any] = {"image": image}
+    if frame.label is not None:
+        ids = read_label_ids(frame.label)
+        _check_size(ids, frame.label, size, frame.image, "label")
+        try:
+            sample["seg"] = label_ids_to_train_ids(ids)
+        except ValueError as exc:
+            raise ValueError(f"{frame.label}: {exc}") from exc
+    camera = None
+    if frame.disparity is not None:
+        if frame.camera is None:
+            raise ValueError(f"{frame.disparity}: a disparity map needs its camera file to give depth; list the frame with list_frames")
+        png = read_disparity_png(frame.disparity)
+        _check_size(png, frame.disparity, size, frame.image, "disparity map")
+        disparity = depth_lib.decode_cityscapes_disparity(png)
+        if clean_disparity:
+            disparity = depth_lib.clean_disparity(disparity)
+        camera = read_camera(frame.camera)
+        sample["depth"] = depth_lib.disparity_to_depth(disparity, camera["baseline"], camera["fx"])
+    if frame.right is not None:
+        right = read_rgb(frame.right)
+        _check_size(right, frame.right, size, frame.image, "right view")
+        sample["right"] = right
+    if crop_bottom > 0:
+        keep = size[0] - int(round(size[0] * crop_bottom))
+        if keep < 1:
+            raise ValueError(f"crop_bottom={crop_bottom} leaves nothing of the {size[0]}-row image {frame.image}")
+        for key in ("image", "seg", "depth", "right"):
+            if key in sample:
+                sample[key] = np.ascontiguousarray(sample[key][:keep])
+    if camera is not None:
+        sample["camera"] = camera
+    sample["name"] = frame.name
+    sample["paths"] = {role: str(p) for role, p in frame.paths().items()}
+    return sample
+
+
+class CityscapesDataset(Dataset):
+    """Samples of a Cityscapes-layout split: image, train-id segmentation, depth in metres.
+
+    Args:
+        root: Cityscapes root (``leftImg8bit/``, ``gtFine/``, ``disparity/``, ``camera/``).
+        split: Split folder name.
+        depth_source: Disparity folder (``"disparity"``: shipped SGBM maps, or a stereo
+            teacher's folder); ``None``: no ``depth`` / ``camera`` in the samples.
+        transform: Called on each sample dict (see :mod:`mtdense.data.transforms`).
+        clean_disparity: Clean the disparity before converting it (see :func:`load_frame`).
+        crop_bottom: Fraction of the height removed at the bottom (0.2 in the recipe), ``[0, 1)``.
+        load_right: Also load the right view (``right``).
+        label_source: Folder of ``*_gtFine_labelIds.png`` files.
+        require_labels: A missing label raises; ``False``: such samples have no ``seg``.
+
+    Attributes:
+        frames: The listed :class:`Frame` objects, sorted by name.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        depth_source: str | None = "disparity",
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        clean_disparity: bool = False,
+        crop_bottom: float = 0.0,
+        load_right: bool = False,
+        label_source: str = "gtFine",
+        require_labels: bool = True,
+    ):
+        if not 0.0 <= crop_bottom < 1.0:
+            raise ValueError(f"crop_bottom must be in [0, 1), got {crop_bottom}")
+        if clean_disparity and depth_source is None:
+            raise ValueError("clean_disparity=True needs a depth_source (the disparity maps to clean)")
+        self.root = Path(root)
+        self.split = split
+        self.depth_source = depth_source
+        self.transform = transform
+        self.clean_disparity = bool(clean_disparity)
+        self.crop_bottom = float(crop_bottom)
+        self.frames = list_frames(root, split, depth_source=depth_source, require_labels=require_labels,
+                                  load_right=load_right, label_source=label_source)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = load_frame(self.frames[index], clean_disparity=self.clean_disparity, crop_bottom=self.crop_bottom)
+        return self.transform(sample) if self.transform is not None else sample
+
+    def __repr__(self) -> str:
+        return (f"CityscapesDataset(root={str(self.root)!r}, split={self.split!r}, frames={len(self)}, "
+                f"depth_source={self.depth_source!r}, crop_bottom={self.crop_bottom})")
+
+
+# --- checking ---------------------------------------------------------------------------------
+
+@dataclass
+class Problem:
+    """One thing wrong with a dataset tree.
+
+    Attributes:
+        severity: ``"error"`` (loading would fail or be wrong) or ``"warning"``.
+        file: The file (or folder) concerned.
+        message: What is wrong.
+        fix: What to do about it.
+    """
+
+    severity: str
+    file: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}\n      fix: {self.fix}"
+
+
+@dataclass
+class SplitStats:
+    """What :func:`check_dataset` found in one split.
+
+    Attributes:
+        images: Images listed.
+        labels, disparities, cameras, rights: Images that have that counterpart.
+        checked: Frames whose files were read.
+        depth_checked: Read frames whose disparity map could be decoded.
+        valid_share_sum: Sum over read frames of the share of valid disparity pixels.
+        disparity_range: ``(min, max)`` valid disparity in px over the read frames.
+        depth_range: ``(min, max)`` valid depth in m over the read frames.
+    """
+
+    images: int = 0
+    labels: int = 0
+    disparities: int = 0
+    cameras: int = 0
+    rights: int = 0
+    checked: int = 0
+    depth_checked: int = 0
+    valid_share_sum: float = 0.0
+    disparity_range: tuple[float, float] | None = None
+    depth_range: tuple[float, float] | None = None
+
+    def _extend(self, name: str, lo: float, hi: float) -> None:
+        old = getattr(self, name)
+        setattr(self, name, (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi)))
+
+
+@dataclass
+class DataCheckReport:
+    """The result of :func:`check_dataset`.
+
+    Attributes:
+        root: The checked root.
+        depth_source: The checked disparity folder (None: depth not checked).
+        splits: Per-split counts and statistics.
+        problems: Errors and warnings, each naming a file and a fix.
+    """
+
+    root: Path
+    depth_source: str | None
+    splits: dict[str, SplitStats] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """No errors (warnings alone are fine)."""
+        return not self.errors
+
+    def summary(self, max_problems: int = 20) -> str:
+        """A table of counts per split, then the errors and warnings (``max_problems`` of each)."""
+        depth = f"{self.depth_source}/" if self.depth_source else "none"
+        lines = [f"Cityscapes tree {self.root} (depth from {depth})", ""]
+        header = f"{'split':<12}{'images':>8}{'labels':>8}{'disparity':>10}{'camera':>8}{'right':>7}{'read':>7}" \
+                 f"{'valid disp':>12}  {'disparity px':<16}{'depth m':<16}"
+        lines.append(header)
+        for name, s in self.splits.items():
+            share = f"{100 * s.valid_share_sum / s.depth_checked:.1f}%" if s.depth_checked else "-"
+            disp = f"{s.disparity_range[0]:.2f}..{s.disparity_range[1]:.2f}" if s.disparity_range else "-"
+            dep = f"{s.depth_range[0]:.1f}..{s.depth_range[1]:.1f}" if s.depth_range else "-"
+            lines.append(f"{name:<12}{s.images:>8}{s.labels:>8}{s.disparities:>10}{s.cameras:>8}{s.rights:>7}"
+                         f"{s.checked:>7}{share:>12}  {disp:<16}{dep:<16}")
+        for title, items in (("Errors", self.errors), ("Warnings", self.warnings)):
+            if not items:
+                continue
+            lines += ["", f"{title} ({len(items)}):"]
+            lines += [f"  - {p}" for p in items[:max_problems]]
+            if len(items) > max_problems:
+                lines.append(f"  ... and {len(items) - max_problems} more {title.lower()}")
+        n_err, n_warn = len(self.errors), len(self.warnings)
+        lines.append("")
+        if n_err:
+            lines.append(f"FAILED: {n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}")
+        else:
+            lines.append(f"OK: no errors, {n_warn} warning{'s' * (n_warn != 1)}")
+        return "\n".join(lines)
+
+
+_FIX_REPLACE = "replace it with the file from the Cityscapes download (or regenerate the frame)"
+_BASELINE_RANGE_M = (0.05, 1.5)  # stereo rigs on cars: Cityscapes 0.21 m, KITTI 0.54 m
+_FX_OVER_WIDTH = (0.25, 4.0)  # horizontal field of view between about 14 and 127 degrees
+
+
+def _files_by_stem(root: Path, folder: str | None, split: str, role: str) -> dict[tuple[str, str], Path]:
+    if folder is None or not (root / folder / split).is_dir():
+        return {}
+    return {(p.parent.name, _stem(p, role)): p for p in (root / folder / split).glob(f"*/*{SUFFIXES[role]}")}
+
+
+def _check_frame(frame: Frame, check_depth: bool) -> tuple[list[Problem], dict[str, Any]]:
+    """Read one frame's files; return its problems and its disparity statistics."""
+    problems: list[Problem] = []
+    stats: dict[str, Any] = {}
+
+    def error(path: Path, message: str, fix: str = _FIX_REPLACE) -> None:
+        problems.append(Problem("error", str(path), message, fix))
+
+    def warn(path: Path, message: str, fix: str) -> None:
+        problems.append(Problem("warning", str(path), message, fix))
+
+    def read(reader: Callable[[Path], Any], path: Path) -> Any:
+        try:
+            return reader(path)
+        except (ValueError, FileNotFoundError) as exc:
+            message = str(exc)
+            message = message[len(str(path)) + 2:] if message.startswith(f"{path}: ") else message
+            # the readers say "what is wrong; what to do"
+            what, _, fix = message.partition("; ")
+            error(path, what, fix or _FIX_REPLACE)
+            return None
+
+    image = read(read_rgb, frame.image)
+    size = None if image is None else image.shape[:2]
+
+    def same_size(array: np.ndarray, path: Path, what: str) -> bool:
+        if size is not None and array.shape[:2] != size:
+            error(path, f"{what} is {array.shape[0]}x{array.shape[1]} but its image {frame.image} is {size[0]}x{size[1]}",
+                  "replace it with the file that belongs to this image (same stem, same size)")
+            return False
+        return True
+
+    if frame.label is not None:
+        ids = read(read_label_ids, frame.label)
+        if ids is not None and same_size(ids, frame.label, "label"):
+            try:
+                label_ids_to_train_ids(ids)
+            except ValueError as exc:
+                error(frame.label, str(exc), "use the *_gtFine_labelIds.png of the download (ids 0..33), "
+                      "or relabel the listed ids")
+    camera = None
+    if frame.camera is not None and check_depth:
+        camera = read(read_camera, frame.camera)
+        if camera is not None:
+            b, fx = camera["baseline"], camera["fx"]
+            if not _BASELINE_RANGE_M[0] <= b <= _BASELINE_RANGE_M[1]:
+                warn(frame.camera, f"baseline {b:g} m is implausible for a car stereo rig "
+                     f"({_BASELINE_RANGE_M[0]}..{_BASELINE_RANGE_M[1]} m; Cityscapes: 0.209 m)",
+                     "check the unit (metres) and the file")
+            if size is not None:
+                h, w = size
+                if not _FX_OVER_WIDTH[0] <= fx / w <= _FX_OVER_WIDTH[1]:
+                    warn(frame.camera, f"fx {fx:g} px is implausible for a {w} px wide image (fx / width = {fx / w:.2f})",
+                         "scale the intrinsics with the image (mtdense data cache does) or fix the file")
+                if not (0 <= camera["u0"] <= w and 0 <= camera["v0"] <= h):
+                    warn(frame.camera, f"principal point ({camera['u0']:g}, {camera['v0']:g}) px lies outside the "
+                         f"{w}x{h} image", "scale the intrinsics with the image (mtdense data cache does) or fix the file")
+    if frame.disparity is not None:
+        png = read(read_disparity_png, frame.disparity)
+        if png is not None and same_size(png, frame.disparity, "disparity map"):
+            disparity = depth_lib.decode_cityscapes_disparity(png)
+            valid = disparity > 0
+            stats["valid_share"] = float(valid.mean()) if valid.size else 0.0
+            if valid.any():
+                stats["disparity"] = (float(disparity[valid].min()), float(disparity[valid].max()))
+                if camera is not None:
+                    bf = camera["baseline"] * camera["fx"]
+                    stats["depth"] = (bf / stats["disparity"][1], bf / stats["disparity"][0])
+            if stats["valid_share"] < 0.01:
+                warn(frame.disparity, f"only {100 * stats['valid_share']:.2f}% of the pixels have a disparity",
+                     "check that this is the right folder and encoding (uint16, p = 256 d + 1, 0 = invalid)")
+    if frame.right is not None:
+        right = read(read_rgb, frame.right)
+        if right is not None:
+            same_size(right, frame.right, "right view")
+    return problems, stats
+
+
+def check_dataset(
+    root: str | Path,
+    splits: list[str] | None = None,
+    depth_source: str | None = "disparity",
+    limit: int | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> DataCheckReport:
+    """Check a Cityscapes tree: counts, missing or orphaned files, unreadable PNGs, label ids,
+    sizes, disparity coverage and range, camera sanity.
+
+    Counterparts are matched by stem. Missing labels (disparity maps) are errors when some frames
+    of a split have them, a warning when none does (an unlabelled split, or a split without depth);
+    a disparity map without a camera file is an error; files with no image are warnings.
+
+    Args:
+        root: Cityscapes root.
+        splits: Splits to check (default: every folder under ``leftImg8bit/``).
+        depth_source: Disparity folder to check; ``None``: depth and camera are not checked.
+        limit: Read at most this many evenly spaced frames per split (counts cover all).
+        progress: Show a tqdm progress bar.
+        workers: Reader threads (default: up to 4, one per CPU).
+
+    Returns:
+        The report: ``.ok`` is False when there are errors; ``.summary()`` is for people.
+
+    Raises:
+        FileNotFoundError: The root, its ``leftImg8bit/`` or a named split does not exist.
+    """
+    from tqdm import tqdm
+
+    root = _check_root(Path(root))
+    splits = list(splits) if splits else list_splits(root)
+    report = DataCheckReport(root=root, depth_source=depth_source)
+    jobs: list[tuple[str, Frame]] = []
+    for split in splits:
+        images = _image_files(root, split)
+        stats = report.splits[split] = SplitStats(images=len(images))
+        found = {
+            "label": _files_by_stem(root, "gtFine", split, "label"),
+            "disparity": _files_by_stem(root, depth_source, split, "disparity"),
+            "camera": _files_by_stem(root, CAMERA_FOLDER, split, "camera"),
+            "right": _files_by_stem(root, RIGHT_FOLDER, split, "right"),
+        }
+        keys = {(p.parent.name, _stem(p, "image")): p for p in images}
+        have = {role: [k for k in keys if k in files] for role, files in found.items()}
+        stats.labels, stats.disparities = len(have["label"]), len(have["disparity"])
+        stats.cameras, stats.rights = len(have["camera"]), len(have["right"])
+        frames = []
+        for (city, name), image in keys.items():
+            frames.append(Frame(name, split, city, image, found["label"].get((city, name)),
+                                found["disparity"].get((city, name)) if depth_source else None,
+                                found["camera"].get((city, name)), found["right"].get((city, name))))
+        _missing_problems(report, root, split, frames, stats, depth_source)
+        for role, files in found.items():
+            folder = {"label": "gtFine", "disparity": depth_source, "camera": CAMERA_FOLDER, "right": RIGHT_FOLDER}[role]
+            for key in sorted(set(files) - set(keys)):
+                report.problems.append(Problem(
+                    "warning", str(files[key]), f"no image {frame_file(root, IMAGE_FOLDER, split, key[0], key[1], 'image')}",
+                    f"delete the stray {folder}/ file, or restore its image (a misnamed file pairs with nothing)"))
+        if limit is not None and len(frames) > limit:
+            frames = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, limit).round().astype(int)]
+        jobs += [(split, f) for f in frames]
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda job: _check_frame(job[1], depth_source is not None), jobs)
+        for (split, _), (problems, frame_stats) in tqdm(zip(jobs, results), total=len(jobs), desc="data check",
+                                                         unit="frame", disable=not progress):
+            stats = report.splits[split]
+            stats.checked += 1
+            report.problems += problems
+            if "valid_share" in frame_stats:
+                stats.depth_checked += 1
+                stats.valid_share_sum += frame_stats["valid_share"]
+            for key, name in (("disparity", "disparity_range"), ("depth", "depth_range")):
+                if key in frame_stats:
+                    stats._extend(name, *frame_stats[key])
+    return report
+
+
+def _missing_problems(report: DataCheckReport, root: Path, split: str, frames: list[Frame], stats: SplitStats,
+                      depth_source: str | None) -> None:
+    n = len(frames)
+    add = report.problems.append
+    if n and stats.labels == 0:
+        add(Problem("warning", str(root / "gtFine" / split), f"none of the {n} images of split {split!r} has a label",
+                    "fine for unlabelled data (e.g. train_extra); to train or evaluate on it, extract "
+                    "gtFine_trainvaltest.zip into the root"))
+    elif stats.labels < n:
+        for f in frames:
+            if f.label is None:
+                add(Problem("error", str(frame_file(root, "gtFine", split, f.city, f.name, "label")),
+                            f"label missing for {f.image}",
+                            "restore the file from gtFine_trainvaltest.zip, or remove the image"))
+    if depth_source is None:
+        return
+    if n and stats.disparities == 0:
+        add(Problem("warning", str(root / depth_source / split), f"none of the {n} images of split {split!r} has a "
+                    f"disparity map in {depth_source}/", "extract disparity_trainvaltest.zip into the root, or run "
+                    f"'mtdense data teacher' to write a teacher's maps, if this split needs depth"))
+    elif stats.disparities < n:
+        for f in frames:
+            if f.disparity is None:
+                add(Problem("error", str(frame_file(root, depth_source, split, f.city, f.name, "disparity")),
+                            f"disparity map missing for {f.image}",
+                            "restore the file (or rerun 'mtdense data teacher', which writes only missing maps)"))
+    for f in frames:
+        if f.disparity is not None and f.camera is None:
+            add(Problem("error", str(frame_file(root, CAMERA_FOLDER, split, f.city, f.name, "camera")),
+                        f"camera file missing for {f.disparity}: depth = baseline * fx / disparity needs it",
+                        "extract camera_trainvaltest.zip into the root"))
+    if 0 < stats.rights < n:
+        for f in frames:
+            if f.right is None:
+                add(Problem("warning", str(frame_file(root, RIGHT_FOLDER, split, f.city, f.name, "right")),
+                            f"right view missing for {f.image} (only stereo teachers need it)",
+                            "extract rightImg8bit_trainvaltest.zip into the root"))
