@@ -191,3 +191,31 @@ def test_fixed_weighting_rejects_negative_or_unknown():
 def test_loss_is_cross_entropy_with_ignore_index(seg_batch):
     logits, target = seg_batch
     assert segmentation_loss(logits, target).item() == pytest.approx(F.cross_entropy(logits, target, ignore_index=255).item())
+
+
+def test_enet_class_weights_and_weighted_cross_entropy(seg_batch):
+    from mtdense.losses import enet_class_weights
+
+    counts = [600, 300, 100, 0]
+    w = enet_class_weights(counts)
+    expected = [1 / math.log(1.02 + c / 1000) for c in counts]
+    np.testing.assert_allclose(w.numpy(), expected, rtol=1e-6)
+    assert w[2] > w[1] > w[0]  # rarer, heavier
+    logits, target = seg_batch
+    c = logits.shape[1]
+    weights = torch.linspace(0.5, 3.0, c)
+    loss = MultiTaskLoss(tasks=["seg"], class_weights=weights.tolist())
+    got = loss.task_losses({"seg": logits}, {"seg": target})["seg"]
+    # by hand: sum over labelled pixels of w[y] * -log softmax[y], over the sum of w[y]
+    logp = F.log_softmax(logits, 1)
+    lab = target != 255
+    y = target.clamp(max=c - 1)
+    nll = -logp.gather(1, y[:, None])[:, 0]
+    wy = weights[y]
+    np.testing.assert_allclose(float(got), float((wy * nll)[lab].sum() / wy[lab].sum()), rtol=1e-5)
+    with pytest.raises(ValueError, match="class weights for"):
+        MultiTaskLoss(tasks=["seg"], class_weights=[1.0, 2.0]).task_losses({"seg": logits}, {"seg": target})
+    with pytest.raises(ValueError, match="resolved"):
+        MultiTaskLoss(tasks=["seg"], class_weights="enet")
+    with pytest.raises(ValueError, match="non-negative"):
+        enet_class_weights([-1, 2])

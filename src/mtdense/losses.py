@@ -45,13 +45,17 @@ def _zero_with_graph(t: torch.Tensor) -> torch.Tensor:
     return t.sum() * 0.0
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy over the labelled pixels.
 
     Args:
         logits: ``B x C x H x W`` class scores.
         target: ``B x H x W`` int64 train ids in ``0..C-1``, ``ignore_index`` = no label.
         ignore_index: Label that contributes nothing (255 for Cityscapes).
+        class_weights: Optional ``C`` weights (e.g. :func:`enet_class_weights`); the mean is
+            then weighted, as in ``F.cross_entropy(weight=...)``.
 
     Returns:
         Scalar mean cross-entropy over the labelled pixels; 0 (with a graph) when there is none.
@@ -75,7 +79,30 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
             f"and are not the ignore label {ignore_index}; map label ids to train ids first "
             f"(mtdense.data.labels.label_ids_to_train_ids)"
         )
-    return F.cross_entropy(logits, target.long(), ignore_index=ignore_index)
+    return F.cross_entropy(logits, target.long(), weight=class_weights, ignore_index=ignore_index)
+
+
+def enet_class_weights(pixel_counts: Sequence[float] | torch.Tensor, c: float = 1.02) -> torch.Tensor:
+    """Class weights ``1 / ln(c + p_k)`` from class pixel counts (Paszke et al. 2016, ENet).
+
+    ``p_k`` is class ``k``'s share of the labelled pixels. Rare classes (poles, traffic lights,
+    persons) get up to ``1 / ln(c)`` (about 50), the road about 3: the loss then rewards
+    getting thin and rare classes right, which is what mIoU (a mean over classes) measures.
+
+    Args:
+        pixel_counts: Labelled pixels per class (see
+            :func:`mtdense.data.cityscapes.class_pixel_counts`).
+        c: The offset that bounds the largest weight.
+
+    Returns:
+        float32 tensor of ``len(pixel_counts)`` weights.
+    """
+    counts = torch.as_tensor(pixel_counts, dtype=torch.float64)
+    if counts.ndim != 1 or bool((counts < 0).any()) or not float(counts.sum()) > 0:
+        raise ValueError(f"class pixel counts must be a non-negative vector with a positive sum, got {counts.tolist()}")
+    if not c > 1:
+        raise ValueError(f"the ENet offset c must be > 1 (weights are 1 / ln(c + p)), got {c}")
+    return (1.0 / torch.log(c + counts / counts.sum())).float()
 
 
 def depth_loss(
@@ -315,6 +342,8 @@ class MultiTaskLoss(nn.Module):
         weights: Fixed per-task weights (``weighting="fixed"`` only).
         dwa_temperature: Temperature of ``"dwa"``.
         ignore_index: Segmentation label without a loss.
+        class_weights: Per-class cross-entropy weights (a list of ``C`` numbers, e.g.
+            :func:`enet_class_weights`); ``None``: unweighted (the recipe).
 
     ``forward(outputs, targets)`` takes the model's ``{"seg": B x C x H x W logits, "depth":
     B x 1 x H x W encoded}`` and ``{"seg": B x H x W int64, "depth": B x H x W metres}`` (a
@@ -330,9 +359,19 @@ class MultiTaskLoss(nn.Module):
         weights: Mapping[str, float] | None = None,
         dwa_temperature: float = 2.0,
         ignore_index: int = IGNORE_INDEX,
+        class_weights: Sequence[float] | None = None,
     ):
         super().__init__()
         tasks = list(tasks)
+        if isinstance(class_weights, str):
+            raise ValueError(
+                f"loss: class_weights={class_weights!r} must be resolved to numbers first "
+                f"(mtdense.losses.enet_class_weights on the training split's class pixel counts)"
+            )
+        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        if weight is not None and (weight.ndim != 1 or not bool(torch.isfinite(weight).all()) or bool((weight < 0).any())):
+            raise ValueError(f"loss: class_weights must be a list of finite numbers >= 0, got {class_weights}")
+        self.register_buffer("class_weights", weight, persistent=False)
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
             raise ValueError(
@@ -356,7 +395,11 @@ class MultiTaskLoss(nn.Module):
             )
         raw = {}
         if "seg" in self.tasks:
-            raw["seg"] = segmentation_loss(outputs["seg"], targets["seg"], self.ignore_index)
+            if self.class_weights is not None and self.class_weights.numel() != outputs["seg"].shape[1]:
+                raise ValueError(
+                    f"loss: {self.class_weights.numel()} class weights for {outputs['seg'].shape[1]} segmentation classes"
+                )
+            raw["seg"] = segmentation_loss(outputs["seg"], targets["seg"], self.ignore_index, self.class_weights)
         if "depth" in self.tasks:
             raw["depth"] = depth_loss(outputs["depth"], targets["depth"], self.depth_loss)
         return raw

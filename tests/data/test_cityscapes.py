@@ -234,3 +234,22 @@ def test_load_frame_without_camera_for_disparity_is_refused(hand_tree):
     bad = Frame(f.name, f.split, f.city, f.image, f.label, f.disparity, None)
     with pytest.raises(ValueError, match="camera"):
         load_frame(bad)
+
+
+def test_class_pixel_counts_count_the_hand_labels(hand_tree):
+    from mtdense.data.cityscapes import class_pixel_counts
+    from mtdense.data.labels import NUM_CLASSES
+
+    expected = np.zeros(NUM_CLASSES, np.int64)
+    for spec in hand_tree.frames.values():
+        train = np.array(spec["train"])
+        for k in range(NUM_CLASSES):
+            expected[k] += int((train == k).sum())
+    np.testing.assert_array_equal(class_pixel_counts(hand_tree.root, "train"), expected)
+    # crop_bottom=0.25 drops the last of the 4 rows of every frame
+    cropped = np.zeros(NUM_CLASSES, np.int64)
+    for spec in hand_tree.frames.values():
+        train = np.array(spec["train"])[:3]
+        for k in range(NUM_CLASSES):
+            cropped[k] += int((train == k).sum())
+    np.testing.assert_array_equal(class_pixel_counts(hand_tree.root, "train", crop_bottom=0.25), cropped)

@@ -180,3 +180,24 @@ def test_default_collate_on_the_dataset(hand_tree):
     raw = CityscapesDataset(hand_tree.root, "train")[0]
     np.testing.assert_array_equal(sample["seg"].numpy(), raw["seg"])
     np.testing.assert_array_equal(sample["depth"].numpy(), raw["depth"])
+
+
+def test_zoom_depth_divides_depth_by_the_crop_magnification():
+    src = coded_sample()
+    # a box of a quarter of the area (16 x 32) enlarged to the full 32 x 64 output: magnified 2x
+    plain = TrainTransform(size=(H, W), scale=(0.25, 0.25), color_jitter=False, hflip=0.0)
+    zoomed = TrainTransform(size=(H, W), scale=(0.25, 0.25), color_jitter=False, hflip=0.0, zoom_depth=True)
+    torch.manual_seed(3)
+    a = plain(src)
+    torch.manual_seed(3)
+    b = zoomed(src)
+    np.testing.assert_array_equal(a["seg"].numpy(), b["seg"].numpy())
+    np.testing.assert_array_equal(a["image"].numpy(), b["image"].numpy())
+    da, db = a["depth"].numpy(), b["depth"].numpy()
+    np.testing.assert_array_equal(da == 0, db == 0)  # invalid stays invalid
+    valid = da > 0
+    assert valid.mean() > 0.5
+    np.testing.assert_allclose(db[valid], da[valid] / 2.0, rtol=1e-6)
+    # the whole frame (magnification 1) keeps its depth
+    whole = TrainTransform(size=(H, W), scale=(1.0, 1.0), color_jitter=False, hflip=0.0, zoom_depth=True)(src)
+    np.testing.assert_array_equal(whole["depth"].numpy(), src["depth"])

@@ -53,6 +53,9 @@ def test_valid_recipe_fills_defaults(tiny_recipe, tiny_cityscapes):
         (lambda d: d["loss"].update(depth="huber") if "loss" in d else d.update(loss={"depth": "huber"}), r"loss\.depth"),
         (lambda d: d["data"].update(crop_bottom=1.5), r"data\.crop_bottom"),
         (lambda d: d["trainer"].update(precision="8"), r"trainer\.precision"),
+        (lambda d: d.setdefault("loss", {}).update(class_weights="inverse"), r"loss\.class_weights: unknown class weighting"),
+        (lambda d: d["stages"][0].update(zoom_depth="yes"), r"stages\[0\]\.zoom_depth: expected true or false"),
+        (lambda d: d["trainer"].update(channels_last=1), r"trainer\.channels_last: expected true or false"),
     ],
 )
 def test_bad_recipes_name_the_key(tiny_recipe, tiny_cityscapes, edit, message):

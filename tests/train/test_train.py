@@ -135,3 +135,18 @@ def test_evaluate_without_out_refuses_save_predictions(tmp_path, tiny_cityscapes
     ckpt = save_checkpoint(create_model(decoder_channels=16), tmp_path / "m.pth")
     assert main(["evaluate", str(ckpt), "--data", str(tiny_cityscapes), "--save-predictions"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_enet_class_weights_are_counted_on_the_train_split_and_saved(tiny_recipe, tmp_path, tiny_cityscapes):
+    from mtdense.data.cityscapes import class_pixel_counts
+    from mtdense.losses import enet_class_weights
+
+    d = tiny_recipe(tiny_cityscapes)
+    d.setdefault("loss", {})["class_weights"] = "enet"
+    d["stages"][0]["zoom_depth"] = True
+    result = train(recipe_from_dict(d), tmp_path / "run")
+    hp = torch.load(result.stages[0].last, weights_only=True)["hyper_parameters"]
+    expected = enet_class_weights(class_pixel_counts(tiny_cityscapes, "train"))
+    np.testing.assert_allclose(hp["loss_config"]["class_weights"], expected.numpy(), rtol=1e-5)
+    road, car = TRAIN_CLASS_NAMES.index("road"), TRAIN_CLASS_NAMES.index("car")
+    assert hp["loss_config"]["class_weights"][car] > hp["loss_config"]["class_weights"][road]  # the car is rarer

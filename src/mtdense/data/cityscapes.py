@@ -29,14 +29,15 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from mtdense.data import depth as depth_lib
-from mtdense.data.labels import label_ids_to_train_ids
+from mtdense.data.labels import NUM_CLASSES, label_ids_to_train_ids
 
 __all__ = [
     "IMAGE_FOLDER", "RIGHT_FOLDER", "CAMERA_FOLDER", "SUFFIXES",
     "Frame", "frame_file", "list_splits", "list_frames",
-    "read_rgb", "read_label_ids", "read_disparity_png", "read_camera", "load_frame",
+    "read_rgb", "read_label_ids", "read_disparity_png", "read_camera", "load_frame", "class_pixel_counts",
     "CityscapesDataset", "Problem", "SplitStats", "DataCheckReport", "check_dataset",
 ]
 
@@ -322,6 +323,33 @@ def _check_size(array: np.ndarray, path: Path, size: tuple[int, int], image: Pat
             f"{path} is {array.shape[0]}x{array.shape[1]} (H x W) but its image {image} is {size[0]}x{size[1]}: "
             f"the {what} belongs to another image or was resized on its own; replace it with the matching file"
         )
+
+
+def class_pixel_counts(root: str | Path, split: str = "train", label_source: str = "gtFine", crop_bottom: float = 0.0,
+                       progress: bool = False) -> np.ndarray:
+    """Labelled pixels per train class over a split's label files (labels only; nothing else decoded).
+
+    What :func:`mtdense.losses.enet_class_weights` needs. ``crop_bottom`` removes the bottom
+    fraction of each map, as the dataset does.
+
+    Returns:
+        int64 array of :data:`~mtdense.data.labels.NUM_CLASSES` counts.
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`list_frames` and :func:`read_label_ids`; an
+            unknown label id names its file.
+    """
+    frames = list_frames(root, split, depth_source=None, label_source=label_source)
+    counts = np.zeros(NUM_CLASSES, np.int64)
+    for frame in tqdm(frames, desc=f"class pixels {split}", unit="label", disable=not progress):
+        try:
+            train = label_ids_to_train_ids(read_label_ids(frame.label))
+        except ValueError as exc:
+            raise ValueError(f"{frame.label}: {exc}") from exc
+        if crop_bottom > 0:
+            train = train[: train.shape[0] - int(round(train.shape[0] * crop_bottom))]
+        counts += np.bincount(train.ravel(), minlength=256)[:NUM_CLASSES]
+    return counts
 
 
 def load_frame(frame: Frame, clean_disparity: bool = False, crop_bottom: float = 0.0) -> dict[str, Any]:

@@ -42,6 +42,8 @@ class CityscapesDataModule(L.LightningDataModule):
         train_size: Training crop ``(H, W)``.
         val_size: Validation images are resized to ``(H, W)``; ``None`` keeps their size.
         crop_scale: Random-resized-crop area range ``(min, max)``.
+        zoom_depth: Divide training depth by each crop's magnification (see
+            :class:`~mtdense.data.transforms.JointResizedCrop`).
         depth_source: Depth ground truth (``"disparity"`` or a teacher name).
         clean_disparity: Clean SGBM disparity before converting to depth.
         crop_bottom: Fraction of the height removed at the bottom (ego vehicle).
@@ -61,6 +63,7 @@ class CityscapesDataModule(L.LightningDataModule):
         crop_bottom: float = 0.0,
         num_workers: int = 4,
         val_batch_size: int | None = None,
+        zoom_depth: bool = False,
     ):
         super().__init__()
         self.root = Path(root)
@@ -69,6 +72,7 @@ class CityscapesDataModule(L.LightningDataModule):
         self.train_size = (int(train_size[0]), int(train_size[1]))
         self.val_size = None if val_size is None else (int(val_size[0]), int(val_size[1]))
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.zoom_depth = bool(zoom_depth)
         self.dataset_kwargs = {"depth_source": depth_source, "clean_disparity": clean_disparity, "crop_bottom": crop_bottom}
         self.num_workers = int(num_workers)
         self.train_set: CityscapesDataset | None = None
@@ -77,7 +81,8 @@ class CityscapesDataModule(L.LightningDataModule):
     def train_dataset(self) -> CityscapesDataset:
         """The augmented training split."""
         return CityscapesDataset(
-            self.root, "train", transform=TrainTransform(size=self.train_size, scale=self.crop_scale), **self.dataset_kwargs
+            self.root, "train", transform=TrainTransform(size=self.train_size, scale=self.crop_scale, zoom_depth=self.zoom_depth),
+            **self.dataset_kwargs,
         )
 
     def val_dataset(self) -> CityscapesDataset:

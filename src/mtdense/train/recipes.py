@@ -117,12 +117,16 @@ class LossConfig:
         weighting: ``fixed`` (recipe, 1:1), ``uncertainty`` (Kendall 2018), ``dwa`` (Liu 2019).
         weights: Fixed task weights (``fixed`` only).
         dwa_temperature: DWA temperature ``T``.
+        class_weights: Cross-entropy class weights: ``null`` (recipe, unweighted) or ``enet``
+            (``1 / ln(1.02 + p_k)`` from the training split's class pixel shares, counted when
+            training starts; the numbers are saved with the run).
     """
 
     depth: str = "mse"
     weighting: str = "fixed"
     weights: dict[str, float] = field(default_factory=lambda: {"seg": 1.0, "depth": 1.0})
     dwa_temperature: float = 2.0
+    class_weights: str | None = None
 
 
 @dataclass
@@ -162,6 +166,9 @@ class StageConfig:
         size: Training crop ``[H, W]``.
         scale: Resolution relative to the native frames, in ``(0, 1]``.
         crop_scale: Random-resized-crop area range ``[min, max]`` relative to the image.
+        zoom_depth: Divide the depth target by each crop's magnification (image width / crop
+            width), so that an enlarged crop, whose objects look nearer, is taught nearer
+            depths; keeps apparent size and depth consistent for a monocular network.
     """
 
     name: str
@@ -171,6 +178,7 @@ class StageConfig:
     size: list[int] | None = None
     scale: float | None = None
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    zoom_depth: bool = False
 
 
 @dataclass
@@ -190,6 +198,8 @@ class TrainerConfig:
         check_val_every_n_epoch: Validation interval in epochs.
         deterministic: Deterministic algorithms.
         progress_bar: Show Lightning's progress bar.
+        channels_last: Train in NHWC memory format (about 2x faster steps for MobileNet on a
+            CPU, and the layout tensor cores prefer under mixed precision).
     """
 
     accelerator: str = "auto"
@@ -204,6 +214,7 @@ class TrainerConfig:
     check_val_every_n_epoch: int = 1
     deterministic: bool = False
     progress_bar: bool = True
+    channels_last: bool = True
 
 
 @dataclass
@@ -351,6 +362,10 @@ def _check_values(recipe: Recipe) -> None:
             fail(f"loss.weights.{task}", f"must be >= 0, got {w}")
     if not loss.dwa_temperature > 0:
         fail("loss.dwa_temperature", f"must be > 0, got {loss.dwa_temperature}")
+    if loss.class_weights not in (None, "enet"):
+        fail("loss.class_weights", f"unknown class weighting {loss.class_weights!r}; valid: null, enet")
+    if loss.class_weights is not None and "seg" not in m.tasks:
+        fail("loss.class_weights", "class weights need a seg task in model.tasks")
     o = recipe.optimizer
     if o.weight_decay < 0:
         fail("optimizer.weight_decay", f"must be >= 0, got {o.weight_decay}")
@@ -720,6 +735,14 @@ def train(
             raise ValueError(f"{resume_path}: holds model {saved}, the recipe builds {model_cfg}; resume with the same recipe")
     if rank_zero_only.rank == 0:
         write_run_config(recipe, out_dir, recipe_text, overrides)
+    loss_config = dataclasses.asdict(recipe.loss)
+    if recipe.loss.class_weights == "enet":
+        from mtdense.data.cityscapes import class_pixel_counts
+        from mtdense.losses import enet_class_weights
+
+        counts = class_pixel_counts(root, "train", crop_bottom=recipe.data.crop_bottom,
+                                    progress=recipe.trainer.progress_bar)
+        loss_config["class_weights"] = [round(float(w), 6) for w in enet_class_weights(counts)]
 
     results: list[StageResult] = []
     previous: Path | None = None
@@ -740,12 +763,13 @@ def train(
         module = MultiTaskModule(
             model_cfg,
             lr=stage.lr,
-            loss_config=dataclasses.asdict(recipe.loss),
+            loss_config=loss_config,
             optimizer_config=dataclasses.asdict(recipe.optimizer),
             pretrained=recipe.model.pretrained if fresh else False,
             stage=stage_info,
             depth_init_m=recipe.model.depth_init_m if fresh else None,
             bn_momentum=recipe.model.bn_momentum,
+            channels_last=recipe.trainer.channels_last,
         )
         if previous is not None and not (resume_path is not None and i == start):
             module.load_state_dict(_read_checkpoint(previous)["state_dict"], strict=True)
@@ -755,6 +779,7 @@ def train(
             train_size=train_size,
             val_size=val_size,
             crop_scale=tuple(stage.crop_scale),
+            zoom_depth=stage.zoom_depth,
             depth_source=recipe.data.depth_source,
             clean_disparity=recipe.data.clean_disparity,
             crop_bottom=recipe.data.crop_bottom,
