@@ -109,3 +109,28 @@ def test_bench_cli_end_to_end(tmp_path, capsys):
     for name in ("eager", "ort", "reference"):
         assert name in out
     assert "vs ref ORT" in out and md.is_file() and MARK_BEGIN in md.read_text()
+
+
+def test_benchmark_openvino_row_and_parity():
+    pytest.importorskip("openvino")
+    from mtdense.bench import BACKENDS, CPU_BACKENDS
+
+    assert "ov" in BACKENDS and "ov" in CPU_BACKENDS  # a default CPU backend once OpenVINO is installed
+    result = benchmark(tiny(), size=(64, 96), backends=["eager", "ov"], warmup=0, runs=2, reference=False, threads=1, log=lambda s: None)
+    assert [r.name for r in result.rows] == ["mtdense eager", "mtdense ov"]
+    ov_row = result.row("mtdense", "ov")
+    assert ov_row.ok, ov_row.note
+    assert "OpenVINO" in ov_row.note and len(ov_row.times_ms) == 2 and all(t > 0 for t in ov_row.times_ms)
+    # parity against eager fp32, computed as for the ort row: the same function up to float rounding
+    p = ov_row.parity
+    assert p is not None and p.pixels == 64 * 96
+    assert p.seg_agreement >= 0.999 and p.depth_mean_rel < 1e-4 and p.depth_max_rel < 1e-4 and p.logits_max_abs < 1e-4
+    assert "openvino" in result.machine
+    assert "ov" in format_table(result) and "openvino" in format_markdown(result)
+
+
+def test_openvino_backend_without_openvino_is_a_row_note(monkeypatch):
+    monkeypatch.setattr("mtdense.bench.openvino_available", lambda: False)
+    result = benchmark(tiny(), size=(64, 96), backends=["ov"], warmup=0, runs=1, reference=False, log=lambda s: None)
+    (row,) = result.rows
+    assert not row.ok and 'pip install "mtdense[openvino]"' in row.note

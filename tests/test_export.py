@@ -1,5 +1,7 @@
 """Export: the inference rewrite is exact, ONNX Runtime reproduces PyTorch, int8 runs, safetensors."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -166,3 +168,86 @@ def test_export_cli_onnx_int8(model, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "ONNX Runtime fp32 vs PyTorch fp32" in text and "int8 vs fp32" in text and "agreement" in text
     assert out.is_file() and (tmp_path / "m.int8.onnx").is_file()
+
+
+# -- OpenVINO ---------------------------------------------------------------------------------
+# OpenVINO fp32 (f32 inference precision, fp32 weights) vs PyTorch fp32: float rounding only, as
+# for ONNX Runtime, so the same logit / relative depth tolerances, and the encoded depth output
+# (log(depth_m) / 5) within 1e-5 absolute, i.e. metres within 5e-5 relative.
+DEPTH_ENC_ABS_TOL = 1e-5
+
+
+def test_openvino_ir_reproduces_pytorch(model, onnx_path, tmp_path):
+    """IR converted from the dynamic export (traced at 64x128, batch 1), run at 96x160, batch 2."""
+    ov = pytest.importorskip("openvino")
+    from mtdense.export import OpenVINORunner, export_openvino, openvino_parity, preprocess_images
+
+    xml = export_openvino(onnx_path, tmp_path / "tiny.xml")
+    assert xml == tmp_path / "tiny.xml" and xml.is_file() and (tmp_path / "tiny.bin").is_file()
+    ir = ov.Core().read_model(xml)
+    # fp32 weights: save_model would compress them to fp16 by default
+    consts = [op for op in ir.get_ops() if op.get_type_name() == "Constant"]
+    assert consts and not [op for op in consts if op.get_element_type() in (ov.Type.f16, ov.Type.bf16)]
+    assert ir.get_rt_info(["mtdense", "graph"]).astype(str) == "DeployNet"  # the ONNX metadata carried over
+
+    x = preprocess_images(list(images()), (96, 160))
+    runner = OpenVINORunner(xml, threads=1)
+    assert runner.output_names == ["seg", "depth"]
+    assert runner.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    out = runner(x)
+    assert out["seg"].shape == (2, 19, 96, 160) and out["depth"].shape == (2, 1, 96, 160)
+    with torch.no_grad():
+        ref = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
+    parity = compare_outputs(out, ref)
+    assert parity.seg_agreement >= 0.999
+    assert parity.logits_max_abs < LOGIT_TOL
+    assert parity.depth_max_rel < DEPTH_REL_TOL
+    assert float(np.abs(out["depth"] - ref["depth"]).max()) < DEPTH_ENC_ABS_TOL
+    # the parity helper (one image per run) agrees, and the request is reused across calls
+    per_image = openvino_parity(xml, model, x, runner=runner)
+    assert per_image.pixels == 2 * 96 * 160 and per_image.seg_agreement >= 0.999 and per_image.depth_max_rel < DEPTH_REL_TOL
+    again = runner(x)
+    np.testing.assert_array_equal(again["depth"], out["depth"])
+
+
+def test_openvino_missing_says_how_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from mtdense.export import OpenVINORunner, export_openvino, openvino_available
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    assert not openvino_available()
+    with pytest.raises(ImportError, match=r'pip install "mtdense\[openvino\]"'):
+        export_openvino(tmp_path / "m.onnx", tmp_path / "m.xml")  # the import fails first, before the file check
+    with pytest.raises(ImportError, match=r'pip install "mtdense\[openvino\]"'):
+        OpenVINORunner(tmp_path / "m.xml")
+    assert not (tmp_path / "m.xml").exists()
+
+
+def test_export_cli_openvino_rejects_bad_options(model, tmp_path, monkeypatch, capsys):
+    ckpt = mtdense.save_checkpoint(model, tmp_path / "m.pth")
+    assert main(["export", str(ckpt), "--format", "openvino", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert ".xml" in capsys.readouterr().err
+    assert main(["export", str(ckpt), "--format", "openvino", "--int8", "--out", str(tmp_path / "m.xml")]) == 2
+    assert "--format onnx only" in capsys.readouterr().err
+    monkeypatch.setattr("mtdense.export.openvino_available", lambda: False)
+    assert main(["export", str(ckpt), "--format", "openvino", "--out", str(tmp_path / "m.xml")]) == 2
+    assert 'pip install "mtdense[openvino]"' in capsys.readouterr().err
+    assert not (tmp_path / "m.xml").exists()
+
+
+@pytest.mark.slow  # a full ONNX export (torch.export tracing) inside, like test_export_cli_onnx_int8
+def test_export_cli_openvino(model, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    from mtdense.export import OpenVINORunner
+
+    ckpt = mtdense.save_checkpoint(model, tmp_path / "m.pth")
+    out = tmp_path / "ir" / "m.xml"
+    assert main(["export", str(ckpt), "--format", "openvino", "--out", str(out), "--size", "64", "96", "--static", "--check-images", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "OpenVINO fp32 vs PyTorch fp32 on 2 random input(s) at 64x96" in text
+    agreement = float(re.search(r"seg argmax agreement ([\d.]+)%", text).group(1))
+    assert agreement >= 99.9
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.bin", "m.xml"]  # no intermediate ONNX left behind
+    res = OpenVINORunner(out, threads=1)(torch.zeros(1, 3, 64, 96))
+    assert res["seg"].shape == (1, 19, 64, 96) and res["depth"].shape == (1, 1, 64, 96)

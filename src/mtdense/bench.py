@@ -19,6 +19,8 @@ Backends:
 ``ort``          ONNX Runtime fp32 of :class:`~mtdense.export.DeployNet` (the mtdense export).
 ``ort_plain``    ONNX Runtime fp32 of the training graph as is (shows what DeployNet buys).
 ``ort_int8``     ONNX Runtime, static int8 QDQ of the DeployNet export.
+``ov``           OpenVINO fp32 (CPU, latency hint) of the DeployNet export converted to IR;
+                 needs ``pip install "mtdense[openvino]"`` (a default CPU backend when installed).
 ``fp16``         PyTorch fp16, channels-last (CUDA only).
 ``cuda_graph``   fp16 channels-last replayed from a captured CUDA graph (CUDA only).
 =============== ======================================================================
@@ -26,7 +28,7 @@ Backends:
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (tensors only); on a CPU the growth
 of the process's peak resident set (``VmHWM`` in ``/proc/self/status``, reset before each
 backend through ``/proc/self/clear_refs``) over the resident set before it, which counts
-memory allocated by any library (PyTorch, ONNX Runtime), unlike ``tracemalloc``.
+memory allocated by any library (PyTorch, ONNX Runtime, OpenVINO), unlike ``tracemalloc``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ from torch import nn
 from tqdm import tqdm
 
 from mtdense.complexity import model_complexity
-from mtdense.export import Parity, compare_outputs, export_onnx, ort_session, quantize_onnx, run_onnx
+from mtdense.export import (
+    OpenVINORunner, Parity, compare_outputs, export_onnx, export_openvino, openvino_available, ort_session, quantize_onnx, run_onnx,
+)
 from mtdense.reference import to_reference
 
 __all__ = [
@@ -57,8 +61,9 @@ __all__ = [
     "format_markdown", "write_markdown", "machine_info", "ort_profile", "MARK_BEGIN", "MARK_END",
 ]
 
-BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_plain", "ort_int8", "fp16", "cuda_graph")
-CPU_BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_int8")
+BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_plain", "ort_int8", "ov", "fp16", "cuda_graph")
+# ``ov`` is a default only where OpenVINO is installed; asked for without it, its row says how to install it.
+CPU_BACKENDS = ("eager", "channels_last", "compile", "ort", *(("ov",) if openvino_available() else ()), "ort_int8")
 GPU_BACKENDS = ("eager", "channels_last", "compile", "fp16", "cuda_graph", "ort")
 MARK_BEGIN = "<!-- mtdense bench: begin -->"
 MARK_END = "<!-- mtdense bench: end -->"
@@ -163,6 +168,7 @@ def machine_info(device: str = "cpu") -> dict[str, str]:
         "torch threads": str(torch.get_num_threads()),
         "torch": torch.__version__,
         "onnxruntime": ort.__version__,
+        **({"openvino": _openvino_version()} if openvino_available() else {}),
         "python": platform.python_version(),
         "date": datetime.date.today().isoformat(),
     }
@@ -172,6 +178,15 @@ def machine_info(device: str = "cpu") -> dict[str, str]:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = str(torch.version.cuda)
     return info
+
+
+def _openvino_version() -> str:
+    try:
+        import openvino
+
+        return openvino.get_version().split("-")[0]
+    except Exception:  # a broken install: the ov row reports why
+        return "unknown"
 
 
 # -- memory ----------------------------------------------------------------------------------
@@ -432,6 +447,21 @@ def _make_runner(net, name, backend, x_cpu, x_dev, device, threads, work: Path, 
             return run_onnx(sess, inp)
 
         return run, note
+    if backend == "ov":
+        if device != "cpu":
+            raise RuntimeError("ov (OpenVINO) is a CPU deploy path here; run it with --device cpu")
+        if not openvino_available():  # before the ONNX export, which takes a while
+            raise ImportError('OpenVINO is not installed; pip install "mtdense[openvino]"')
+        onnx_path = work / f"{name}_deploy.onnx"  # the same fixed-shape DeployNet export as the ort row
+        if not onnx_path.exists():
+            export_onnx(net, onnx_path, size=size, deploy=True, dynamic=False)
+        runner = OpenVINORunner(export_openvino(onnx_path, work / f"{name}_deploy.xml"), threads=threads)
+        inp = x_cpu.numpy()
+
+        def run() -> dict[str, np.ndarray]:
+            return runner(inp)
+
+        return run, "DeployNet export; OpenVINO IR fp32 (fp32 weights, f32 inference precision), CPU, latency hint"
     run = _torch_runner(net, backend, x_dev, device)
     if backend == "compile":
         run()  # compile now, so a failure is reported as this row's note
@@ -486,7 +516,9 @@ def format_markdown(result: BenchResult, command: str = "") -> str:
     out = [MARK_BEGIN, ""]
     out.append(f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch threads']} torch threads)"
                + (f", GPU {m['gpu']} (CUDA {m['cuda']})" if "gpu" in m else "")
-               + f"; torch {m['torch']}, onnxruntime {m['onnxruntime']}, Python {m['python']}; {m['date']}"
+               + f"; torch {m['torch']}, onnxruntime {m['onnxruntime']}"
+               + (f", openvino {m['openvino']}" if "openvino" in m else "")
+               + f", Python {m['python']}; {m['date']}"
                + (f"; load average {m['load']} when the run ended (other processes share the CPU)." if "load" in m else "."))
     out.append("")
     out.append(f"Input {result.size[0]}x{result.size[1]}, batch 1, device `{result.device}`: {result.warmup} warm-up then "

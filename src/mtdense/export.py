@@ -10,10 +10,16 @@ function as the trained :class:`~mtdense.models.MultiTaskNet`, rewritten so that
 Runtime's CPU kernels do less work (see its docstring). :func:`onnx_parity` checks the
 exported file against PyTorch; ``mtdense export`` runs it on every export.
 
+The same ONNX file converts to OpenVINO IR (``.xml`` + ``.bin``, fp32 weights) for a second
+CPU runtime (:func:`export_openvino`, :class:`OpenVINORunner`, :func:`openvino_parity`; needs
+``pip install "mtdense[openvino]"``).
+
     >>> model = mtdense.load_model("model.pth")
     >>> path = export_onnx(model, "model.onnx")
     >>> print(onnx_parity(path, model, sample_images))
     >>> quantize_onnx(path, "model.int8.onnx", calibration_images("val_images/"))
+    >>> xml = export_openvino(path, "model.xml")
+    >>> print(openvino_parity(xml, model, sample_images))
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from mtdense.models import MultiTaskNet, export_safetensors
 __all__ = [
     "DeployNet", "TapConv3x3", "SplitConv3x3", "deploy_head_conv", "fold_batchnorm", "export_onnx", "export_safetensors", "ort_session", "run_onnx",
     "Parity", "compare_outputs", "onnx_parity", "quantize_onnx", "ImageCalibrationReader", "calibration_images",
-    "preprocess_images", "INT8_FP32_SCOPES", "IMAGE_SUFFIXES",
+    "preprocess_images", "INT8_FP32_SCOPES", "IMAGE_SUFFIXES", "openvino_available", "export_openvino", "OpenVINORunner",
+    "openvino_parity",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
@@ -428,6 +435,122 @@ def onnx_parity(path: str | Path, model: nn.Module, images: torch.Tensor | np.nd
     session = session or ort_session(path)
     # One image per run: a static export (fixed batch 1) takes nothing else.
     runs = [run_onnx(session, x[i : i + 1]) for i in range(len(x))]
+    out = {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
+    return compare_outputs(out, ref)
+
+
+# -- OpenVINO ---------------------------------------------------------------------------------
+OPENVINO_INSTALL_HINT = 'pip install "mtdense[openvino]"'
+
+
+def openvino_available() -> bool:
+    """True when the ``openvino`` package is installed (it is an optional dependency)."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _import_openvino():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise ImportError(f"OpenVINO is not installed; {OPENVINO_INSTALL_HINT} (or pip install 'openvino>=2024.0')") from exc
+    return openvino
+
+
+def export_openvino(onnx_path: str | Path, xml_path: str | Path) -> Path:
+    """Convert an ONNX export (from :func:`export_onnx`) to OpenVINO IR with fp32 weights.
+
+    ``openvino.convert_model`` reads the ONNX file, ``openvino.save_model`` writes ``xml_path``
+    and the weights next to it (same stem, ``.bin``). Weights stay fp32 (``compress_to_fp16=False``;
+    ``save_model`` stores them as fp16 by default, and depth must stay within 1% of fp32). The
+    input/output names, dynamic dimensions and the file's ``mtdense.*`` metadata carry over (the
+    metadata as the IR's runtime info under ``mtdense``).
+
+    Returns:
+        ``xml_path``.
+
+    Raises:
+        ImportError: OpenVINO is not installed (``pip install "mtdense[openvino]"``).
+    """
+    ov = _import_openvino()
+    import onnx
+
+    onnx_path, xml_path = Path(onnx_path), Path(xml_path)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
+    if xml_path.suffix != ".xml":
+        raise ValueError(f"OpenVINO IR is written as NAME.xml (+ NAME.bin), got {xml_path}")
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    ov_model = ov.convert_model(onnx_path)
+    for prop in onnx.load(str(onnx_path), load_external_data=False).metadata_props:
+        if prop.key.startswith("mtdense."):
+            ov_model.set_rt_info(prop.value, ["mtdense", prop.key.removeprefix("mtdense.")])
+    ov.save_model(ov_model, xml_path, compress_to_fp16=False)
+    return xml_path
+
+
+class OpenVINORunner:
+    """An OpenVINO IR (or ONNX file) compiled for the CPU, run on ``B x 3 x H x W`` batches.
+
+    Compiled with ``Core().compile_model(path, "CPU", config)`` where ``config`` is the latency
+    hint (one inference at a time, all threads on it), ``INFERENCE_NUM_THREADS`` when ``threads``
+    is given, and ``INFERENCE_PRECISION_HINT = f32``: on CPUs with native bf16/fp16 (AMX, ...)
+    the plugin would otherwise pick bf16/fp16 by itself (its default performance execution mode),
+    which is no longer the fp32 path that the parity checks vouch for. One infer request is created
+    and reused for every call.
+
+    Calling it returns ``{output name: array}`` like :func:`run_onnx` (``seg``, ``depth``), so
+    :func:`compare_outputs` applies.
+
+    Args:
+        path: ``.xml`` IR (from :func:`export_openvino`) or ``.onnx``.
+        threads: Inference threads; ``None`` lets OpenVINO choose (the cores it may use).
+        device: OpenVINO device name (``"CPU"``).
+
+    Raises:
+        ImportError: OpenVINO is not installed (``pip install "mtdense[openvino]"``).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "CPU"):
+        ov = _import_openvino()
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"OpenVINO model not found: {path}")
+        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.path = path
+        self.compiled = ov.Core().compile_model(str(path), device, config)
+        self.request = self.compiled.create_infer_request()
+        self.output_names = [o.get_any_name() for o in self.compiled.outputs]
+
+    def __call__(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        # share_inputs: the request reads x in place (no copy); outputs are copied, so the
+        # returned arrays stay valid after the next call.
+        res = self.request.infer({0: x}, share_inputs=True)
+        return {name: res[out] for name, out in zip(self.output_names, self.compiled.outputs)}
+
+
+@torch.no_grad()
+def openvino_parity(path: str | Path, model: nn.Module, images: torch.Tensor | np.ndarray, runner: OpenVINORunner | None = None) -> Parity:
+    """Run OpenVINO (CPU, fp32) and the PyTorch model (fp32, CPU) on the same batch and compare.
+
+    Args:
+        path: The ``.xml`` IR from :func:`export_openvino`.
+        model: The PyTorch model it came from (a ``MultiTaskNet``: dict outputs).
+        images: ``B x 3 x H x W`` ImageNet-normalised batch.
+        runner: An :class:`OpenVINORunner` for ``path`` (compiled with defaults when ``None``).
+    """
+    x = torch.as_tensor(images, dtype=torch.float32)
+    model = copy.deepcopy(model).cpu().eval()
+    ref = {k: v.numpy() for k, v in model(x).items()}
+    runner = runner or OpenVINORunner(path)
+    # One image per run: an IR from a static export (fixed batch 1) takes nothing else.
+    runs = [runner(x[i : i + 1]) for i in range(len(x))]
     out = {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
     return compare_outputs(out, ref)
 

@@ -201,3 +201,21 @@ def test_zoom_depth_divides_depth_by_the_crop_magnification():
     # the whole frame (magnification 1) keeps its depth
     whole = TrainTransform(size=(H, W), scale=(1.0, 1.0), color_jitter=False, hflip=0.0, zoom_depth=True)(src)
     np.testing.assert_array_equal(whole["depth"].numpy(), src["depth"])
+
+
+def test_zoom_depth_is_relative_to_the_evaluation_scale():
+    src = coded_sample()  # 32 x 64
+    # native-resolution crops (16 x 32 out of 32 x 64, no resize) evaluated at native size: z = 1
+    native = TrainTransform(size=(16, 32), scale=(0.25, 0.25), color_jitter=False, hflip=0.0, zoom_depth=True)
+    out = native(src)
+    rgb = denormalize(out["image"])
+    xs, ys = np.rint(rgb[..., 0] / 4).astype(int), np.rint(rgb[..., 1] / 8).astype(int)
+    np.testing.assert_array_equal(out["depth"].numpy(), src["depth"][ys, xs])
+    # the same crops when evaluation shrinks the whole frame to width 32: magnified 2x
+    torch.manual_seed(5)
+    a = native(src)
+    torch.manual_seed(5)
+    b = TrainTransform(size=(16, 32), scale=(0.25, 0.25), color_jitter=False, hflip=0.0, zoom_depth=True,
+                       reference_width=32)(src)
+    valid = a["depth"].numpy() > 0
+    np.testing.assert_allclose(b["depth"].numpy()[valid], a["depth"].numpy()[valid] / 2.0, rtol=1e-6)

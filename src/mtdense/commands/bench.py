@@ -22,6 +22,7 @@ Backends: {', '.join(BACKENDS)}.
   eager / channels_last / compile: PyTorch fp32 (NCHW / NHWC / torch.compile);
   ort: ONNX Runtime fp32 of the inference rewrite; ort_plain: of the training graph;
   ort_int8: static int8 (calibrated on --images, else on the random input: timing only);
+  ov: OpenVINO fp32 of the inference rewrite, CPU (pip install "mtdense[openvino]");
   fp16 / cuda_graph: CUDA only.
 Defaults: {','.join(CPU_BACKENDS)} on a CPU, {','.join(GPU_BACKENDS)} on CUDA; 3 warm-up +
 20 timed runs on a CPU, 10 + 300 on CUDA (CUDA events, cudnn.benchmark).

@@ -1,8 +1,9 @@
-"""``mtdense export``: ONNX (fp32 or int8) or safetensors, checked against PyTorch on export."""
+"""``mtdense export``: ONNX (fp32 or int8), OpenVINO IR or safetensors, checked against PyTorch on export."""
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 DESCRIPTION = """\
@@ -22,6 +23,11 @@ beyond --max-depth-diff or --min-agreement.
 weights, uint8 activations, calibrated on images from --calibration), and prints the
 accuracy it costs against fp32 on those images. The heads' last convolutions stay fp32.
 
+--format openvino writes OpenVINO IR: FILE.xml plus FILE.bin (fp32 weights), converted from
+the same ONNX graph (same input, outputs and options, --plain and --static included), and
+checks it against PyTorch the same way, running OpenVINO on the CPU in fp32. Needs
+pip install "mtdense[openvino]".
+
 --format safetensors writes the weights with the model config in the metadata
 (mtdense.load_model reads it back)."""
 
@@ -29,17 +35,18 @@ EPILOG = """\
 examples:
   mtdense export runs/demo/model.pth --out model.onnx
   mtdense export runs/demo/model.pth --int8 --calibration data/leftImg8bit/val/frankfurt --out model.onnx
+  mtdense export runs/demo/model.pth --format openvino --out model.xml
   mtdense export runs/demo/model.pth --format safetensors --out model.safetensors"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export to ONNX (fp32 / int8) or safetensors, with a parity check",
+        "export", help="export to ONNX (fp32 / int8), OpenVINO IR or safetensors, with a parity check",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="model checkpoint (.pth / .ckpt / .safetensors)")
-    p.add_argument("--format", choices=("onnx", "safetensors"), default="onnx", help="output format (default: %(default)s)")
-    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--format", choices=("onnx", "openvino", "safetensors"), default="onnx", help="output format (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output file (.xml for --format openvino; the .bin goes next to it)")
     p.add_argument("--size", nargs=2, type=int, default=[400, 1024], metavar=("H", "W"),
                    help="example input size for tracing, checks and calibration (default: 400 1024)")
     p.add_argument("--plain", action="store_true", help="export the training graph as is instead of the inference rewrite")
@@ -60,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mtdense.export import (
-        calibration_images, compare_outputs, export_onnx, export_safetensors, onnx_parity, ort_session,
-        preprocess_images, quantize_onnx, run_onnx,
+        calibration_images, compare_outputs, export_onnx, export_openvino, export_safetensors, onnx_parity, openvino_available,
+        openvino_parity, ort_session, preprocess_images, quantize_onnx, run_onnx,
     )
     from mtdense.models import load_model
 
@@ -73,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
         export_safetensors(model, out)
         print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
         return 0
+    openvino = args.format == "openvino"
+    if openvino:
+        if args.int8:
+            raise ValueError("--int8 applies to --format onnx only")
+        if out.suffix != ".xml":
+            raise ValueError(f"--format openvino writes NAME.xml + NAME.bin: give --out a .xml file, got {out}")
+        if not openvino_available():  # fail before the slow ONNX export
+            raise ValueError('--format openvino needs OpenVINO: pip install "mtdense[openvino]"')
     if args.int8 and not args.calibration:
         raise ValueError("--int8 needs --calibration DIR: a folder of real images (e.g. a few dozen validation images)")
     size = tuple(args.size)
@@ -80,8 +95,15 @@ def run(args: argparse.Namespace) -> int:
 
     shape = f"fixed 1x3x{size[0]}x{size[1]}" if args.static else "dynamic batch/H/W"
     print(f"exporting {args.checkpoint} -> {out} ({'training graph' if args.plain else 'inference rewrite'}, {shape})")
-    export_onnx(model, out, size=size, deploy=not args.plain, dynamic=not args.static)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    if openvino:
+        with tempfile.TemporaryDirectory(prefix="mtdense-export-") as tmp:
+            onnx_path = export_onnx(model, Path(tmp) / "model.onnx", size=size, deploy=not args.plain, dynamic=not args.static)
+            export_openvino(onnx_path, out)
+        bin_path = out.with_suffix(".bin")
+        print(f"wrote {out} + {bin_path.name} ({bin_path.stat().st_size / 2**20:.1f} MiB, fp32 weights)")
+    else:
+        export_onnx(model, out, size=size, deploy=not args.plain, dynamic=not args.static)
+        print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
 
     if files:
         x = torch.from_numpy(preprocess_images(files[: args.check_images], size))
@@ -89,11 +111,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         x = torch.randn(args.check_images, 3, *size, generator=torch.Generator().manual_seed(0))
         what = f"{args.check_images} random input(s)"
-    parity = onnx_parity(out, model, x)
-    print(f"ONNX Runtime fp32 vs PyTorch fp32 on {what} at {size[0]}x{size[1]}: {parity}")
+    parity = openvino_parity(out, model, x) if openvino else onnx_parity(out, model, x)
+    runtime = "OpenVINO" if openvino else "ONNX Runtime"
+    print(f"{runtime} fp32 vs PyTorch fp32 on {what} at {size[0]}x{size[1]}: {parity}")
     if parity.depth_max_abs_m > args.max_depth_diff or parity.seg_agreement < args.min_agreement:
         print(f"error: the export does not reproduce PyTorch (limits: depth {args.max_depth_diff} m, agreement "
-              f"{args.min_agreement}); report this with the versions of torch and onnxruntime")
+              f"{args.min_agreement}); report this with the versions of torch and {'openvino' if openvino else 'onnxruntime'}")
         return 1
 
     if args.int8:

@@ -72,19 +72,24 @@ class JointResizedCrop(v2.Transform):
     Images are resized bilinearly with antialiasing, masks and depth with exact nearest
     neighbour (``nearest-exact``: the source pixel whose centre is nearest).
 
-    A box of width ``w`` from an input of width ``W`` shows the scene magnified ``W / w`` times
-    compared with the whole input at the same output size: a car looks as large as one
-    ``W / w`` times nearer. With ``zoom_depth=True`` depth maps are divided by that factor, so
-    a network that judges distance by apparent size (as a monocular one must) is not taught
-    contradictory depths for the same look; without it, crops of ``scale=(0.5, 1)`` blur the
-    size-to-depth relation by up to 41%. Invalid depth (0) stays 0.
+    A box of width ``w`` resized to the output width ``out_w`` shows the scene at
+    ``out_w / w`` output pixels per input pixel. Evaluation shows it at ``ref_w / W`` (the
+    whole input of width ``W`` resized to ``reference_width``; at its native size when
+    ``reference_width`` is ``None``). The crop is thus magnified ``z = (out_w / w) / (ref_w / W)``
+    times relative to what the network sees at evaluation: a car looks as large as one ``z``
+    times nearer. With ``zoom_depth=True`` depth maps are divided by ``z``, so a network that
+    judges distance by apparent size (as a monocular one must) is not taught contradictory
+    depths for the same look; without it, crops of ``scale=(0.5, 1)`` blur the size-to-depth
+    relation by up to 41%. Invalid depth (0) stays 0.
 
     Args:
         size: Output ``(H, W)``; ``None`` (with ``random=False`` only) keeps the input size.
         scale: Range of the box area relative to the input area.
         ratio: Range of the box aspect W / H (default: the aspect of ``size``, no distortion).
         random: Draw a box, or take the whole input.
-        zoom_depth: Divide depth by the magnification ``W / w`` (see above).
+        zoom_depth: Divide depth by the magnification ``z`` (see above).
+        reference_width: Width the whole input is resized to at evaluation; ``None``: its
+            native width (no resize). Only used with ``zoom_depth``.
     """
 
     def __init__(
@@ -94,9 +99,13 @@ class JointResizedCrop(v2.Transform):
         ratio: tuple[float, float] | None = None,
         random: bool = True,
         zoom_depth: bool = False,
+        reference_width: int | None = None,
     ):
         super().__init__()
         self.zoom_depth = bool(zoom_depth)
+        if reference_width is not None and not int(reference_width) >= 1:
+            raise ValueError(f"reference_width must be a width in pixels >= 1 or None, got {reference_width}")
+        self.reference_width = None if reference_width is None else int(reference_width)
         self.size = None if size is None else _size_pair(size, "size")
         if self.size is None and random:
             raise ValueError("a random crop needs an output size (H, W)")
@@ -135,8 +144,12 @@ class JointResizedCrop(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         top, left, h, w = params["top"], params["left"], params["height"], params["width"]
         in_h, in_w = inpt.shape[-2:]
-        if self.zoom_depth and isinstance(inpt, DepthMap) and w != in_w:
-            inpt = tv_tensors.wrap(inpt * (w / in_w), like=inpt)
+        if self.zoom_depth and isinstance(inpt, DepthMap):
+            out_w = self.size[1] if self.size is not None else w
+            ref = self.reference_width / in_w if self.reference_width is not None else 1.0
+            zoom = (out_w / w) / ref
+            if zoom != 1.0:
+                inpt = tv_tensors.wrap(inpt / zoom, like=inpt)
         padding = [max(0, -left), max(0, -top), max(0, left + w - in_w), max(0, top + h - in_h)]
         if any(padding):
             inpt = self._call_kernel(F.pad, inpt, padding=padding, fill=_fill(inpt))
@@ -224,8 +237,9 @@ class TrainTransform:
         color_jitter: ``True`` (:data:`DEFAULT_COLOR_JITTER`), ``False`` / ``None`` (none), or
             ``(brightness, contrast, saturation, hue)`` as in ``v2.ColorJitter``.
         hflip: Probability of a horizontal flip.
-        zoom_depth: Divide depth by the crop's magnification (input width / box width), so
-            that apparent size and depth agree (see :class:`JointResizedCrop`).
+        zoom_depth: Divide depth by the crop's magnification relative to evaluation, so that
+            apparent size and depth agree (see :class:`JointResizedCrop`).
+        reference_width: Width images are resized to at evaluation (``None``: native).
     """
 
     def __init__(
@@ -236,11 +250,13 @@ class TrainTransform:
         color_jitter: bool | Sequence[float] | None = True,
         hflip: float = 0.5,
         zoom_depth: bool = False,
+        reference_width: int | None = None,
     ):
         self.size = _size_pair(size, "size")
         if not 0.0 <= hflip <= 1.0:
             raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
-        steps: list[v2.Transform] = [JointResizedCrop(self.size, scale=scale, ratio=ratio, random=True, zoom_depth=zoom_depth)]
+        steps: list[v2.Transform] = [JointResizedCrop(self.size, scale=scale, ratio=ratio, random=True, zoom_depth=zoom_depth,
+                                                       reference_width=reference_width)]
         if hflip > 0:
             steps.append(v2.RandomHorizontalFlip(p=hflip))
         if color_jitter is True:

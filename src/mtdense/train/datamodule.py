@@ -42,7 +42,8 @@ class CityscapesDataModule(L.LightningDataModule):
         train_size: Training crop ``(H, W)``.
         val_size: Validation images are resized to ``(H, W)``; ``None`` keeps their size.
         crop_scale: Random-resized-crop area range ``(min, max)``.
-        zoom_depth: Divide training depth by each crop's magnification (see
+        zoom_depth: Divide training depth by each crop's magnification relative to validation
+            (images resized to ``val_size``, or native) (see
             :class:`~mtdense.data.transforms.JointResizedCrop`).
         depth_source: Depth ground truth (``"disparity"`` or a teacher name).
         clean_disparity: Clean SGBM disparity before converting to depth.
@@ -81,7 +82,10 @@ class CityscapesDataModule(L.LightningDataModule):
     def train_dataset(self) -> CityscapesDataset:
         """The augmented training split."""
         return CityscapesDataset(
-            self.root, "train", transform=TrainTransform(size=self.train_size, scale=self.crop_scale, zoom_depth=self.zoom_depth),
+            self.root, "train", transform=TrainTransform(
+                size=self.train_size, scale=self.crop_scale, zoom_depth=self.zoom_depth,
+                reference_width=None if self.val_size is None else self.val_size[1],
+            ),
             **self.dataset_kwargs,
         )
 
