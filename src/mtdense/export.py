@@ -214,21 +214,7 @@ class DeployNet(nn.Module):
         return F.relu6(F.conv2d(y, self.identity, groups=y.shape[1]))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        d = self.decoder
-        feats = self.encoder(x)
-        top: torch.Tensor | None = None
-        for lvl in reversed(range(len(d.level_strides))):
-            members = d.level_members[lvl]
-            y = d.proj[members[0]](feats[members[0]])
-            for i in members[1:]:
-                y = y + d.proj[i](feats[i])
-            if top is not None:
-                y = y + F.interpolate(top, size=y.shape[-2:], mode="bilinear", align_corners=False)
-            y = d.crp[lvl](self._relu6(y))
-            if lvl > 0:
-                y = d.adapt[lvl - 1](y)
-            top = y
-        assert top is not None
+        top = self.decoder(self.encoder(x), act=self._relu6)
         size = x.shape[-2:]
         return tuple(F.interpolate(self.heads[t](top), size=size, mode="bilinear", align_corners=False) for t in self.task_names)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +69,11 @@ class LightWeightRefineNet(nn.Module):
         self.out_channels = channels
         self.out_stride = self.level_strides[0]
 
-    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, feats: Sequence[torch.Tensor], act: Callable[[torch.Tensor], torch.Tensor] = F.relu6
+    ) -> torch.Tensor:
+        """Fuse the encoder features, coarse to fine; ``act`` is each level's ReLU6 (an export
+        may substitute an equivalent form, see :class:`mtdense.export.DeployNet`)."""
         x: torch.Tensor | None = None
         for lvl in reversed(range(len(self.level_strides))):
             members = self.level_members[lvl]
@@ -78,7 +82,7 @@ class LightWeightRefineNet(nn.Module):
                 y = y + self.proj[i](feats[i])
             if x is not None:
                 y = y + F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=False)
-            y = self.crp[lvl](F.relu6(y))
+            y = self.crp[lvl](act(y))
             if lvl > 0:
                 y = self.adapt[lvl - 1](y)
             x = y
