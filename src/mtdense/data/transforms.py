@@ -7,7 +7,8 @@ mixed across an object edge); colour jitter and normalisation touch the image on
 never changes depth values: depth is in metres, and a resize scales the focal length and the
 disparity alike. A random crop that is then enlarged is another matter: it magnifies the scene,
 so objects look nearer than their depth says; ``zoom_depth=True`` divides the depth by the
-magnification so that apparent size and depth stay consistent (see :class:`JointResizedCrop`). Padding (a crop box reaching outside the image) is 0 for the image, 255
+magnification so that apparent size and depth stay consistent (see :class:`JointResizedCrop`).
+Padding (a crop box reaching outside the image) is 0 for the image, 255
 (ignore) for the segmentation and 0 (no value) for the depth.
 
 Both transforms map a sample of :class:`mtdense.data.cityscapes.CityscapesDataset` to
