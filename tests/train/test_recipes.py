@@ -56,6 +56,7 @@ def test_valid_recipe_fills_defaults(tiny_recipe, tiny_cityscapes):
         (lambda d: d.setdefault("loss", {}).update(class_weights="inverse"), r"loss\.class_weights: unknown class weighting"),
         (lambda d: d["stages"][0].update(zoom_depth="yes"), r"stages\[0\]\.zoom_depth: expected true or false"),
         (lambda d: d["trainer"].update(channels_last=1), r"trainer\.channels_last: expected true or false"),
+        (lambda d: d["data"].update(color_jitter=[0.3, 0.3, 0.3]), r"data\.color_jitter: must be"),
     ],
 )
 def test_bad_recipes_name_the_key(tiny_recipe, tiny_cityscapes, edit, message):

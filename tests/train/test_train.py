@@ -150,3 +150,19 @@ def test_enet_class_weights_are_counted_on_the_train_split_and_saved(tiny_recipe
     np.testing.assert_allclose(hp["loss_config"]["class_weights"], expected.numpy(), rtol=1e-5)
     road, car = TRAIN_CLASS_NAMES.index("road"), TRAIN_CLASS_NAMES.index("car")
     assert hp["loss_config"]["class_weights"][car] > hp["loss_config"]["class_weights"][road]  # the car is rarer
+
+
+def test_recipe_colour_jitter_reaches_the_training_transform(tiny_cityscapes):
+    from torchvision.transforms import v2
+
+    from mtdense.train.datamodule import CityscapesDataModule
+
+    def jitters(color_jitter):
+        dm = CityscapesDataModule(tiny_cityscapes, batch_size=2, train_size=(32, 64), color_jitter=color_jitter)
+        return [t for t in dm.train_dataset().transform.pipeline.transforms if isinstance(t, v2.ColorJitter)]
+
+    (no_hue,) = jitters((0.3, 0.2, 0.1, 0.0))
+    assert no_hue.hue is None and no_hue.brightness == (0.7, 1.3) and no_hue.contrast == (0.8, 1.2)
+    (default,) = jitters(True)
+    assert default.hue == (-0.05, 0.05)
+    assert jitters(False) == []

@@ -45,6 +45,8 @@ class CityscapesDataModule(L.LightningDataModule):
         zoom_depth: Divide training depth by each crop's magnification relative to validation
             (images resized to ``val_size``, or native) (see
             :class:`~mtdense.data.transforms.JointResizedCrop`).
+        color_jitter: ``(brightness, contrast, saturation, hue)`` of the training colour jitter,
+            ``True`` for the default, ``False`` for none.
         depth_source: Depth ground truth (``"disparity"`` or a teacher name).
         clean_disparity: Clean SGBM disparity before converting to depth.
         crop_bottom: Fraction of the height removed at the bottom (ego vehicle).
@@ -65,6 +67,7 @@ class CityscapesDataModule(L.LightningDataModule):
         num_workers: int = 4,
         val_batch_size: int | None = None,
         zoom_depth: bool = False,
+        color_jitter: tuple[float, float, float, float] | bool = True,
     ):
         super().__init__()
         self.root = Path(root)
@@ -74,6 +77,7 @@ class CityscapesDataModule(L.LightningDataModule):
         self.val_size = None if val_size is None else (int(val_size[0]), int(val_size[1]))
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.zoom_depth = bool(zoom_depth)
+        self.color_jitter = color_jitter
         self.dataset_kwargs = {"depth_source": depth_source, "clean_disparity": clean_disparity, "crop_bottom": crop_bottom}
         self.num_workers = int(num_workers)
         self.train_set: CityscapesDataset | None = None
@@ -83,7 +87,7 @@ class CityscapesDataModule(L.LightningDataModule):
         """The augmented training split."""
         return CityscapesDataset(
             self.root, "train", transform=TrainTransform(
-                size=self.train_size, scale=self.crop_scale, zoom_depth=self.zoom_depth,
+                size=self.train_size, scale=self.crop_scale, zoom_depth=self.zoom_depth, color_jitter=self.color_jitter,
                 reference_width=None if self.val_size is None else self.val_size[1],
             ),
             **self.dataset_kwargs,

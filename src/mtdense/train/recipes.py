@@ -72,6 +72,9 @@ class DataConfig:
         val_size: ``[H, W]`` the validation images are resized to during training; ``None``:
             the stage's training size (``size``), or the native size scaled by ``scale``.
         generate: Generate the synthetic city into ``root`` first (``mtdense demo``).
+        color_jitter: Training colour jitter ``[brightness, contrast, saturation, hue]`` as in
+            ``torchvision.transforms.v2.ColorJitter``; hue costs as much as the rest of the
+            loading on a CPU (0 skips it).
     """
 
     root: str | None = None
@@ -81,6 +84,7 @@ class DataConfig:
     num_workers: int = 4
     val_size: list[int] | None = None
     generate: SyntheticDataConfig | None = None
+    color_jitter: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.3, 0.05])
 
 
 @dataclass
@@ -362,6 +366,9 @@ def _check_values(recipe: Recipe) -> None:
             fail(f"loss.weights.{task}", f"must be >= 0, got {w}")
     if not loss.dwa_temperature > 0:
         fail("loss.dwa_temperature", f"must be > 0, got {loss.dwa_temperature}")
+    cj = recipe.data.color_jitter
+    if len(cj) != 4 or any(v < 0 for v in cj) or cj[3] > 0.5:
+        fail("data.color_jitter", f"must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, got {cj}")
     if loss.class_weights not in (None, "enet"):
         fail("loss.class_weights", f"unknown class weighting {loss.class_weights!r}; valid: null, enet")
     if loss.class_weights is not None and "seg" not in m.tasks:
@@ -784,6 +791,7 @@ def train(
             clean_disparity=recipe.data.clean_disparity,
             crop_bottom=recipe.data.crop_bottom,
             num_workers=recipe.data.num_workers,
+            color_jitter=tuple(recipe.data.color_jitter),
         )
         has_seg = "seg" in recipe.model.tasks
         checkpoint = ModelCheckpoint(
