@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from mtdense.complexity import model_complexity
 from mtdense.export import (
-    OpenVINORunner, Parity, compare_outputs, export_onnx, export_openvino, openvino_available, ort_session, quantize_onnx, run_onnx,
+    OPENVINO_INSTALL_HINT, OpenVINORunner, Parity, compare_outputs, export_onnx, export_openvino, openvino_available, ort_session, quantize_onnx, run_onnx,
 )
 from mtdense.reference import to_reference
 
@@ -451,7 +451,7 @@ def _make_runner(net, name, backend, x_cpu, x_dev, device, threads, work: Path, 
         if device != "cpu":
             raise RuntimeError("ov (OpenVINO) is a CPU deploy path here; run it with --device cpu")
         if not openvino_available():  # before the ONNX export, which takes a while
-            raise ImportError('OpenVINO is not installed; pip install "mtdense[openvino]"')
+            raise ImportError(f"OpenVINO is not installed; {OPENVINO_INSTALL_HINT}")
         onnx_path = work / f"{name}_deploy.onnx"  # the same fixed-shape DeployNet export as the ort row
         if not onnx_path.exists():
             export_onnx(net, onnx_path, size=size, deploy=True, dynamic=False)

@@ -29,7 +29,7 @@ import copy
 import io
 import json
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -405,7 +405,6 @@ def compare_outputs(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> P
     )
 
 
-@torch.no_grad()
 def onnx_parity(path: str | Path, model: nn.Module, images: torch.Tensor | np.ndarray, session=None) -> Parity:
     """Run ONNX Runtime and the PyTorch model (fp32, CPU) on the same batch and compare.
 
@@ -415,12 +414,19 @@ def onnx_parity(path: str | Path, model: nn.Module, images: torch.Tensor | np.nd
         images: ``B x 3 x H x W`` ImageNet-normalised batch.
         session: An open session for ``path`` (opened with defaults when ``None``).
     """
+    session = session or ort_session(path)
+    return _runtime_parity(lambda xi: run_onnx(session, xi), model, images)
+
+
+@torch.no_grad()
+def _runtime_parity(run: Callable[[torch.Tensor], dict[str, np.ndarray]], model: nn.Module,
+                    images: torch.Tensor | np.ndarray) -> Parity:
+    """Compare a runtime's outputs (``run`` on one image at a time) with the PyTorch model's (fp32, CPU)."""
     x = torch.as_tensor(images, dtype=torch.float32)
     model = copy.deepcopy(model).cpu().eval()
     ref = {k: v.numpy() for k, v in model(x).items()}
-    session = session or ort_session(path)
     # One image per run: a static export (fixed batch 1) takes nothing else.
-    runs = [run_onnx(session, x[i : i + 1]) for i in range(len(x))]
+    runs = [run(x[i : i + 1]) for i in range(len(x))]
     out = {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
     return compare_outputs(out, ref)
 
@@ -521,7 +527,6 @@ class OpenVINORunner:
         return {name: res[out] for name, out in zip(self.output_names, self.compiled.outputs)}
 
 
-@torch.no_grad()
 def openvino_parity(path: str | Path, model: nn.Module, images: torch.Tensor | np.ndarray, runner: OpenVINORunner | None = None) -> Parity:
     """Run OpenVINO (CPU, fp32) and the PyTorch model (fp32, CPU) on the same batch and compare.
 
@@ -531,14 +536,7 @@ def openvino_parity(path: str | Path, model: nn.Module, images: torch.Tensor | n
         images: ``B x 3 x H x W`` ImageNet-normalised batch.
         runner: An :class:`OpenVINORunner` for ``path`` (compiled with defaults when ``None``).
     """
-    x = torch.as_tensor(images, dtype=torch.float32)
-    model = copy.deepcopy(model).cpu().eval()
-    ref = {k: v.numpy() for k, v in model(x).items()}
-    runner = runner or OpenVINORunner(path)
-    # One image per run: an IR from a static export (fixed batch 1) takes nothing else.
-    runs = [runner(x[i : i + 1]) for i in range(len(x))]
-    out = {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
-    return compare_outputs(out, ref)
+    return _runtime_parity(runner or OpenVINORunner(path), model, images)
 
 
 # -- int8 ------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mtdense.export import (
-        calibration_images, compare_outputs, export_onnx, export_openvino, export_safetensors, onnx_parity, openvino_available,
+        OPENVINO_INSTALL_HINT, calibration_images, compare_outputs, export_onnx, export_openvino, export_safetensors, onnx_parity, openvino_available,
         openvino_parity, ort_session, preprocess_images, quantize_onnx, run_onnx,
     )
     from mtdense.models import load_model
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         if out.suffix != ".xml":
             raise ValueError(f"--format openvino writes NAME.xml + NAME.bin: give --out a .xml file, got {out}")
         if not openvino_available():  # fail before the slow ONNX export
-            raise ValueError('--format openvino needs OpenVINO: pip install "mtdense[openvino]"')
+            raise ValueError(f"--format openvino needs OpenVINO: {OPENVINO_INSTALL_HINT}")
     if args.int8 and not args.calibration:
         raise ValueError("--int8 needs --calibration DIR: a folder of real images (e.g. a few dozen validation images)")
     size = tuple(args.size)

@@ -325,6 +325,11 @@ def _check_size(array: np.ndarray, path: Path, size: tuple[int, int], image: Pat
         )
 
 
+def _kept_rows(height: int, crop_bottom: float) -> int:
+    """Rows left of a ``height``-row map once the bottom fraction ``crop_bottom`` is removed."""
+    return height - int(round(height * crop_bottom))
+
+
 def class_pixel_counts(root: str | Path, split: str = "train", label_source: str = "gtFine", crop_bottom: float = 0.0,
                        progress: bool = False) -> np.ndarray:
     """Labelled pixels per train class over a split's label files (labels only; nothing else decoded).
@@ -347,7 +352,7 @@ def class_pixel_counts(root: str | Path, split: str = "train", label_source: str
         except ValueError as exc:
             raise ValueError(f"{frame.label}: {exc}") from exc
         if crop_bottom > 0:
-            train = train[: train.shape[0] - int(round(train.shape[0] * crop_bottom))]
+            train = train[: _kept_rows(train.shape[0], crop_bottom)]
         counts += np.bincount(train.ravel(), minlength=256)[:NUM_CLASSES]
     return counts
 
@@ -397,7 +402,7 @@ def load_frame(frame: Frame, clean_disparity: bool = False, crop_bottom: float =
         _check_size(right, frame.right, size, frame.image, "right view")
         sample["right"] = right
     if crop_bottom > 0:
-        keep = size[0] - int(round(size[0] * crop_bottom))
+        keep = _kept_rows(size[0], crop_bottom)
         if keep < 1:
             raise ValueError(f"crop_bottom={crop_bottom} leaves nothing of the {size[0]}-row image {frame.image}")
         for key in ("image", "seg", "depth", "right"):
