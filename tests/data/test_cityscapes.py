@@ -143,6 +143,37 @@ def test_clean_disparity_option_cleans_before_converting(hand_tree):
         CityscapesDataset(hand_tree.root, "train", depth_source=None, clean_disparity=True)
 
 
+def test_cache_in_memory_gives_the_same_samples_and_decodes_each_frame_once(hand_tree, monkeypatch):
+    import mtdense.data.cityscapes as cs
+
+    plain = CityscapesDataset(hand_tree.root, "train")
+    cached = CityscapesDataset(hand_tree.root, "train", cache_in_memory=True)
+    for _ in range(2):
+        for i in range(len(plain)):
+            a, b = plain[i], cached[i]
+            assert a.keys() == b.keys()
+            for key in ("image", "seg", "depth"):
+                np.testing.assert_array_equal(a[key], b[key])
+            assert a["camera"] == b["camera"] and a["paths"] == b["paths"]
+    # after the first pass the cache serves every frame without touching the files
+    real_load = cs.load_frame
+    reads = []
+    monkeypatch.setattr(cs, "load_frame", lambda frame, **kw: reads.append(frame.name) or real_load(frame, **kw))
+    [cached[i] for i in range(len(cached))]
+    assert reads == []
+    [plain[i] for i in range(len(plain))]
+    assert len(reads) == len(plain)
+    # a caller (or a transform) that writes into a sample does not change what the cache returns
+    sample = cached[0]
+    sample["image"][:] = 0
+    sample["camera"]["fx"] = -1.0
+    np.testing.assert_array_equal(cached[0]["image"], plain[0]["image"])
+    assert cached[0]["camera"] == plain[0]["camera"]
+    assert cached[-1]["name"] == plain.frames[-1].name
+    with pytest.raises(IndexError):
+        cached[len(plain)]
+
+
 # --- bad inputs -------------------------------------------------------------------------------
 
 def _truncate(path):

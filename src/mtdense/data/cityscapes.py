@@ -429,6 +429,10 @@ class CityscapesDataset(Dataset):
         load_right: Also load the right view (``right``).
         label_source: Folder of ``*_gtFine_labelIds.png`` files.
         require_labels: A missing label raises; ``False``: such samples have no ``seg``.
+        cache_in_memory: Keep every decoded sample (before ``transform``) in memory after its
+            first read, so later epochs skip decoding. For splits that fit in RAM (about
+            ``H * W * 8`` bytes a frame: image, train ids, depth); with loader workers each
+            worker holds its own copy.
 
     Attributes:
         frames: The listed :class:`Frame` objects, sorted by name.
@@ -445,6 +449,7 @@ class CityscapesDataset(Dataset):
         load_right: bool = False,
         label_source: str = "gtFine",
         require_labels: bool = True,
+        cache_in_memory: bool = False,
     ):
         if not 0.0 <= crop_bottom < 1.0:
             raise ValueError(f"crop_bottom must be in [0, 1), got {crop_bottom}")
@@ -458,12 +463,23 @@ class CityscapesDataset(Dataset):
         self.crop_bottom = float(crop_bottom)
         self.frames = list_frames(root, split, depth_source=depth_source, require_labels=require_labels,
                                   load_right=load_right, label_source=label_source)
+        self._cache: dict[int, dict[str, Any]] | None = {} if cache_in_memory else None
 
     def __len__(self) -> int:
         return len(self.frames)
 
+    def _load(self, index: int) -> dict[str, Any]:
+        if self._cache is None:
+            return load_frame(self.frames[index], clean_disparity=self.clean_disparity, crop_bottom=self.crop_bottom)
+        if index not in self._cache:
+            self._cache[index] = load_frame(self.frames[index], clean_disparity=self.clean_disparity, crop_bottom=self.crop_bottom)
+        # copies (a memcpy, far cheaper than decoding): nothing a transform does reaches the cache
+        return {key: value.copy() if isinstance(value, (np.ndarray, dict)) else value for key, value in self._cache[index].items()}
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = load_frame(self.frames[index], clean_disparity=self.clean_disparity, crop_bottom=self.crop_bottom)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} frames")
+        sample = self._load(index % len(self))
         return self.transform(sample) if self.transform is not None else sample
 
     def __repr__(self) -> str:

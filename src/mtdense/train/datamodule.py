@@ -52,6 +52,8 @@ class CityscapesDataModule(L.LightningDataModule):
         crop_bottom: Fraction of the height removed at the bottom (ego vehicle).
         num_workers: Loader worker processes.
         val_batch_size: Validation batch size (default ``batch_size``).
+        cache_in_memory: Keep decoded frames in memory (see
+            :class:`~mtdense.data.cityscapes.CityscapesDataset`).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class CityscapesDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         zoom_depth: bool = False,
         color_jitter: tuple[float, float, float, float] | bool = True,
+        cache_in_memory: bool = False,
     ):
         super().__init__()
         self.root = Path(root)
@@ -78,7 +81,8 @@ class CityscapesDataModule(L.LightningDataModule):
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.zoom_depth = bool(zoom_depth)
         self.color_jitter = color_jitter
-        self.dataset_kwargs = {"depth_source": depth_source, "clean_disparity": clean_disparity, "crop_bottom": crop_bottom}
+        self.dataset_kwargs = {"depth_source": depth_source, "clean_disparity": clean_disparity, "crop_bottom": crop_bottom,
+                               "cache_in_memory": bool(cache_in_memory)}
         self.num_workers = int(num_workers)
         self.train_set: CityscapesDataset | None = None
         self.val_set: CityscapesDataset | None = None

@@ -75,6 +75,8 @@ class DataConfig:
         color_jitter: Training colour jitter ``[brightness, contrast, saturation, hue]`` as in
             ``torchvision.transforms.v2.ColorJitter``; hue costs as much as the rest of the
             loading on a CPU (0 skips it).
+        cache_in_memory: Keep decoded frames in memory after the first epoch (later epochs only
+            augment); for splits that fit in RAM, about ``H * W * 8`` bytes a frame.
     """
 
     root: str | None = None
@@ -85,6 +87,7 @@ class DataConfig:
     val_size: list[int] | None = None
     generate: SyntheticDataConfig | None = None
     color_jitter: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.3, 0.05])
+    cache_in_memory: bool = False
 
 
 @dataclass
@@ -792,6 +795,7 @@ def train(
             crop_bottom=recipe.data.crop_bottom,
             num_workers=recipe.data.num_workers,
             color_jitter=tuple(recipe.data.color_jitter),
+            cache_in_memory=recipe.data.cache_in_memory,
         )
         has_seg = "seg" in recipe.model.tasks
         checkpoint = ModelCheckpoint(
