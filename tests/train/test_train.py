@@ -52,13 +52,27 @@ def test_two_stages_each_start_from_the_previous_weights(tiny_recipe, tmp_path, 
     assert load_model(tmp_path / "run" / "model.pth").config["decoder_channels"] == 16
 
 
+def test_last_checkpoint_holds_the_final_epoch_when_validation_is_sparse(tiny_recipe, tmp_path, tiny_cityscapes):
+    d = tiny_recipe(tiny_cityscapes, epochs=3)
+    d["trainer"]["check_val_every_n_epoch"] = 2  # validates after epoch 2 only, not after the last (3rd)
+    result = train(recipe_from_dict(d), tmp_path / "run")
+    stage = result.stages[0]
+    last = torch.load(stage.last, weights_only=True)
+    # 3 epochs of 2 steps: last.ckpt after step 6, the best (only validated) one after step 4
+    assert last["global_step"] == 6 == stage.global_step
+    assert torch.load(stage.best, weights_only=True)["global_step"] == 4 and stage.best_score is not None
+    final = load_model(tmp_path / "run" / "model.pth").state_dict()
+    for k, v in final.items():
+        torch.testing.assert_close(v, last["state_dict"][f"model.{k}"], msg=k)
+
+
 def test_resume_continues_from_the_last_checkpoint(tiny_recipe, tmp_path, tiny_cityscapes):
     d = tiny_recipe(tiny_cityscapes, epochs=2)
     recipe = recipe_from_dict(d)
     first = train(recipe, tmp_path / "run", callbacks=[_StopAfterFirstEpoch()])
     last = first.stages[0].last
     ckpt = torch.load(last, weights_only=True)
-    assert ckpt["global_step"] == 2 and ckpt["epoch"] == 0
+    assert ckpt["global_step"] == 2  # one epoch of 2 steps
     result = train(recipe, tmp_path / "run", resume=last)
     ckpt = torch.load(result.stages[0].last, weights_only=True)
     assert result.stages[0].global_step == 4 and ckpt["global_step"] == 4 and ckpt["epoch"] >= 1

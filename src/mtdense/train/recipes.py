@@ -804,7 +804,13 @@ def train(
             monitor="val/miou" if has_seg else "val/abs_rel",
             mode="max" if has_seg else "min",
             save_top_k=1,
-            save_last=True,
+            enable_version_counter=False,
+        )
+        # last.ckpt after every training epoch (after its validation, if any): the best-checkpoint
+        # callback writes only after validations, so with check_val_every_n_epoch > 1 its "last"
+        # would miss the epochs after the final validation, and the next stage would start from them.
+        last_checkpoint = ModelCheckpoint(
+            dirpath=sdir / "checkpoints", save_top_k=0, save_last=True, save_on_train_epoch_end=True,
             enable_version_counter=False,
         )
         t = recipe.trainer
@@ -817,7 +823,7 @@ def train(
             strategy=t.strategy,
             precision=t.precision,
             logger=[TensorBoardLogger(sdir, name="tensorboard"), CSVLogger(sdir, name="csv")],
-            callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), *(callbacks or [])],
+            callbacks=[checkpoint, last_checkpoint, LearningRateMonitor(logging_interval="step"), *(callbacks or [])],
             log_every_n_steps=t.log_every_n_steps,
             limit_train_batches=t.limit_train_batches,
             limit_val_batches=t.limit_val_batches,
@@ -832,7 +838,7 @@ def train(
             raise RuntimeError(f"stage {stage.name!r} finished without writing {last}; see the Lightning log above")
         # Read back from the checkpoint: with ddp_spawn this process's trainer did not train.
         saved = _read_checkpoint(last)
-        state = next((v for k, v in saved.get("callbacks", {}).items() if k.startswith("ModelCheckpoint")), {})
+        state = saved.get("callbacks", {}).get(checkpoint.state_key, {})
         best = Path(state["best_model_path"]) if state.get("best_model_path") else None
         score = None if state.get("best_model_score") is None else float(state["best_model_score"])
         results.append(StageResult(i, stage.name, sdir, last, best, score, int(saved["global_step"])))
