@@ -469,12 +469,14 @@ class CityscapesDataset(Dataset):
         return len(self.frames)
 
     def _load(self, index: int) -> dict[str, Any]:
-        if self._cache is None:
-            return load_frame(self.frames[index], clean_disparity=self.clean_disparity, crop_bottom=self.crop_bottom)
-        if index not in self._cache:
-            self._cache[index] = load_frame(self.frames[index], clean_disparity=self.clean_disparity, crop_bottom=self.crop_bottom)
+        sample = None if self._cache is None else self._cache.get(index)
+        if sample is None:
+            sample = load_frame(self.frames[index], clean_disparity=self.clean_disparity, crop_bottom=self.crop_bottom)
+            if self._cache is None:
+                return sample
+            self._cache[index] = sample
         # copies (a memcpy, far cheaper than decoding): nothing a transform does reaches the cache
-        return {key: value.copy() if isinstance(value, (np.ndarray, dict)) else value for key, value in self._cache[index].items()}
+        return {key: value.copy() if isinstance(value, (np.ndarray, dict)) else value for key, value in sample.items()}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
