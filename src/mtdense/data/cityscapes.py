@@ -330,6 +330,14 @@ def _kept_rows(height: int, crop_bottom: float) -> int:
     return height - int(round(height * crop_bottom))
 
 
+def _train_ids(label_ids: np.ndarray, path: Path) -> np.ndarray:
+    """:func:`label_ids_to_train_ids`, with the label file named in its error."""
+    try:
+        return label_ids_to_train_ids(label_ids)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
 def class_pixel_counts(root: str | Path, split: str = "train", label_source: str = "gtFine", crop_bottom: float = 0.0,
                        progress: bool = False) -> np.ndarray:
     """Labelled pixels per train class over a split's label files (labels only; nothing else decoded).
@@ -347,10 +355,7 @@ def class_pixel_counts(root: str | Path, split: str = "train", label_source: str
     frames = list_frames(root, split, depth_source=None, label_source=label_source)
     counts = np.zeros(NUM_CLASSES, np.int64)
     for frame in tqdm(frames, desc=f"class pixels {split}", unit="label", disable=not progress):
-        try:
-            train = label_ids_to_train_ids(read_label_ids(frame.label))
-        except ValueError as exc:
-            raise ValueError(f"{frame.label}: {exc}") from exc
+        train = _train_ids(read_label_ids(frame.label), frame.label)
         if crop_bottom > 0:
             train = train[: _kept_rows(train.shape[0], crop_bottom)]
         counts += np.bincount(train.ravel(), minlength=256)[:NUM_CLASSES]
@@ -382,10 +387,7 @@ def load_frame(frame: Frame, clean_disparity: bool = False, crop_bottom: float =
     if frame.label is not None:
         ids = read_label_ids(frame.label)
         _check_size(ids, frame.label, size, frame.image, "label")
-        try:
-            sample["seg"] = label_ids_to_train_ids(ids)
-        except ValueError as exc:
-            raise ValueError(f"{frame.label}: {exc}") from exc
+        sample["seg"] = _train_ids(ids, frame.label)
     camera = None
     if frame.disparity is not None:
         if frame.camera is None:
