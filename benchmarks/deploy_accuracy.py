@@ -46,7 +46,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="mtdense-acc-") as tmp:
         fp32_path = export_onnx(model, Path(tmp) / "fp32.onnx", size=size, dynamic=False)
-        int8_path = quantize_onnx(fp32_path, Path(tmp) / "int8.onnx", calib, size=size)
+        whole = export_onnx(model, Path(tmp) / "fp32_whole.onnx", size=size, dynamic=False, groups=1)  # what int8 quantizes
+        int8_path = quantize_onnx(whole, Path(tmp) / "int8.onnx", calib, size=size)
         sessions = {"ort fp32": ort_session(fp32_path), "ort int8": ort_session(int8_path)}
         paths = ["eager fp32", *sessions]
         seg_m = {p: SegMetrics() for p in paths}

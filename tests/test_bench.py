@@ -69,6 +69,17 @@ def test_benchmark_rows_and_parity():
     assert "1.00x" in table  # the baseline row against itself
 
 
+def test_grouped_ort_row_and_int8_row_run_side_by_side():
+    """A decoder wide enough for channel groups: the ort row runs the grouped rewrite, int8 the whole one."""
+    wide = mtdense.create_model(decoder_channels=64).eval()
+    result = benchmark(wide, size=(64, 96), backends=["ort", "ort_int8"], warmup=0, runs=1, reference=False, log=lambda s: None)
+    ort_row, int8_row = result.rows
+    assert ort_row.ok and "2 channel groups" in ort_row.note
+    assert ort_row.parity.seg_agreement >= 0.999 and ort_row.parity.depth_mean_rel < 1e-4
+    assert int8_row.ok and "int8" in int8_row.note and "groups" not in int8_row.note
+    assert 0.0 <= int8_row.parity.seg_agreement <= 1.0
+
+
 def test_failed_backend_is_a_row_note():
     result = benchmark(tiny(), size=(64, 96), backends=["fp16"], warmup=0, runs=1, reference=False, log=lambda s: None)
     (row,) = result.rows

@@ -10,7 +10,7 @@ from torch import nn
 import mtdense
 from mtdense.cli import main
 from mtdense.export import (
-    DeployNet, Parity, SplitConv3x3, TapConv3x3, compare_outputs, deploy_head_conv, export_onnx, fold_batchnorm, onnx_parity, ort_session, quantize_onnx,
+    DeployNet, Parity, SeparableMaxPool2d, SplitConv3x3, TapConv3x3, compare_outputs, deploy_head_conv, export_onnx, fold_batchnorm, onnx_parity, ort_session, quantize_onnx,
     run_onnx,
 )
 
@@ -86,6 +86,47 @@ def test_deploy_net_equals_the_model(model):
         ref, out = model(x), net(x)
     for name, o in zip(net.task_names, out):
         torch.testing.assert_close(o, ref[name], rtol=1e-4, atol=1e-5)
+
+
+def test_separable_max_pool_is_bit_exact():
+    x = torch.randn(2, 8, 13, 21)
+    x[0, 0, :3] = -torch.inf  # padding must never win, even against -inf
+    assert torch.equal(SeparableMaxPool2d(5)(x), nn.MaxPool2d(5, stride=1, padding=2)(x))
+    assert torch.equal(SeparableMaxPool2d(3)(x), nn.MaxPool2d(3, stride=1, padding=1)(x))
+
+
+def test_grouped_finest_level_equals_the_model(model):
+    """Channel groups at the finest level only reorder the heads' sums: same outputs."""
+    wide = mtdense.create_model(decoder_channels=64).eval()
+    auto = DeployNet(wide)
+    assert auto.groups == 2  # 32-channel groups
+    assert DeployNet(model).groups == 1  # 16 channels: too narrow to split
+    assert all(isinstance(c.pool, SeparableMaxPool2d) for c in auto.decoder.crp)
+    x = torch.randn(2, 3, 75, 111)
+    for m, net in ((wide, auto), (model, DeployNet(model, groups=4)), (model, DeployNet(model, groups=16))):
+        with torch.no_grad():
+            ref, out = m(x), net(x)
+        for name, o in zip(net.task_names, out):
+            torch.testing.assert_close(o, ref[name], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="divide"):
+        DeployNet(model, groups=3)
+    odd = mtdense.create_model(decoder_channels=16).eval()
+    odd.heads["depth"] = nn.Sequential(nn.Conv2d(16, 1, 1))
+    assert DeployNet(odd).groups == 1
+    with pytest.raises(ValueError, match="depthwise 1x1 -> ReLU6 -> 3x3"):
+        DeployNet(odd, groups=2)
+
+
+def test_grouped_export_parity_and_int8_needs_the_whole_graph(model, tmp_path):
+    path = export_onnx(model, tmp_path / "grouped.onnx", size=(64, 128), groups=2)  # dynamic batch, H, W
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["mtdense.deploy_groups"] == "2"
+    parity = onnx_parity(path, model, torch.randn(2, 3, 96, 160))  # dynamic size and batch
+    assert parity.logits_max_abs < LOGIT_TOL and parity.depth_max_rel < DEPTH_REL_TOL
+    with pytest.raises(ValueError, match="groups=1"):
+        quantize_onnx(path, tmp_path / "q.onnx", list(images(1, 64, 128)), size=(64, 128))
 
 
 def test_onnx_parity_at_another_size_and_batch(model, onnx_path):

@@ -426,14 +426,24 @@ def benchmark(
     return BenchResult(rows, size, device, warmup, runs, machine_info(device), input_desc)
 
 
+def _deploy_note(onnx_path: Path) -> str:
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    groups = int(meta.get("mtdense.deploy_groups", "1"))
+    return "DeployNet export" + (f" (finest level in {groups} channel groups)" if groups > 1 else "")
+
+
 def _make_runner(net, name, backend, x_cpu, x_dev, device, threads, work: Path, images, size):
     """Build the zero-argument callable for one row; returns ``(run, note)``."""
     if backend in ("ort", "ort_plain", "ort_int8"):
         deploy = backend != "ort_plain" and name == "mtdense"
-        onnx_path = work / f"{name}_{'deploy' if deploy else 'plain'}.onnx"
+        # int8 quantizes the ungrouped DeployNet: its fp32 exclusions go by module path.
+        groups = 1 if backend == "ort_int8" else None
+        onnx_path = work / f"{name}_{'plain' if not deploy else 'deploy1' if groups == 1 else 'deploy'}.onnx"
         if not onnx_path.exists():  # fixed 1x3xHxW: faster to export, and ORT plans static shapes
-            export_onnx(net, onnx_path, size=size, deploy=deploy, dynamic=False)
-        note = "DeployNet export" if deploy else "training graph exported as is"
+            export_onnx(net, onnx_path, size=size, deploy=deploy, dynamic=False, groups=groups)
+        note = _deploy_note(onnx_path) if deploy else "training graph exported as is"
         if backend == "ort_int8":
             q_path = work / f"{name}_int8.onnx"
             quantize_onnx(onnx_path, q_path, images, size=size)
@@ -461,7 +471,7 @@ def _make_runner(net, name, backend, x_cpu, x_dev, device, threads, work: Path, 
         def run() -> dict[str, np.ndarray]:
             return runner(inp)
 
-        return run, "DeployNet export; OpenVINO IR fp32 (fp32 weights, f32 inference precision), CPU, latency hint"
+        return run, f"{_deploy_note(onnx_path)}; OpenVINO IR fp32 (fp32 weights, f32 inference precision), CPU, latency hint"
     run = _torch_runner(net, backend, x_dev, device)
     if backend == "compile":
         run()  # compile now, so a failure is reported as this row's note

@@ -41,7 +41,7 @@ from torch import nn
 from mtdense.models import MultiTaskNet, export_safetensors
 
 __all__ = [
-    "DeployNet", "TapConv3x3", "SplitConv3x3", "deploy_head_conv", "fold_batchnorm", "export_onnx", "export_safetensors", "ort_session", "run_onnx",
+    "DeployNet", "TapConv3x3", "SplitConv3x3", "SeparableMaxPool2d", "deploy_head_conv", "fold_batchnorm", "export_onnx", "export_safetensors", "ort_session", "run_onnx",
     "Parity", "compare_outputs", "onnx_parity", "quantize_onnx", "ImageCalibrationReader", "calibration_images",
     "preprocess_images", "INT8_FP32_SCOPES", "IMAGE_SUFFIXES", "openvino_available", "export_openvino", "OpenVINORunner",
     "openvino_parity",
@@ -151,20 +151,65 @@ class SplitConv3x3(nn.Module):
         return torch.cat([self.direct(x), self.taps(x)], dim=1)
 
 
+def _direct_outputs(c: int) -> int:
+    """How many of a head 3x3 conv's ``c`` outputs to compute directly (the rest by taps)."""
+    if _tap_pays_off(c):
+        return 0
+    r = c % 16
+    if c > 16 and r and 9 * (c - r) + _padded(9 * r) < 9 * _padded(c) * 0.8:
+        return c - r
+    return c
+
+
+def _plain_3x3(conv: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1)
+
+
 def deploy_head_conv(conv: nn.Conv2d) -> nn.Module:
     """The cheapest exact form of a head's 3x3 conv for 16-channel-blocked CPU kernels:
     :class:`TapConv3x3` for few outputs (depth: 1), :class:`SplitConv3x3` when the outputs
     overshoot a 16-channel block by a few (segmentation: 19 = 16 + 3), else ``conv`` itself."""
-    plain = conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-    if not plain:
+    if not _plain_3x3(conv):
         return conv
-    c = conv.out_channels
-    if _tap_pays_off(c):
+    n = _direct_outputs(conv.out_channels)
+    if n == 0:
         return TapConv3x3(conv)
-    r = c % 16
-    if c > 16 and r and 9 * (c - r) + _padded(9 * r) < 9 * _padded(c) * 0.8:
-        return SplitConv3x3(conv, r)
+    if n < conv.out_channels:
+        return SplitConv3x3(conv, conv.out_channels - n)
     return conv
+
+
+class SeparableMaxPool2d(nn.Module):
+    """A ``k x k`` max-pool (stride 1, padding ``k // 2``) as a ``1 x k`` then a ``k x 1`` pool.
+
+    Bit-exact (a maximum over the window is the maximum of the row maxima; padding never wins),
+    and ``2 k`` instead of ``k^2`` comparisons per output, which pays when the map is in cache.
+    """
+
+    def __init__(self, kernel_size: int = 5):
+        super().__init__()
+        k, p = kernel_size, kernel_size // 2
+        self.rows = nn.MaxPool2d((1, k), stride=1, padding=(0, p))
+        self.cols = nn.MaxPool2d((k, 1), stride=1, padding=(p, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cols(self.rows(x))
+
+
+def _is_task_head(head: nn.Module) -> bool:
+    """``depthwise 1x1 (no bias) -> ReLU6 -> plain 3x3 conv``: the form the grouped finest level needs."""
+    if not isinstance(head, nn.Sequential) or len(head) != 3:
+        return False
+    dw, act, conv = head
+    return (type(dw) is nn.Conv2d and dw.kernel_size == (1, 1) and dw.groups == dw.in_channels == dw.out_channels
+            and dw.bias is None and type(act) is nn.ReLU6 and _plain_3x3(conv))
+
+
+def _auto_groups(channels: int) -> int:
+    # 32-channel groups: a 1/4-resolution map of one group (3.3 MB at 400 x 1024) and the few
+    # that are alive with it stay in the last-level cache; smaller groups pay more per-node overhead.
+    return channels // 32 if channels % 32 == 0 and channels >= 64 else 1
 
 
 class DeployNet(nn.Module):
@@ -173,50 +218,137 @@ class DeployNet(nn.Module):
     Every change is exact (equal up to float rounding, checked by :func:`onnx_parity`):
 
     * BatchNorm folded into the preceding convolutions (:func:`fold_batchnorm`).
-    * The heads' 3x3 convs (256 channels in, at 1/4 resolution: a quarter of all FLOPs) stop
-      paying for the CPU kernels' padding of outputs to 16-channel blocks
-      (:func:`deploy_head_conv`): depth (1 output, padded to 16) becomes a 1x1 conv to 9 tap
-      maps and a tiny shift-and-sum (:class:`TapConv3x3`); segmentation (19 outputs, padded
-      to 32) becomes 16 direct outputs plus 3 by taps (:class:`SplitConv3x3`).
+    * Every CRP max-pool is a :class:`SeparableMaxPool2d` (bit-exact, 10 instead of 25
+      comparisons per output).
     * Each decoder level's ReLU6 is applied by a depthwise identity 1x1 conv with the clip fused
       (``relu6(conv(y, 1))``). ONNX Runtime's CPU provider runs convolutions, pooling and
       additions in a blocked channel layout (NCHWc) but not a stand-alone ``Clip``; a bare
-      ReLU6 sends the whole Chained Residual Pooling sum at 1/4 resolution (256 x H/4 x W/4,
-      the largest maps in the network) back to plain NCHW: four layout conversions and four
-      unblocked additions per level. With the clip fused into a convolution the level stays
-      blocked and the last CRP addition fuses into the last CRP convolution.
+      ReLU6 sends the whole Chained Residual Pooling sum back to plain NCHW.
+    * The heads' 3x3 convs (256 channels in, at 1/4 resolution: a quarter of all FLOPs) stop
+      paying for the CPU kernels' padding of outputs to 16-channel blocks: depth (1 output,
+      padded to 16) becomes a 1x1 conv to 9 tap maps and a tiny shift-and-sum
+      (:class:`TapConv3x3`); segmentation (19 outputs, padded to 32) becomes 16 direct
+      outputs plus 3 by taps (:class:`SplitConv3x3`).
+    * The finest level runs in ``groups`` channel groups. Everything there, from the level's
+      input to the heads' ReLU6, acts on each channel alone (its CRP has depthwise convs, the
+      heads start with depthwise convs), so group ``g`` needs only its rows of the projection and
+      adapt convs and contributes a partial sum to each head's 3x3 conv. A group's maps (256 /
+      ``groups`` channels at 1/4 resolution) stay in cache through the whole chain, where the
+      full 256-channel maps (26 MB each at 400 x 1024) would stream from memory at every step.
+      Only the summation order of the heads' convolutions changes.
 
     ``forward(x)`` returns a tuple of the task outputs in ``task_names`` order (what ONNX
     export names the outputs), each ``B x C x H x W`` at the input size.
 
     Args:
         model: The trained network; it is deep-copied, not modified.
-        tap_heads: Rewrite the heads' 3x3 convs with :func:`deploy_head_conv`.
+        tap_heads: Rewrite the heads' 3x3 convs into direct and tap parts (see above).
+        groups: Channel groups at the finest level: ``None`` picks 32-channel groups when the
+            decoder width allows (8 for 256 channels), ``1`` keeps the level whole (the graph
+            :func:`quantize_onnx` needs: its fp32 exclusions go by module path). Grouping needs
+            the recipe's depthwise finest CRP and heads of the form
+            ``depthwise 1x1 -> ReLU6 -> 3x3 conv``; otherwise the level stays whole.
     """
 
-    def __init__(self, model: MultiTaskNet, tap_heads: bool = True):
+    def __init__(self, model: MultiTaskNet, tap_heads: bool = True, groups: int | None = None):
         super().__init__()
         model = fold_batchnorm(copy.deepcopy(model).eval())
         self.encoder = model.encoder
         self.decoder = model.decoder
         self.task_names = list(model.heads)
         self.heads = model.heads
-        if tap_heads:
+        channels = self.decoder.out_channels
+        for crp in self.decoder.crp:
+            pool = crp.pool
+            if type(pool) is nn.MaxPool2d and pool.kernel_size in (3, 5, 7, (3, 3), (5, 5), (7, 7)) and pool.stride in (1, (1, 1)):
+                k = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
+                if pool.padding in (k // 2, (k // 2, k // 2)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode:
+                    crp.pool = SeparableMaxPool2d(k)
+        groupable = (
+            tap_heads and all(_is_task_head(h) and h[0].in_channels == channels for h in self.heads.values())
+            and all(c.groups == channels for c in self.decoder.crp[0].convs)
+        )
+        if groups is None:
+            groups = _auto_groups(channels) if groupable else 1
+        if groups < 1 or channels % groups:
+            raise ValueError(f"groups must divide the decoder width {channels}, got {groups}")
+        if groups > 1 and not groupable:
+            raise ValueError("grouping the finest level needs its depthwise CRP and heads of the form depthwise 1x1 -> ReLU6 -> 3x3 conv")
+        self.groups = groups
+        self.register_buffer("identity", torch.ones(channels, 1, 1, 1))
+        self._direct: dict[str, int] = {}
+        if groups > 1:
+            for t, head in self.heads.items():
+                conv = head[2]
+                n = self._direct[t] = _direct_outputs(conv.out_channels)
+                w = conv.weight.detach()
+                # Per-tap 1x1 weights (output o * 9 + t) and the one-hot shift-and-sum, as in TapConv3x3.
+                self.register_buffer(f"_taps_{t}", w[n:].permute(0, 2, 3, 1).reshape(-1, w.shape[1], 1, 1).clone())
+                onehot = torch.zeros(conv.out_channels - n, 9, 3, 3, dtype=w.dtype)
+                for k in range(9):
+                    onehot[:, k, k // 3, k % 3] = 1.0
+                self.register_buffer(f"_gather_{t}", onehot)
+        elif tap_heads:
             for head in self.heads.values():
                 if isinstance(head[-1], nn.Conv2d):
                     head[-1] = deploy_head_conv(head[-1])
-        self.register_buffer("identity", torch.ones(self.decoder.out_channels, 1, 1, 1))
         self.config = dict(getattr(model, "config", {}))
         self.tasks = dict(getattr(model, "tasks", {}))
         self.eval()
 
     def _relu6(self, y: torch.Tensor) -> torch.Tensor:
-        return F.relu6(F.conv2d(y, self.identity, groups=y.shape[1]))
+        return F.relu6(F.conv2d(y, self.identity[: y.shape[1]], groups=y.shape[1]))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        top = self.decoder(self.encoder(x), act=self._relu6)
         size = x.shape[-2:]
-        return tuple(F.interpolate(self.heads[t](top), size=size, mode="bilinear", align_corners=False) for t in self.task_names)
+        if self.groups == 1:
+            top = self.decoder(self.encoder(x), act=self._relu6)
+            outs = [self.heads[t](top) for t in self.task_names]
+        else:
+            outs = self._grouped(self.encoder(x))
+        return tuple(F.interpolate(o, size=size, mode="bilinear", align_corners=False) for o in outs)
+
+    def _grouped(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        dec = self.decoder
+        coarser = None  # the CRP output of level 1, before its adapt conv
+        for lvl in reversed(range(1, len(dec.level_strides))):
+            y = dec.refine(lvl, feats, coarser, act=self._relu6)
+            coarser = dec.adapt[lvl - 1](y) if lvl > 1 else y
+        members = dec.level_members[0]
+        size = feats[members[0]].shape[-2:]
+        n = dec.out_channels // self.groups
+        direct: dict[str, torch.Tensor | None] = dict.fromkeys(self.task_names)
+        taps: dict[str, torch.Tensor | None] = dict.fromkeys(self.task_names)
+        for g in range(self.groups):
+            rows = slice(g * n, (g + 1) * n)
+            y = F.conv2d(feats[members[0]], dec.proj[members[0]].weight[rows])
+            for i in members[1:]:
+                y = y + F.conv2d(feats[i], dec.proj[i].weight[rows])
+            if coarser is not None:
+                y = y + F.interpolate(F.conv2d(coarser, dec.adapt[0].weight[rows]), size=size, mode="bilinear", align_corners=False)
+            a = top = self._relu6(y)
+            for conv in dec.crp[0].convs:
+                top = F.conv2d(dec.crp[0].pool(top), conv.weight[rows], groups=n)
+                a = a + top
+            for t in self.task_names:
+                dw, _, conv = self.heads[t]
+                h = F.relu6(F.conv2d(a, dw.weight[rows], groups=n))
+                k = self._direct[t]
+                if k:
+                    d = F.conv2d(h, conv.weight[:k, rows], conv.bias[:k] if g == 0 and conv.bias is not None else None, padding=1)
+                    direct[t] = d if direct[t] is None else direct[t] + d
+                if k < conv.out_channels:
+                    p = F.conv2d(h, getattr(self, f"_taps_{t}")[:, rows])
+                    taps[t] = p if taps[t] is None else taps[t] + p
+        outs = []
+        for t in self.task_names:
+            conv, k = self.heads[t][2], self._direct[t]
+            parts = [direct[t]] if k else []
+            if k < conv.out_channels:
+                bias = conv.bias[k:] if conv.bias is not None else None
+                parts.append(F.conv2d(taps[t], getattr(self, f"_gather_{t}"), bias, padding=1, groups=conv.out_channels - k))
+            outs.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+        return outs
 
 
 class _NamedOutputs(nn.Module):
@@ -240,6 +372,7 @@ def export_onnx(
     deploy: bool = True,
     opset: int = 18,
     dynamic: bool = True,
+    groups: int | None = None,
 ) -> Path:
     """Export ``model`` to a single ONNX file with the ``torch.export``-based (dynamo) exporter.
 
@@ -252,6 +385,8 @@ def export_onnx(
             of the training graph as is.
         opset: ONNX opset.
         dynamic: Batch, height and width dynamic (else fixed to ``1 x 3 x H x W``).
+        groups: :class:`DeployNet`'s channel groups at the finest level (``None``: automatic;
+            ``1`` for a graph that :func:`quantize_onnx` will quantize).
 
     Returns:
         ``path``. The model config and output encodings are stored in the file's metadata.
@@ -259,7 +394,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).cpu().eval()
-    net: nn.Module = DeployNet(model) if deploy else _NamedOutputs(model)
+    net: nn.Module = DeployNet(model, groups=groups) if deploy else _NamedOutputs(model)
     names = list(net.task_names)
     x = torch.zeros(1, 3, *size)
     dynamic_shapes = None
@@ -279,6 +414,8 @@ def export_onnx(
         "mtdense.outputs": json.dumps({t: ("logits over Cityscapes train ids" if t == "seg" else "log(depth_m)/5" if t == "depth" else "raw") for t in names}),
         "mtdense.graph": "DeployNet" if deploy else "MultiTaskNet",
     }
+    if deploy:
+        meta["mtdense.deploy_groups"] = str(net.groups)
     program.model.metadata_props.update(meta)
     program.save(str(path), external_data=False)
     return path
@@ -634,7 +771,7 @@ def quantize_onnx(
     module names, e.g. ``heads.*.2``) stay in fp32, as do the final resizes to input size.
 
     Args:
-        fp32_path: An fp32 model from :func:`export_onnx`.
+        fp32_path: An fp32 model from :func:`export_onnx` with ``groups=1`` (or ``deploy=False``).
         out_path: Output ``.onnx``.
         images: Calibration images (paths or RGB uint8 arrays); 20..100 typical.
         size: ``(H, W)`` to calibrate at.
@@ -651,6 +788,13 @@ def quantize_onnx(
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     if not fp32_path.is_file():
         raise FileNotFoundError(f"fp32 ONNX model not found: {fp32_path}")
+    source = onnx.load(str(fp32_path), load_external_data=False)
+    groups = {p.key: p.value for p in source.metadata_props}.get("mtdense.deploy_groups", "1")
+    if groups != "1":
+        raise ValueError(
+            f"{fp32_path} is a DeployNet export with a grouped finest level ({groups} groups), whose head convolutions "
+            "cannot be kept in fp32 by module path; quantize an export made with export_onnx(..., groups=1)"
+        )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mtdense-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -659,7 +803,6 @@ def quantize_onnx(
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         # Module scopes live in the exported file's node metadata, which pre-processing drops;
         # node names survive it.
-        source = onnx.load(str(fp32_path), load_external_data=False)
         exclude = [n.name for n in source.graph.node if _scope_matches(n, fp32_scopes)]
         graph = onnx.load(str(pre))
         outputs = {x.name for x in graph.graph.output}

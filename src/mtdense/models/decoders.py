@@ -69,6 +69,20 @@ class LightWeightRefineNet(nn.Module):
         self.out_channels = channels
         self.out_stride = self.level_strides[0]
 
+    def refine(
+        self, lvl: int, feats: Sequence[torch.Tensor], coarser: torch.Tensor | None,
+        act: Callable[[torch.Tensor], torch.Tensor] = F.relu6,
+    ) -> torch.Tensor:
+        """One level without its adapt conv: the sum of the level's projections and the
+        upsampled ``coarser`` result (``None`` at the coarsest level), ``act``, then CRP."""
+        members = self.level_members[lvl]
+        y = self.proj[members[0]](feats[members[0]])
+        for i in members[1:]:
+            y = y + self.proj[i](feats[i])
+        if coarser is not None:
+            y = y + F.interpolate(coarser, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        return self.crp[lvl](act(y))
+
     def forward(
         self, feats: Sequence[torch.Tensor], act: Callable[[torch.Tensor], torch.Tensor] = F.relu6
     ) -> torch.Tensor:
@@ -76,15 +90,7 @@ class LightWeightRefineNet(nn.Module):
         may substitute an equivalent form, see :class:`mtdense.export.DeployNet`)."""
         x: torch.Tensor | None = None
         for lvl in reversed(range(len(self.level_strides))):
-            members = self.level_members[lvl]
-            y = self.proj[members[0]](feats[members[0]])
-            for i in members[1:]:
-                y = y + self.proj[i](feats[i])
-            if x is not None:
-                y = y + F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=False)
-            y = self.crp[lvl](act(y))
-            if lvl > 0:
-                y = self.adapt[lvl - 1](y)
-            x = y
+            y = self.refine(lvl, feats, x, act)
+            x = self.adapt[lvl - 1](y) if lvl > 0 else y
         assert x is not None
         return x
