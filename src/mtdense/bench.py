@@ -449,7 +449,7 @@ def _make_runner(net, name, backend, x_cpu, x_dev, device, threads, work: Path, 
             quantize_onnx(onnx_path, q_path, images, size=size)
             onnx_path = q_path
             note += f"; int8 QDQ per-channel, calibrated on {len(images)} image(s)"
-        sess = ort_session(onnx_path, device=device, threads=threads)
+        sess = ort_session(onnx_path, device=device, threads=threads, stop_spinning=True)  # rows alternate: no spinning between
         inp = x_cpu.numpy()
         note += f"; ORT {sess.get_providers()[0].replace('ExecutionProvider', '')}, graph opt all"
 
@@ -532,7 +532,9 @@ def format_markdown(result: BenchResult, command: str = "") -> str:
                + (f"; load average {m['load']} when the run ended (other processes share the CPU)." if "load" in m else "."))
     out.append("")
     out.append(f"Input {result.size[0]}x{result.size[1]}, batch 1, device `{result.device}`: {result.warmup} warm-up then "
-               f"{result.runs} timed runs per row, taken round-robin over the rows ({result.input_desc}).")
+               f"{result.runs} timed runs per row, taken round-robin over the rows ({result.input_desc}). "
+               "ONNX Runtime sessions park their threads at the end of each run, so no row's idle threads spin on the "
+               "cores while the next row is timed.")
     if command:
         out.append(f"Command: `{command}`")
     out.append("")

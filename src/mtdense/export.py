@@ -431,6 +431,7 @@ def ort_session(
     threads: int | None = None,
     optimization: str = "all",
     profile_prefix: str | None = None,
+    stop_spinning: bool = False,
 ):
     """Open an ONNX Runtime inference session.
 
@@ -441,6 +442,10 @@ def ort_session(
         optimization: Graph optimisation level: ``disable``, ``basic``, ``extended`` or ``all``
             (``all`` adds the CPU's blocked NCHWc layout; the default).
         profile_prefix: Write an ORT JSON profile with this path prefix (``session.end_profiling()``).
+        stop_spinning: Park the worker threads as soon as a run ends instead of letting them
+            spin for the next run (``session.force_spinning_stop``): what a benchmark that
+            alternates runtimes needs, so one runtime's idle threads do not hold the cores
+            while the next one is timed.
 
     Returns:
         An ``onnxruntime.InferenceSession``.
@@ -456,6 +461,8 @@ def ort_session(
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[optimization])
     if threads is not None:
         so.intra_op_num_threads = int(threads)
+    if stop_spinning:
+        so.add_session_config_entry("session.force_spinning_stop", "1")
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
