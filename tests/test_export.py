@@ -292,3 +292,57 @@ def test_export_cli_openvino(model, tmp_path, capsys):
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.bin", "m.xml"]  # no intermediate ONNX left behind
     res = OpenVINORunner(out, threads=1)(torch.zeros(1, 3, 64, 96))
     assert res["seg"].shape == (1, 19, 64, 96) and res["depth"].shape == (1, 1, 64, 96)
+
+
+# -- Predictor on an export -------------------------------------------------------------------
+def test_predictor_runs_an_onnx_export(model, onnx_path, tmp_path):
+    """``Predictor("model.onnx")`` (ONNX Runtime) gives what ``Predictor(model)`` gives, any size and batch."""
+    from mtdense.inference import OnnxModel, Predictor
+
+    via_ort, via_torch = Predictor(onnx_path), Predictor(model)
+    assert isinstance(via_ort.model, OnnxModel) and via_ort.size is None
+    batch = [*images(2, 70, 90), images(1, 96, 128, seed=3)[0]]  # two sizes: two ORT runs, one of batch 2
+    for a, b in zip(via_ort.predict(batch), via_torch.predict(batch)):
+        assert a.seg.shape == b.seg.shape and a.seg.dtype == np.uint8
+        assert (a.seg == b.seg).mean() >= 0.999
+        np.testing.assert_allclose(a.depth, b.depth, rtol=1e-3)
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "street.png"), images(1, 64, 96)[0])
+    assert main(["predict", str(onnx_path), str(tmp_path / "street.png"), "--out", str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred" / "street_panel.png").is_file() and (tmp_path / "pred" / "street_depth.png").is_file()
+
+
+def test_predictor_keeps_a_static_export_at_its_size(model, tmp_path):
+    from mtdense.inference import Predictor
+
+    path = export_onnx(model, tmp_path / "static.onnx", size=(64, 128), dynamic=False)
+    pred = Predictor(path)
+    assert pred.size == (64, 128)
+    out = pred.predict(list(images(2, 100, 150)))  # resized to 64 x 128 and back; batch run one by one
+    assert [o.seg.shape for o in out] == [(100, 150), (100, 150)]
+    torch_out = Predictor(model, size=(64, 128)).predict(list(images(2, 100, 150)))
+    for a, b in zip(out, torch_out):
+        assert (a.seg == b.seg).mean() >= 0.999
+    with pytest.raises(ValueError, match="fixed-size export for 64x128"):
+        Predictor(path, size=(96, 128))
+
+
+def test_onnx_model_rejects_a_foreign_file(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mtdense.inference import OnnxModel
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3, "h", "w"])],
+    )
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ValueError, match=r"other.onnx: no output named \['depth', 'seg'\]"):
+        OnnxModel(path)
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="broken.onnx"):
+        OnnxModel(tmp_path / "broken.onnx")

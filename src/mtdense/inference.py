@@ -1,7 +1,7 @@
 """Run a trained model on images: normalise, forward, and return outputs at the input size.
 
     >>> from mtdense import Predictor
-    >>> predictor = Predictor("runs/demo/model.pth")            # or an nn.Module
+    >>> predictor = Predictor("runs/demo/model.pth")            # or an nn.Module, or a .onnx export
     >>> pred = predictor.predict("frankfurt_000000_000294_leftImg8bit.png")
     >>> pred.seg.shape, pred.seg.dtype, pred.depth.dtype        # train ids, metres
     ((1024, 2048), dtype('uint8'), dtype('float32'))
@@ -29,7 +29,7 @@ from torchvision.transforms import v2
 from mtdense.data.labels import NUM_CLASSES, train_ids_to_label_ids
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "Prediction", "Predictor", "read_image", "normalize_images", "decode_depth_output",
+    "IMAGENET_MEAN", "IMAGENET_STD", "OnnxModel", "Prediction", "Predictor", "read_image", "normalize_images", "decode_depth_output",
     "depth_to_png16",
 ]
 
@@ -117,9 +117,53 @@ class Prediction:
         return depth_to_png16(self.depth)
 
 
-def _as_model(model: str | Path | nn.Module) -> nn.Module:
+class OnnxModel(nn.Module):
+    """An ``mtdense export`` ONNX file (fp32 or int8) run by ONNX Runtime, called like the network:
+    ``B x 3 x H x W`` normalised batch in, ``{"seg": logits, "depth": encoded depth}`` out.
+
+    Args:
+        path: The ``.onnx`` file.
+        device: ``"cpu"`` or ``"cuda"`` (needs onnxruntime-gpu).
+
+    Attributes:
+        fixed_size: ``(H, W)`` of a ``--static`` export (it accepts nothing else), else ``None``.
+        tasks: Output name -> channels.
+    """
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
+        super().__init__()
+        from mtdense.export import ort_session
+
+        self.path = Path(path)
+        self.session = ort_session(self.path, device=torch.device(device).type)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        dims = list(inp.shape)
+        if len(dims) != 4 or dims[1] != 3:
+            raise ValueError(f"{self.path}: expected one B x 3 x H x W image input, the file has {inp.name} {dims}; export it with 'mtdense export'")
+        self.fixed_batch = dims[0] if isinstance(dims[0], int) else None
+        self.fixed_size = (dims[2], dims[3]) if isinstance(dims[2], int) and isinstance(dims[3], int) else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.tasks = {o.name: o.shape[1] for o in self.session.get_outputs()}
+        missing = {"seg", "depth"} - set(self.output_names)
+        if missing:
+            raise ValueError(f"{self.path}: no output named {sorted(missing)} (outputs: {self.output_names}); export it with 'mtdense export'")
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.fixed_size is not None and tuple(x.shape[-2:]) != self.fixed_size:
+            raise ValueError(f"{self.path} is a fixed-size export for {self.fixed_size[0]}x{self.fixed_size[1]}, "
+                             f"got {x.shape[-2]}x{x.shape[-1]}; pass size={self.fixed_size} or export without --static")
+        xs = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        chunks = [xs[i : i + 1] for i in range(len(xs))] if self.fixed_batch == 1 else [xs]
+        runs = [self.session.run(self.output_names, {self.input_name: c}) for c in chunks]
+        return {n: torch.from_numpy(np.concatenate([r[k] for r in runs])).to(x.device) for k, n in enumerate(self.output_names)}
+
+
+def _as_model(model: str | Path | nn.Module, device: str | torch.device = "cpu") -> nn.Module:
     if isinstance(model, nn.Module):
         return model
+    if Path(model).suffix.lower() == ".onnx":
+        return OnnxModel(model, device)
     from mtdense.models import load_model
 
     return load_model(model)
@@ -129,11 +173,13 @@ class Predictor:
     """Segmentation and depth for images, a batch or video frames, from a trained model.
 
     Args:
-        model: A checkpoint path (anything :func:`mtdense.load_model` reads) or a model whose
-            ``forward`` returns ``{"seg": B x 19 x h x w logits, "depth": B x 1 x h x w}``.
+        model: A checkpoint path (anything :func:`mtdense.load_model` reads), an ``.onnx``
+            file from ``mtdense export`` (run by ONNX Runtime, see :class:`OnnxModel`), or a
+            model whose ``forward`` returns ``{"seg": B x 19 x h x w logits, "depth": B x 1 x h x w}``.
         device: ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         size: Network input size ``(H, W)``; images are resized to it and the outputs resized
-            back. ``None`` runs each image at its own size (H, W >= 32).
+            back. ``None`` runs each image at its own size (H, W >= 32), or at the size a
+            fixed-size (``--static``) ONNX export was made for.
         channels_last: Run in NHWC memory format (faster for convolutions on most CPUs and
             tensor-core GPUs; the outputs are the same).
     """
@@ -152,9 +198,15 @@ class Predictor:
             if len(size) != 2 or min(size) < 32:
                 raise ValueError(f"size must be (H, W) with H, W >= 32, got {size}")
             size = (int(size[0]), int(size[1]))
+        self.model = _as_model(model, self.device).to(self.device).eval()
+        fixed = getattr(self.model, "fixed_size", None)
+        if fixed is not None:
+            if size is not None and size != fixed:
+                raise ValueError(f"{model} is a fixed-size export for {fixed[0]}x{fixed[1]}, not {size[0]}x{size[1]}; "
+                                 "drop size or export again with that --size")
+            size = fixed
         self.size = size
         self.channels_last = channels_last
-        self.model = _as_model(model).to(self.device).eval()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         tasks = getattr(self.model, "tasks", {"seg": NUM_CLASSES, "depth": 1})

@@ -26,13 +26,18 @@ For each video NAME: NAME_annotated.mp4, the panels of every frame with the meas
 speed (FPS, preprocessing + forward + decoding) written on them.
 
 An image or video that cannot be read (corrupt, truncated, not an image) is reported and
-skipped; the rest are processed. The exit status is non-zero only if nothing succeeded."""
+skipped; the rest are processed. The exit status is non-zero only if nothing succeeded.
+
+CHECKPOINT may also be an .onnx file written by 'mtdense export' (fp32 or int8): ONNX Runtime
+then runs the network, the deploy path whose speed 'mtdense bench' reports. A --static export
+runs at the size it was made for."""
 
 EPILOG = """\
 examples:
   mtdense predict runs/demo/model.pth street.png --out predictions/
   mtdense predict runs/demo/model.pth data/leftImg8bit/val/frankfurt --out pred/ --size 512 1024
-  mtdense predict runs/demo/model.pth drive.mp4 --out pred/ --device cuda"""
+  mtdense predict runs/demo/model.pth drive.mp4 --out pred/ --device cuda
+  mtdense predict model.onnx drive.mp4 --out pred/                 # ONNX Runtime (mtdense export)"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predict", help="segmentation + depth for images, folders and videos (panels, raw PNGs, annotated video)",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", help="model checkpoint (.pth / .ckpt / .safetensors)")
+    p.add_argument("checkpoint", help="model checkpoint (.pth / .ckpt / .safetensors), or an .onnx file from 'mtdense export' (run by ONNX Runtime)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders and video files")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
