@@ -93,6 +93,9 @@ def test_separable_max_pool_is_bit_exact():
     x[0, 0, :3] = -torch.inf  # padding must never win, even against -inf
     assert torch.equal(SeparableMaxPool2d(5)(x), nn.MaxPool2d(5, stride=1, padding=2)(x))
     assert torch.equal(SeparableMaxPool2d(3)(x), nn.MaxPool2d(3, stride=1, padding=1)(x))
+    assert isinstance(SeparableMaxPool2d.replacing(nn.MaxPool2d(5, 1, 2)), SeparableMaxPool2d)
+    for keep in (nn.MaxPool2d(5, 2, 2), nn.MaxPool2d(4, 1, 2), nn.MaxPool2d(5, 1, 0), nn.AvgPool2d(5, 1, 2)):
+        assert SeparableMaxPool2d.replacing(keep) is keep
 
 
 def test_grouped_finest_level_equals_the_model(model):

@@ -196,6 +196,17 @@ class SeparableMaxPool2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cols(self.rows(x))
 
+    @classmethod
+    def replacing(cls, pool: nn.Module) -> nn.Module:
+        """The separable form of a square, odd, stride-1, 'same'-padded ``nn.MaxPool2d``; any other module as is."""
+        if type(pool) is not nn.MaxPool2d or pool.ceil_mode:
+            return pool
+        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+        (k, k2), stride, pad, dil = pair(pool.kernel_size), pair(pool.stride), pair(pool.padding), pair(pool.dilation)
+        if k != k2 or k % 2 == 0 or stride != (1, 1) or pad != (k // 2, k // 2) or dil != (1, 1):
+            return pool
+        return cls(k)
+
 
 def _is_task_head(head: nn.Module) -> bool:
     """``depthwise 1x1 (no bias) -> ReLU6 -> plain 3x3 conv``: the form the grouped finest level needs."""
@@ -259,11 +270,7 @@ class DeployNet(nn.Module):
         self.heads = model.heads
         channels = self.decoder.out_channels
         for crp in self.decoder.crp:
-            pool = crp.pool
-            if type(pool) is nn.MaxPool2d and pool.kernel_size in (3, 5, 7, (3, 3), (5, 5), (7, 7)) and pool.stride in (1, (1, 1)):
-                k = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
-                if pool.padding in (k // 2, (k // 2, k // 2)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode:
-                    crp.pool = SeparableMaxPool2d(k)
+            crp.pool = SeparableMaxPool2d.replacing(crp.pool)
         groupable = (
             tap_heads and all(_is_task_head(h) and h[0].in_channels == channels for h in self.heads.values())
             and all(c.groups == channels for c in self.decoder.crp[0].convs)
