@@ -10,7 +10,7 @@ from torch import nn
 import mtdense
 from mtdense.cli import main
 from mtdense.export import (
-    DeployNet, Parity, SeparableMaxPool2d, SplitConv3x3, TapConv3x3, compare_outputs, deploy_head_conv, export_onnx, fold_batchnorm, onnx_parity, ort_session, quantize_onnx,
+    DeployNet, Parity, SeparableMaxPool2d, SplitConv3x3, TapConv3x3, compare_outputs, deploy_groups, deploy_head_conv, export_onnx, fold_batchnorm, onnx_parity, ort_session, quantize_onnx,
     run_onnx,
 )
 
@@ -120,12 +120,9 @@ def test_grouped_finest_level_equals_the_model(model):
         DeployNet(odd, groups=2)
 
 
-def test_grouped_export_parity_and_int8_needs_the_whole_graph(model, tmp_path):
+def test_grouped_export_parity_and_int8_needs_the_whole_graph(model, onnx_path, tmp_path):
     path = export_onnx(model, tmp_path / "grouped.onnx", size=(64, 128), groups=2)  # dynamic batch, H, W
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    assert meta["mtdense.deploy_groups"] == "2"
+    assert deploy_groups(path) == 2 and deploy_groups(onnx_path) == 1  # 16 channels: whole
     parity = onnx_parity(path, model, torch.randn(2, 3, 96, 160))  # dynamic size and batch
     assert parity.logits_max_abs < LOGIT_TOL and parity.depth_max_rel < DEPTH_REL_TOL
     with pytest.raises(ValueError, match="groups=1"):

@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from mtdense.complexity import model_complexity
 from mtdense.export import (
-    OPENVINO_INSTALL_HINT, OpenVINORunner, Parity, compare_outputs, export_onnx, export_openvino, openvino_available, ort_session, quantize_onnx, run_onnx,
+    OPENVINO_INSTALL_HINT, OpenVINORunner, Parity, compare_outputs, deploy_groups, export_onnx, export_openvino, openvino_available, ort_session, quantize_onnx, run_onnx,
 )
 from mtdense.reference import to_reference
 
@@ -427,10 +427,7 @@ def benchmark(
 
 
 def _deploy_note(onnx_path: Path) -> str:
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    groups = int(meta.get("mtdense.deploy_groups", "1"))
+    groups = deploy_groups(onnx_path)
     return "DeployNet export" + (f" (finest level in {groups} channel groups)" if groups > 1 else "")
 
 

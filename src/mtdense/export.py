@@ -41,7 +41,7 @@ from torch import nn
 from mtdense.models import MultiTaskNet, export_safetensors
 
 __all__ = [
-    "DeployNet", "TapConv3x3", "SplitConv3x3", "SeparableMaxPool2d", "deploy_head_conv", "fold_batchnorm", "export_onnx", "export_safetensors", "ort_session", "run_onnx",
+    "DeployNet", "TapConv3x3", "SplitConv3x3", "SeparableMaxPool2d", "deploy_head_conv", "deploy_groups", "fold_batchnorm", "export_onnx", "export_safetensors", "ort_session", "run_onnx",
     "Parity", "compare_outputs", "onnx_parity", "quantize_onnx", "ImageCalibrationReader", "calibration_images",
     "preprocess_images", "INT8_FP32_SCOPES", "IMAGE_SUFFIXES", "openvino_available", "export_openvino", "OpenVINORunner",
     "openvino_parity",
@@ -428,6 +428,14 @@ def export_onnx(
     return path
 
 
+def deploy_groups(path: str | Path) -> int:
+    """The finest level's channel groups in an :func:`export_onnx` file (``1``: whole, or not a DeployNet)."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return int(meta.get("mtdense.deploy_groups", "1"))
+
+
 # -- running ONNX Runtime ---------------------------------------------------------------------
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
@@ -802,9 +810,8 @@ def quantize_onnx(
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     if not fp32_path.is_file():
         raise FileNotFoundError(f"fp32 ONNX model not found: {fp32_path}")
-    source = onnx.load(str(fp32_path), load_external_data=False)
-    groups = {p.key: p.value for p in source.metadata_props}.get("mtdense.deploy_groups", "1")
-    if groups != "1":
+    groups = deploy_groups(fp32_path)
+    if groups != 1:
         raise ValueError(
             f"{fp32_path} is a DeployNet export with a grouped finest level ({groups} groups), whose head convolutions "
             "cannot be kept in fp32 by module path; quantize an export made with export_onnx(..., groups=1)"
@@ -817,6 +824,7 @@ def quantize_onnx(
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         # Module scopes live in the exported file's node metadata, which pre-processing drops;
         # node names survive it.
+        source = onnx.load(str(fp32_path), load_external_data=False)
         exclude = [n.name for n in source.graph.node if _scope_matches(n, fp32_scopes)]
         graph = onnx.load(str(pre))
         outputs = {x.name for x in graph.graph.output}

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mtdense.export import (
-        OPENVINO_INSTALL_HINT, calibration_images, compare_outputs, export_onnx, export_openvino, export_safetensors, onnx_parity, openvino_available,
+        OPENVINO_INSTALL_HINT, calibration_images, compare_outputs, deploy_groups, export_onnx, export_openvino, export_safetensors, onnx_parity, openvino_available,
         openvino_parity, ort_session, preprocess_images, quantize_onnx, run_onnx,
     )
     from mtdense.models import load_model
@@ -125,9 +125,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"quantizing to int8 with {len(files)} calibration image(s) ...")
         with tempfile.TemporaryDirectory(prefix="mtdense-export-") as tmp:
             # The int8 graph starts from the ungrouped rewrite: its fp32 exclusions go by module path.
-            import onnx
-
-            grouped = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}.get("mtdense.deploy_groups", "1") != "1"
+            grouped = deploy_groups(out) > 1
             base = export_onnx(model, Path(tmp) / "whole.onnx", size=size, dynamic=not args.static, groups=1) if grouped else out
             quantize_onnx(base, q_path, files, size=size)
         print(f"wrote {q_path} ({q_path.stat().st_size / 2**20:.1f} MiB)")
