@@ -80,6 +80,22 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def _tap_weights(w: torch.Tensor) -> torch.Tensor:
+    """``C x Cin x 3 x 3`` -> ``9C x Cin x 1 x 1``: output ``o * 9 + t`` holds tap ``t`` (row-major
+    in the 3x3 window) of output ``o``."""
+    c, cin = w.shape[:2]
+    return w.permute(0, 2, 3, 1).reshape(9 * c, cin, 1, 1)
+
+
+def _one_hot_gather(c: int, dtype: torch.dtype) -> torch.Tensor:
+    """``C x 9 x 3 x 3`` one-hot kernels: with ``groups=C`` and padding 1 they shift each output's
+    9 tap maps into place and sum them."""
+    onehot = torch.zeros(c, 9, 3, 3, dtype=dtype)
+    for t in range(9):
+        onehot[:, t, t // 3, t % 3] = 1.0
+    return onehot
+
+
 class TapConv3x3(nn.Module):
     """A 3x3 convolution (padding 1) computed as a 1x1 convolution to ``9 C`` per-tap maps
     followed by a shift-and-sum (a grouped 3x3 convolution with one-hot kernels).
@@ -100,13 +116,9 @@ class TapConv3x3(nn.Module):
         c, cin = conv.out_channels, conv.in_channels
         w = conv.weight.detach()  # C x Cin x 3 x 3
         self.proj = nn.Conv2d(cin, 9 * c, 1, bias=False)
-        # Output channel o * 9 + t holds tap t (row-major in the 3x3 window) of class o.
-        self.proj.weight.data.copy_(w.permute(0, 2, 3, 1).reshape(9 * c, cin, 1, 1))
+        self.proj.weight.data.copy_(_tap_weights(w))
         self.gather = nn.Conv2d(9 * c, c, 3, padding=1, groups=c, bias=conv.bias is not None)
-        onehot = torch.zeros(c, 9, 3, 3, dtype=w.dtype)
-        for t in range(9):
-            onehot[:, t, t // 3, t % 3] = 1.0
-        self.gather.weight.data.copy_(onehot)
+        self.gather.weight.data.copy_(_one_hot_gather(c, w.dtype))
         self.gather.weight.requires_grad_(False)
         if conv.bias is not None:
             self.gather.bias.data.copy_(conv.bias.detach())
@@ -289,12 +301,9 @@ class DeployNet(nn.Module):
                 conv = head[2]
                 n = self._direct[t] = _direct_outputs(conv.out_channels)
                 w = conv.weight.detach()
-                # Per-tap 1x1 weights (output o * 9 + t) and the one-hot shift-and-sum, as in TapConv3x3.
-                self.register_buffer(f"_taps_{t}", w[n:].permute(0, 2, 3, 1).reshape(-1, w.shape[1], 1, 1).clone())
-                onehot = torch.zeros(conv.out_channels - n, 9, 3, 3, dtype=w.dtype)
-                for k in range(9):
-                    onehot[:, k, k // 3, k % 3] = 1.0
-                self.register_buffer(f"_gather_{t}", onehot)
+                # The tap part of the head conv, as in TapConv3x3, summed over groups before the gather.
+                self.register_buffer(f"_taps_{t}", _tap_weights(w[n:]).clone())
+                self.register_buffer(f"_gather_{t}", _one_hot_gather(conv.out_channels - n, w.dtype))
         elif tap_heads:
             for head in self.heads.values():
                 if isinstance(head[-1], nn.Conv2d):
