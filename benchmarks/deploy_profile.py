@@ -3,45 +3,51 @@ training graph as exported, and the mtdense inference rewrite, side by side.
 
     python benchmarks/deploy_profile.py [CKPT] --size 400 1024 --runs 10
 
-Prints, per operator type, milliseconds per run (ORT's own profiler, kernel time only) for
-each graph and the ratio reference / rewrite, then the ten most expensive nodes of the
-rewrite with their shapes. Every graph is exported with a fixed 1x3xHxW input, as
-``mtdense bench`` does.
+Prints kernel milliseconds per run (ORT's own profiler) for each graph:
+
+* by operator type, with the ratio reference / rewrite;
+* by the resolution of each node's output (1/1 is the input size, 1/4 the finest decoder
+  level), which separates the full-resolution upsampling, the memory-bound work on the large
+  1/4 maps and the dense convolutions at 1/8;
+* the ten most expensive nodes of the rewrite with their shapes.
+
+Every graph is exported with a fixed 1x3xHxW input, as ``mtdense bench`` does. Each graph is
+profiled on its own, so a change of machine load between them moves the columns a little;
+``mtdense bench`` gives the side-by-side latencies.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import statistics
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from mtdense.bench import ort_profile
-from mtdense.export import export_onnx, ort_session
+from mtdense.bench import NodeTime, ort_node_profile
+from mtdense.export import export_onnx
 from mtdense.models import create_model, load_model
 from mtdense.reference import to_reference
 
 
-def top_nodes(path: Path, x: np.ndarray, runs: int, n: int = 10) -> list[tuple[str, str, float, str]]:
-    """The ``n`` most expensive nodes: ``(op type, node name, ms per run, output shape)``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        sess = ort_session(path, profile_prefix=str(Path(tmp) / "p"))
-        name = sess.get_inputs()[0].name
-        for _ in range(runs + 1):
-            sess.run(None, {name: x})
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    per: dict[str, list] = {}
-    for ev in events:
-        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
-            args = ev["args"]
-            shape = [list(o.values())[0] for o in args.get("output_type_shape", [])]
-            entry = per.setdefault(ev["name"], [args["op_name"], 0.0, str(shape[0]) if shape else ""])
-            entry[1] += ev["dur"] / 1000.0
-    rows = [(op, name.removesuffix("_kernel_time"), t / (runs + 1), shape) for name, (op, t, shape) in per.items()]
-    return sorted(rows, key=lambda r: -r[2])[:n]
+def _totals(nodes: list[NodeTime], key) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for n in nodes:
+        out[key(n)] = out.get(key(n), 0.0) + n.ms
+    return out
+
+
+def _table(title: str, columns: dict[str, dict[str, float]], rows: list[str]) -> None:
+    names = list(columns)
+    print(f"\n{title}")
+    print(f"{'':<16}" + "".join(f"{k:>12}" for k in names) + f"{'ref/rewrite':>13}")
+    for r in rows + ["total"]:
+        vals = [sum(c.values()) if r == "total" else c.get(r, 0.0) for c in columns.values()]
+        if r != "total" and max(vals) < 0.05:
+            continue
+        ratio = f"{vals[0] / vals[-1]:.2f}" if vals[-1] > 0.05 else "-"
+        print(f"{r:<16}" + "".join(f"{v:>12.2f}" for v in vals) + f"{ratio:>13}")
 
 
 def main() -> None:
@@ -52,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = load_model(args.checkpoint) if args.checkpoint else create_model()
-    size = tuple(args.size)
+    size = (args.size[0], args.size[1])
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).numpy()
     with tempfile.TemporaryDirectory(prefix="mtdense-profile-") as tmp:
         graphs = {
@@ -60,21 +66,19 @@ def main() -> None:
             "plain": export_onnx(model, Path(tmp) / "plain.onnx", size, deploy=False, dynamic=False),
             "rewrite": export_onnx(model, Path(tmp) / "rewrite.onnx", size, deploy=True, dynamic=False),
         }
-        profiles = {k: {op: (ms, n) for op, ms, n in ort_profile(p, x, args.runs)} for k, p in graphs.items()}
-        nodes = top_nodes(graphs["rewrite"], x, args.runs)
-    ops = sorted(set().union(*profiles.values()), key=lambda op: -profiles["reference"].get(op, (0.0, 0))[0])
-    print(f"ONNX Runtime fp32, {size[0]}x{size[1]}, batch 1: kernel ms per run by operator type ({args.runs} runs)")
-    print(f"{'operator':<16}{'reference':>12}{'plain':>12}{'rewrite':>12}{'ref/rewrite':>13}")
-    totals = {k: sum(ms for ms, _ in p.values()) for k, p in profiles.items()}
-    for op in ops:
-        vals = [profiles[k].get(op, (0.0, 0))[0] for k in graphs]
-        ratio = f"{vals[0] / vals[2]:.2f}" if vals[2] > 0.05 else "-"
-        if max(vals) >= 0.05:
-            print(f"{op:<16}" + "".join(f"{v:>12.2f}" for v in vals) + f"{ratio:>13}")
-    print(f"{'total':<16}" + "".join(f"{totals[k]:>12.2f}" for k in graphs) + f"{totals['reference'] / totals['rewrite']:>13.2f}")
+        profiles = {k: ort_node_profile(p, x, args.runs) for k, p in graphs.items()}
+    nodes = {k: p.nodes for k, p in profiles.items()}
+    print(f"ONNX Runtime fp32, {size[0]}x{size[1]}, batch 1: median kernel ms per node over {args.runs} runs after 2 warm-up runs, summed")
+    print("wall ms per profiled run (median): " + ", ".join(f"{k} {statistics.median(p.run_ms):.1f}" for k, p in profiles.items()))
+    by_op = {k: _totals(v, lambda n: n.op) for k, v in nodes.items()}
+    _table("by operator type", by_op, sorted(by_op["reference"], key=lambda op: -by_op["reference"][op])
+           + sorted(set(by_op["rewrite"]) - set(by_op["reference"])))
+    by_res = {k: _totals(v, lambda n: n.resolution(size)) for k, v in nodes.items()}
+    res = sorted({r for c in by_res.values() for r in c}, key=lambda r: (r == "other", int(r[2:]) if r != "other" else 0))
+    _table("by output resolution (1/1 = input size)", by_res, res)
     print("\nmost expensive nodes of the rewrite:")
-    for op, name, ms, shape in nodes:
-        print(f"  {ms:7.2f} ms  {op:<14} {name[:40]:<40} -> {shape}")
+    for n in sorted(nodes["rewrite"], key=lambda n: -n.ms)[:10]:
+        print(f"  {n.ms:7.2f} ms  {n.op:<14} {n.name[:40]:<40} -> {list(n.shape)}")
 
 
 if __name__ == "__main__":

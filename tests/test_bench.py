@@ -2,13 +2,16 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 import mtdense
-from mtdense.bench import MARK_BEGIN, MARK_END, BenchResult, BenchRow, benchmark, format_markdown, format_table, write_markdown
+from mtdense.bench import (
+    MARK_BEGIN, MARK_END, BenchResult, BenchRow, NodeTime, benchmark, format_markdown, format_table, ort_node_profile, ort_profile, write_markdown,
+)
 from mtdense.cli import main
-from mtdense.export import Parity
+from mtdense.export import Parity, export_onnx
 from mtdense.models import CRPBlock
 from mtdense.reference import ReferenceCRPBlock, create_reference_model, to_reference
 
@@ -145,3 +148,28 @@ def test_openvino_backend_without_openvino_is_a_row_note(monkeypatch):
     result = benchmark(tiny(), size=(64, 96), backends=["ov"], warmup=0, runs=1, reference=False, log=lambda s: None)
     (row,) = result.rows
     assert not row.ok and 'pip install "mtdense[openvino]"' in row.note
+
+
+def test_node_time_resolution_names_the_feature_map_stride():
+    size = (400, 1024)
+    assert NodeTime("Resize", "up", 1.0, (1, 19, 400, 1024)).resolution(size) == "1/1"
+    assert NodeTime("Conv", "c", 1.0, (1, 256, 100, 256)).resolution(size) == "1/4"
+    assert NodeTime("Conv", "c", 1.0, (1, 256, 13, 32)).resolution(size) == "1/32"  # 400 / 32 rounds up to 13
+    assert NodeTime("ReduceMean", "se", 1.0, (1, 16, 1, 1)).resolution(size) == "other"
+    assert NodeTime("Shape", "s", 1.0, (4,)).resolution(size) == "other"
+
+
+def test_ort_node_profile_leaves_out_warm_up_and_sums_to_the_operator_profile(tmp_path):
+    path = export_onnx(tiny(), tmp_path / "m.onnx", (64, 128), dynamic=False)
+    x = np.zeros((1, 3, 64, 128), np.float32)
+    prof = ort_node_profile(path, x, runs=3, warmup=1)
+    assert len(prof.run_ms) == 3 and all(ms > 0 for ms in prof.run_ms)
+    ops = {n.op for n in prof.nodes}
+    assert {"Conv", "MaxPool"} <= ops
+    assert all(n.ms >= 0 for n in prof.nodes)
+    # the finest decoder level (1/4) and the upsampled outputs (1/1) are both found
+    assert {"1/4", "1/1"} <= {n.resolution((64, 128)) for n in prof.nodes}
+    # the per-operator profile counts every node once
+    by_op = ort_profile(path, x, runs=3)
+    assert sorted(op for op, _, _ in by_op) == sorted(ops)
+    assert sum(count for _, _, count in by_op) == len(prof.nodes)
