@@ -21,6 +21,9 @@ Backends:
 ``ort_int8``     ONNX Runtime, static int8 QDQ of the DeployNet export.
 ``ov``           OpenVINO fp32 (CPU, latency hint) of the DeployNet export converted to IR;
                  needs ``pip install "mtdense[openvino]"`` (a default CPU backend when installed).
+``fused``        :class:`mtdense.fused.FusedNet`: ONNX Runtime fp32 up to the finest decoder
+                 level, then a compiled kernel for that level and the heads (CPU; needs a C
+                 compiler, else the row says so).
 ``fp16``         PyTorch fp16, channels-last (CUDA only).
 ``cuda_graph``   fp16 channels-last replayed from a captured CUDA graph (CUDA only).
 =============== ======================================================================
@@ -61,9 +64,9 @@ __all__ = [
     "format_markdown", "write_markdown", "machine_info", "ort_profile", "ort_node_profile", "NodeTime", "OrtProfile", "MARK_BEGIN", "MARK_END",
 ]
 
-BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_plain", "ort_int8", "ov", "fp16", "cuda_graph")
+BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_plain", "ort_int8", "ov", "fused", "fp16", "cuda_graph")
 # ``ov`` is a default only where OpenVINO is installed; asked for without it, its row says how to install it.
-CPU_BACKENDS = ("eager", "channels_last", "compile", "ort", *(("ov",) if openvino_available() else ()), "ort_int8")
+CPU_BACKENDS = ("eager", "channels_last", "compile", "ort", *(("ov",) if openvino_available() else ()), "ort_int8", "fused")
 GPU_BACKENDS = ("eager", "channels_last", "compile", "fp16", "cuda_graph", "ort")
 MARK_BEGIN = "<!-- mtdense bench: begin -->"
 MARK_END = "<!-- mtdense bench: end -->"
@@ -520,6 +523,18 @@ def _make_runner(net, name, backend, x_cpu, x_dev, device, threads, work: Path, 
             return runner(inp)
 
         return run, f"{_deploy_note(onnx_path)}; OpenVINO IR fp32 (fp32 weights, f32 inference precision), CPU, latency hint"
+    if backend == "fused":
+        if device != "cpu":
+            raise RuntimeError("fused is a CPU deploy path; run it with --device cpu")
+        from mtdense.fused import FusedNet
+
+        fused = FusedNet(net, threads=threads, size=size)  # fixed shapes, like the ort rows
+        inp = x_cpu.numpy()
+
+        def run() -> dict[str, np.ndarray]:
+            return fused.run(inp)
+
+        return run, "ORT fp32 (encoder, coarser levels) + compiled kernel (finest level, heads, upsampling)"
     run = _torch_runner(net, backend, x_dev, device)
     if backend == "compile":
         run()  # compile now, so a failure is reported as this row's note

@@ -1,0 +1,303 @@
+"""The fused CPU deploy path: ONNX Runtime for the encoder and the coarser decoder levels, and a
+compiled kernel for the finest decoder level and the heads.
+
+Under ONNX Runtime the finest level is the costly part of the network: some 170 operators, each a
+pass over a 1/4-resolution map (see docs/benchmarks.md). :class:`FusedNet` runs everything up to
+that level's inputs as an ONNX Runtime graph (the same :class:`~mtdense.export.DeployNet`
+rewrite as ``mtdense export``), then ``csrc/finest.c``:
+
+* takes each channel plane through the level's input sum, ReLU6, the whole Chained Residual
+  Pooling and the heads' depthwise scales while it sits in the core's own cache;
+* computes each head's 3x3 convolution (a GEMM to 9 tap maps per output, AVX2/FMA when the CPU
+  has it; one-output heads such as depth accumulate directly) and the bilinear upsampling to
+  the input size.
+
+It computes the same function as the network: every sum has the same terms, only their order
+differs (outputs agree with PyTorch to about 1e-7). The kernel is compiled with the system's C
+compiler at first use (``cc -O3 -march=native``) and cached under ``~/.cache/mtdense`` (or
+``$MTDENSE_CACHE``); without a compiler :class:`FusedUnavailable` says so, and ``mtdense
+export`` + ONNX Runtime remains the portable path.
+
+    >>> net = FusedNet(mtdense.load_model("model.pth"))
+    >>> out = net(images)                     # {"seg": B x 19 x H x W, "depth": B x 1 x H x W}
+    >>> predictor = mtdense.Predictor(net)    # images, folders, videos
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import ctypes
+import hashlib
+import io
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtdense.export import DeployNet, _is_task_head, _tap_weights, ort_session
+
+__all__ = ["FusedNet", "FusedUnavailable", "build_library", "fused_available"]
+
+SOURCE = Path(__file__).with_name("csrc") / "finest.c"
+_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-pthread")
+_FP = ctypes.POINTER(ctypes.c_float)
+_LIB: ctypes.CDLL | None = None
+
+
+class FusedUnavailable(RuntimeError):
+    """The fused kernel cannot be built or loaded here (no C compiler, or it failed)."""
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("MTDENSE_CACHE"):
+        return Path(os.environ["MTDENSE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mtdense"
+
+
+def _cpu_signature() -> str:
+    """What ``-march=native`` depends on: the CPU's model and feature flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in info.splitlines() if ln.startswith(("flags", "model name", "Features", "CPU part"))]
+        return "\n".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
+def build_library(cc: str | None = None, force: bool = False) -> Path:
+    """Compile ``csrc/finest.c`` into a shared library (cached; rebuilt when the source, the
+    compiler or the CPU changes) and return its path.
+
+    Args:
+        cc: C compiler (default ``$CC``, else ``cc``).
+        force: Rebuild even when a cached library exists.
+
+    Raises:
+        FusedUnavailable: No compiler, or the compilation failed (the message has its output).
+    """
+    cc = cc or os.environ.get("CC", "cc")
+    exe = shutil.which(cc)
+    if exe is None:
+        raise FusedUnavailable(f"no C compiler '{cc}' found to build {SOURCE.name}; install one (e.g. 'apt install gcc') "
+                               "or set CC, or use the ONNX Runtime path ('mtdense export')")
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), cc.encode(), " ".join(_FLAGS).encode(), _cpu_signature().encode()])).hexdigest()[:16]
+    out = _cache_dir() / f"libmtdense_finest-{key}.so"
+    if out.exists() and not force:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        target = Path(tmp) / out.name
+        for flags in (_FLAGS, tuple(f for f in _FLAGS if f != "-march=native")):  # some compilers lack -march=native
+            proc = subprocess.run([exe, *flags, "-o", str(target), str(SOURCE), "-lm"], capture_output=True, text=True)
+            if proc.returncode == 0:
+                break
+        else:
+            raise FusedUnavailable(f"compiling {SOURCE} with {cc} failed:\n{proc.stderr.strip()[-2000:]}")
+        os.replace(target, out)  # atomic: a concurrent build never sees a partial file
+    return out
+
+
+def _library() -> ctypes.CDLL:
+    global _LIB
+    if _LIB is None:
+        path = build_library()
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise FusedUnavailable(f"cannot load {path}: {exc}; delete it to rebuild") from exc
+        i, p = ctypes.c_int, _FP
+        lib.mtd_finest.argtypes = [p, i, p, i, i, i, i, i, p, p, i, i, i, p, ctypes.POINTER(_FP), i, p, p, p, i]
+        lib.mtd_gemm.argtypes = [p, i, i, p, i, p, i]
+        lib.mtd_gather_upsample.argtypes = [p, i, i, i, p, p, i, i, i]
+        lib.mtd_upsample_bias.argtypes = [p, i, i, ctypes.c_float, p, i, i]
+        for fn in (lib.mtd_finest, lib.mtd_gemm, lib.mtd_gather_upsample, lib.mtd_upsample_bias):
+            fn.restype = ctypes.c_int
+        _LIB = lib
+    return _LIB
+
+
+def fused_available() -> bool:
+    """Whether the fused kernel builds and loads on this machine."""
+    try:
+        _library()
+        return True
+    except FusedUnavailable:
+        return False
+
+
+def _ptr(a: np.ndarray):
+    return a.ctypes.data_as(_FP)
+
+
+def _f32(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+
+
+class _Coarse(nn.Module):
+    """The network up to the finest level's inputs: that level's encoder features (concatenated)
+    and the adapted output of the next coarser level, at its own resolution."""
+
+    def __init__(self, deploy: DeployNet):
+        super().__init__()
+        self.net = deploy
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        net, dec = self.net, self.net.decoder
+        feats = net.encoder(x)
+        coarser = None
+        for lvl in reversed(range(1, len(dec.level_strides))):
+            y = dec.refine(lvl, feats, coarser, act=net._relu6)
+            coarser = dec.adapt[lvl - 1](y)
+        members = dec.level_members[0]
+        f0 = torch.cat([feats[i] for i in members], 1) if len(members) > 1 else feats[members[0]]
+        return f0, coarser
+
+
+class FusedNet(nn.Module):
+    """A trained :class:`~mtdense.models.MultiTaskNet` on the fused CPU path; called like the
+    network: ``B x 3 x H x W`` normalised batch in, ``{task: B x C x H x W}`` out (CPU tensors).
+
+    Args:
+        model: The trained network (copied, not modified). It needs the recipe's finest level:
+            a depthwise CRP with a stride-1 odd max-pool, and heads of the form
+            ``depthwise 1x1 -> ReLU6 -> 3x3 conv``, and at least two decoder levels.
+        threads: Threads for ONNX Runtime and the kernel (default: ``os.cpu_count()``).
+        size: ``(H, W)`` to build the ONNX Runtime graph for. With fixed shapes ONNX Runtime
+            keeps every upsampling in its blocked layout, which is faster; the net then takes
+            only that size (any batch). ``None``: any size.
+
+    Raises:
+        FusedUnavailable: The kernel cannot be compiled here.
+        ValueError: The network has another form (the message says which part).
+    """
+
+    def __init__(self, model: nn.Module, threads: int | None = None, size: tuple[int, int] | None = None):
+        super().__init__()
+        self.lib = _library()
+        model = copy.deepcopy(model).cpu().eval()
+        deploy = DeployNet(model, groups=1, tap_heads=False)
+        dec = deploy.decoder
+        if len(dec.level_strides) < 2:
+            raise ValueError("the fused path needs at least two decoder levels (the finest one is fused)")
+        c = dec.out_channels
+        crp = dec.crp[0]
+        if not all(conv.groups == c and conv.kernel_size == (1, 1) and conv.bias is None for conv in crp.convs):
+            raise ValueError("the fused path needs the recipe's finest CRP: depthwise 1x1 convs without bias")
+        pool = getattr(crp, "pool", None)
+        k = _square_same_pool(pool)
+        if k is None:
+            raise ValueError(f"the fused path needs a square, odd, stride-1, 'same'-padded max-pool in the finest CRP, got {pool}")
+        for name, head in deploy.heads.items():
+            if not (_is_task_head(head) and head[0].in_channels == c):
+                raise ValueError(f"head {name!r} is not of the form depthwise 1x1 -> ReLU6 -> 3x3 conv on {c} channels")
+        self.threads = int(threads or os.cpu_count() or 1)
+        self.task_names = list(deploy.task_names)
+        self.tasks = {t: deploy.heads[t][2].out_channels for t in self.task_names}
+        self.config = dict(getattr(model, "config", {}))
+        self.pool = k
+        members = dec.level_members[0]
+        self.proj = _f32(torch.cat([dec.proj[i].weight.flatten(1) for i in members], 1))  # c x cin
+        self.crp = _f32(torch.stack([conv.weight.flatten() for conv in crp.convs]))  # stages x c
+        self.gemm_heads = [t for t in self.task_names if self.tasks[t] > 1]
+        self.direct_heads = [t for t in self.task_names if self.tasks[t] == 1]
+        heads = deploy.heads
+        self.dgemm = _f32(torch.stack([heads[t][0].weight.flatten() for t in self.gemm_heads])) if self.gemm_heads else np.zeros((0, c), np.float32)
+        self.taps = {t: _f32(_tap_weights(heads[t][2].weight.detach()).flatten(1)) for t in self.gemm_heads}  # 9 C x c
+        self.bias = {t: _f32(heads[t][2].bias if heads[t][2].bias is not None else torch.zeros(self.tasks[t])) for t in self.task_names}
+        self.ddir = _f32(torch.stack([heads[t][0].weight.flatten() for t in self.direct_heads])) if self.direct_heads else np.zeros((0, c), np.float32)
+        self.kdir = _f32(torch.stack([heads[t][2].weight[0].reshape(c, 9) for t in self.direct_heads])) if self.direct_heads else np.zeros((0, c, 9), np.float32)
+        self.channels = c
+        self._tmp = tempfile.TemporaryDirectory(prefix="mtdense-fused-")
+        self.onnx_path = Path(self._tmp.name) / "coarse.onnx"
+        self.fixed_size = (int(size[0]), int(size[1])) if size is not None else None
+        self._export(_Coarse(deploy).eval())
+        # its threads must not spin after a run: the kernel needs the cores next
+        self.session = ort_session(self.onnx_path, threads=self.threads, stop_spinning=True)
+        self._buffers: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        self.eval()
+
+    def _export(self, coarse: nn.Module) -> None:
+        x = torch.zeros(1, 3, *(self.fixed_size or (128, 128)))
+        dims = None
+        if self.fixed_size is None:
+            dims = {"x": {0: torch.export.Dim("batch", max=1024), 2: torch.export.Dim("height", min=32), 3: torch.export.Dim("width", min=32)}}
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(coarse, (x,), None, dynamo=True, opset_version=18, input_names=["image"],
+                                        output_names=["f0", "a8"], dynamic_shapes=dims, verbose=False)
+        program.optimize()
+        program.save(str(self.onnx_path), external_data=False)
+
+    def _buffers_for(self, h: int, w: int) -> dict[str, np.ndarray]:
+        buf = self._buffers.get((h, w))
+        if buf is None:  # kept between calls: fresh pages would be faulted in on every call
+            strips = -(-h * w // 16)
+            buf = {f"packed_{t}": np.empty((strips, self.channels, 16), np.float32) for t in self.gemm_heads}
+            buf.update({f"taps_{t}": np.empty((9 * self.tasks[t], h * w), np.float32) for t in self.gemm_heads})
+            buf["direct"] = np.empty((max(len(self.direct_heads), 1), h, w), np.float32)
+            self._buffers = {(h, w): buf}  # one size at a time
+        return buf
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """``B x 3 x H x W`` float32 array in, ``{task: B x C x H x W}`` arrays out."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a B x 3 x H x W image batch, got shape {x.shape}")
+        if min(x.shape[-2:]) < 32:
+            raise ValueError(f"input too small: {x.shape[-2:]}; H and W must be at least 32 (stride-32 encoder)")
+        if self.fixed_size is not None and tuple(x.shape[-2:]) != self.fixed_size:
+            raise ValueError(f"this FusedNet was built for {self.fixed_size[0]}x{self.fixed_size[1]} inputs, got "
+                             f"{x.shape[-2]}x{x.shape[-1]}; build it with size=None for any size")
+        if self.fixed_size is None:
+            f0s, a8s = self.session.run(None, {"image": x})
+        else:  # the fixed-shape graph takes one image at a time
+            parts = [self.session.run(None, {"image": x[i : i + 1]}) for i in range(len(x))]
+            f0s, a8s = (np.concatenate([p[k] for p in parts]) for k in range(2))
+        big_h, big_w = x.shape[-2:]
+        _, cin, h, w = f0s.shape
+        h8, w8 = a8s.shape[-2:]
+        buf = self._buffers_for(h, w)
+        outs = {t: np.empty((len(x), self.tasks[t], big_h, big_w), np.float32) for t in self.task_names}
+        packed = (_FP * max(len(self.gemm_heads), 1))(*[_ptr(buf[f"packed_{t}"]) for t in self.gemm_heads])
+        lib, c, nt = self.lib, self.channels, self.threads
+        for b in range(len(x)):
+            f0, a8 = np.ascontiguousarray(f0s[b]), np.ascontiguousarray(a8s[b])
+            err = lib.mtd_finest(_ptr(f0), cin, _ptr(a8), h8, w8, c, h, w, _ptr(self.proj), _ptr(self.crp), len(self.crp), self.pool,
+                                 len(self.gemm_heads), _ptr(self.dgemm), packed, len(self.direct_heads), _ptr(self.ddir), _ptr(self.kdir),
+                                 _ptr(buf["direct"]), nt)
+            for t in self.gemm_heads:
+                taps = buf[f"taps_{t}"]
+                err |= lib.mtd_gemm(_ptr(self.taps[t]), len(taps), c, _ptr(buf[f"packed_{t}"]), h * w, _ptr(taps), nt)
+                err |= lib.mtd_gather_upsample(_ptr(taps), self.tasks[t], h, w, _ptr(self.bias[t]), _ptr(outs[t][b]), big_h, big_w, nt)
+            for r, t in enumerate(self.direct_heads):
+                err |= lib.mtd_upsample_bias(_ptr(buf["direct"][r]), h, w, float(self.bias[t][0]), _ptr(outs[t][b]), big_h, big_w)
+            if err:
+                raise MemoryError("the fused kernel could not allocate its working memory")
+        return outs
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.run(x.detach().float().cpu().numpy())
+        return {t: torch.from_numpy(v) for t, v in out.items()}
+
+
+def _square_same_pool(pool: nn.Module | None) -> int | None:
+    """The kernel size of a square, odd, stride-1, 'same'-padded max-pool (plain or the
+    separable form :class:`~mtdense.export.SeparableMaxPool2d`), else ``None``."""
+    from mtdense.export import SeparableMaxPool2d
+
+    if isinstance(pool, SeparableMaxPool2d):
+        return pool.rows.kernel_size[1]
+    if type(pool) is nn.MaxPool2d and not pool.ceil_mode:
+        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+        (k, k2), stride, pad, dil = pair(pool.kernel_size), pair(pool.stride), pair(pool.padding), pair(pool.dilation)
+        if k == k2 and k % 2 == 1 and stride == (1, 1) and pad == (k // 2, k // 2) and dil == (1, 1):
+            return k
+    return None
+

@@ -1,0 +1,96 @@
+"""The fused CPU path (``mtdense.fused``): same function as the network, clear errors."""
+
+import pytest
+import torch
+from torch import nn
+
+import mtdense
+from mtdense.bench import benchmark
+from mtdense.fused import FusedNet, FusedUnavailable, build_library, fused_available
+
+needs_compiler = pytest.mark.skipif(not fused_available(), reason="no C compiler to build the fused kernel")
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return mtdense.create_model(decoder_channels=16, **kw).eval()
+
+
+@needs_compiler
+def test_fused_equals_the_network_at_odd_sizes_and_batch_2():
+    model = _model()
+    net = FusedNet(model, threads=2)
+    # 70 x 90: the 1/4 map is 18 x 23, not a whole number of 16-pixel strips, and 1/8 -> 1/4 is not exactly 2x
+    x = torch.randn(2, 3, 70, 90, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)
+    out = net(x)
+    assert set(out) == {"seg", "depth"}
+    for task in ref:
+        assert out[task].shape == ref[task].shape
+        torch.testing.assert_close(out[task], ref[task], atol=2e-5, rtol=1e-4)
+    assert torch.equal(out["seg"].argmax(1), ref["seg"].argmax(1))
+
+
+@needs_compiler
+def test_fused_handles_any_number_of_heads_and_one_thread():
+    model = _model(tasks={"seg": 19, "depth": 1, "normals": 3, "edges": 1})
+    net = FusedNet(model, threads=1)
+    assert net.gemm_heads == ["seg", "normals"] and net.direct_heads == ["depth", "edges"]
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = model(x)
+    out = net(x)
+    for task in ref:
+        torch.testing.assert_close(out[task], ref[task], atol=2e-5, rtol=1e-4)
+
+
+@needs_compiler
+def test_fused_fixed_size_takes_only_its_size():
+    model = _model()
+    net = FusedNet(model, size=(64, 96))
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = model(x)
+    torch.testing.assert_close(net(x)["depth"], ref["depth"], atol=2e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="built for 64x96"):
+        net(torch.zeros(1, 3, 96, 96))
+    with pytest.raises(ValueError, match="B x 3 x H x W"):
+        net.run(torch.zeros(3, 64, 96).numpy())
+
+
+@needs_compiler
+def test_fused_refuses_another_architecture():
+    model = _model()
+    model.heads["seg"] = nn.Sequential(nn.Conv2d(16, 19, 1))
+    with pytest.raises(ValueError, match="head 'seg'"):
+        FusedNet(model)
+    model = _model()
+    model.decoder.crp[0].pool = nn.MaxPool2d(3, stride=2, padding=1)
+    with pytest.raises(ValueError, match="max-pool"):
+        FusedNet(model)
+
+
+def test_missing_compiler_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("MTDENSE_CACHE", str(tmp_path))
+    with pytest.raises(FusedUnavailable, match="no C compiler 'no-such-cc'"):
+        build_library(cc="no-such-cc")
+
+
+@needs_compiler
+def test_library_is_cached_and_rebuilt_on_demand(monkeypatch, tmp_path):
+    monkeypatch.setenv("MTDENSE_CACHE", str(tmp_path))
+    path = build_library()
+    assert path.parent == tmp_path and path.is_file()
+    stamp = path.stat().st_mtime_ns
+    assert build_library() == path and path.stat().st_mtime_ns == stamp
+    assert build_library(force=True) == path
+
+
+@needs_compiler
+def test_bench_fused_row_matches_eager():
+    result = benchmark(_model(), size=(64, 96), backends=["fused"], warmup=0, runs=1, reference=False, log=lambda s: None)
+    (row,) = result.rows
+    assert row.ok, row.note
+    assert "compiled kernel" in row.note
+    assert row.parity.seg_agreement >= 0.999 and row.parity.depth_mean_rel < 1e-4
