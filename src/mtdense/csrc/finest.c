@@ -86,14 +86,50 @@ static void resize_plane(const float *restrict src, int ih, int iw, float *restr
     for (int r = 0; r < ih; r++) {
         const float *restrict s = src + (size_t)r * iw;
         float *restrict d = tmp + (size_t)r * ow;
-        if (ow == 2 * iw && iw > 1) {
-            /* the weights of an exact 2x: (0.25, 0.75) and (0.75, 0.25) */
-            d[0] = s[0];
-            for (int i = 0; i < iw - 1; i++) {
-                d[2 * i + 1] = tx[2 * i + 1].l0 * s[i] + tx[2 * i + 1].l1 * s[i + 1];
-                d[2 * i + 2] = tx[2 * i + 2].l0 * s[i] + tx[2 * i + 2].l1 * s[i + 1];
+        int f = iw > 2 && ow % iw == 0 ? ow / iw : 0;
+        if (f == 2 || f == 4 || f == 8) {
+            /* power-of-2 factor: every interior input column gives f outputs with the same
+               weights (exact in float), so no index table is read in the loop */
+            float wl[8], wr[8];
+            int off[8];
+            for (int ph = 0; ph < f; ph++) {
+                const lerp_t *t = tx + f + ph; /* input column 1 is interior */
+                wl[ph] = t->l0; wr[ph] = t->l1; off[ph] = t->i0 - 1;
             }
-            d[ow - 1] = s[iw - 1];
+            for (int j = 0; j < f; j++) d[j] = tx[j].l0 * s[tx[j].i0] + tx[j].l1 * s[tx[j].i1];
+            int i = 1;
+#if defined(__AVX2__) && defined(__FMA__)
+            /* 8 input columns at a time: the f phase vectors, interleaved into 8 f outputs */
+            if (f == 2 && off[0] == -1 && off[1] == 0) {
+                __m256 w0 = _mm256_set1_ps(wl[0]), w1 = _mm256_set1_ps(wr[0]), w2 = _mm256_set1_ps(wl[1]), w3 = _mm256_set1_ps(wr[1]);
+                for (; i + 8 < iw; i += 8) {
+                    __m256 sm = _mm256_loadu_ps(s + i - 1), s0 = _mm256_loadu_ps(s + i), sp = _mm256_loadu_ps(s + i + 1);
+                    __m256 e = _mm256_fmadd_ps(w0, sm, _mm256_mul_ps(w1, s0)), o = _mm256_fmadd_ps(w2, s0, _mm256_mul_ps(w3, sp));
+                    __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+                    _mm256_storeu_ps(d + 2 * i, _mm256_permute2f128_ps(lo, hi, 0x20));
+                    _mm256_storeu_ps(d + 2 * i + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+                }
+            } else if (f == 4 && off[0] == -1 && off[1] == -1 && off[2] == 0 && off[3] == 0) {
+                __m256 a0 = _mm256_set1_ps(wl[0]), b0 = _mm256_set1_ps(wr[0]), a1 = _mm256_set1_ps(wl[1]), b1 = _mm256_set1_ps(wr[1]);
+                __m256 a2 = _mm256_set1_ps(wl[2]), b2 = _mm256_set1_ps(wr[2]), a3 = _mm256_set1_ps(wl[3]), b3 = _mm256_set1_ps(wr[3]);
+                for (; i + 8 < iw; i += 8) {
+                    __m256 sm = _mm256_loadu_ps(s + i - 1), s0 = _mm256_loadu_ps(s + i), sp = _mm256_loadu_ps(s + i + 1);
+                    __m256 p0 = _mm256_fmadd_ps(a0, sm, _mm256_mul_ps(b0, s0)), p1 = _mm256_fmadd_ps(a1, sm, _mm256_mul_ps(b1, s0));
+                    __m256 p2 = _mm256_fmadd_ps(a2, s0, _mm256_mul_ps(b2, sp)), p3 = _mm256_fmadd_ps(a3, s0, _mm256_mul_ps(b3, sp));
+                    __m256 t0 = _mm256_unpacklo_ps(p0, p1), t1 = _mm256_unpacklo_ps(p2, p3);
+                    __m256 t2 = _mm256_unpackhi_ps(p0, p1), t3 = _mm256_unpackhi_ps(p2, p3);
+                    __m256 u0 = _mm256_shuffle_ps(t0, t1, 0x44), u1 = _mm256_shuffle_ps(t0, t1, 0xEE);
+                    __m256 u2 = _mm256_shuffle_ps(t2, t3, 0x44), u3 = _mm256_shuffle_ps(t2, t3, 0xEE);
+                    _mm256_storeu_ps(d + 4 * i, _mm256_permute2f128_ps(u0, u1, 0x20));
+                    _mm256_storeu_ps(d + 4 * i + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+                    _mm256_storeu_ps(d + 4 * i + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+                    _mm256_storeu_ps(d + 4 * i + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+                }
+            }
+#endif
+            for (; i < iw - 1; i++)
+                for (int ph = 0; ph < f; ph++) d[f * i + ph] = wl[ph] * s[i + off[ph]] + wr[ph] * s[i + off[ph] + 1];
+            for (int j = ow - f; j < ow; j++) d[j] = tx[j].l0 * s[tx[j].i0] + tx[j].l1 * s[tx[j].i1];
         } else {
             for (int j = 0; j < ow; j++) d[j] = tx[j].l0 * s[tx[j].i0] + tx[j].l1 * s[tx[j].i1];
         }
