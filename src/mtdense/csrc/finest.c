@@ -149,14 +149,20 @@ static void pool_rows(const float *restrict src, float *restrict dst, int h, int
     int p = k / 2;
     for (int j = 0; j < p; j++) rowbuf[j] = rowbuf[w + p + j] = -INFINITY;
     for (int i = 0; i < h; i++) {
-        memcpy(rowbuf + p, src + (size_t)i * w, sizeof(float) * w);
+        const float *restrict sr = src + (size_t)i * w;
         float *restrict d = dst + (size_t)i * w;
-        if (k == 5) {
-            for (int j = 0; j < w; j++) {
-                float m = MAXF(MAXF(rowbuf[j], rowbuf[j + 1]), MAXF(rowbuf[j + 2], rowbuf[j + 3]));
-                d[j] = MAXF(m, rowbuf[j + 4]);
+        if (k == 5 && w >= 4) {
+            /* the interior straight from the row; two columns at each border see fewer inputs */
+            for (int j = 2; j < w - 2; j++) {
+                float m = MAXF(MAXF(sr[j - 2], sr[j - 1]), MAXF(sr[j], sr[j + 1]));
+                d[j] = MAXF(m, sr[j + 2]);
             }
+            d[0] = MAXF(MAXF(sr[0], sr[1]), sr[2]);
+            d[1] = MAXF(MAXF(sr[0], sr[1]), MAXF(sr[2], sr[3]));
+            d[w - 2] = MAXF(MAXF(sr[w - 4], sr[w - 3]), MAXF(sr[w - 2], sr[w - 1]));
+            d[w - 1] = MAXF(MAXF(sr[w - 3], sr[w - 2]), sr[w - 1]);
         } else {
+            memcpy(rowbuf + p, sr, sizeof(float) * w);
             for (int j = 0; j < w; j++) d[j] = rowbuf[j];
             for (int t = 1; t < k; t++)
                 for (int j = 0; j < w; j++) d[j] = MAXF(d[j], rowbuf[j + t]);
