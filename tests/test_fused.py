@@ -94,3 +94,24 @@ def test_bench_fused_row_matches_eager():
     assert row.ok, row.note
     assert "compiled kernel" in row.note
     assert row.parity.seg_agreement >= 0.999 and row.parity.depth_mean_rel < 1e-4
+
+
+@needs_compiler
+def test_predict_cli_fused_writes_what_the_network_predicts(tmp_path):
+    import cv2
+    import numpy as np
+
+    from mtdense.cli import main
+    from mtdense.inference import Predictor
+
+    model = _model()
+    ckpt = mtdense.save_checkpoint(model, tmp_path / "model.pth")
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(tmp_path / "street.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    assert main(["predict", str(ckpt), str(tmp_path / "street.png"), "--out", str(out), "--size", "64", "96", "--fused"]) == 0
+    pred = Predictor(model, size=(64, 96)).predict(image)
+    np.testing.assert_array_equal(cv2.imread(str(out / "street_trainIds.png"), cv2.IMREAD_UNCHANGED), pred.seg)
+    depth = cv2.imread(str(out / "street_depth.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    assert np.abs(depth - pred.depth_png16().astype(np.int64)).max() <= 1  # 1/256 m steps; float rounding may tip one
+    assert main(["predict", str(ckpt), str(tmp_path / "street.png"), "--out", str(out), "--fused", "--device", "cuda"]) == 2

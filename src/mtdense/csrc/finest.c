@@ -249,16 +249,27 @@ static void proj_block(const float *restrict f0, int cin, size_t plane, const fl
         }
     }
 #endif
-    for (; p < plane; p++)
+    /* the rest (or everything, without AVX2/FMA): 64-pixel chunks the compiler vectorizes */
+    for (; p < plane; p += 64) {
+        int n = plane - p < 64 ? (int)(plane - p) : 64;
         for (int b = 0; b < nb; b++) {
-            float v = xs[b * plane + p];
-            for (int k = 0; k < cin; k++) v += proj[(size_t)b * cin + k] * f0[(size_t)k * plane + p];
-            xs[b * plane + p] = v;
+            float acc[64];
+            float *restrict x = xs + b * plane + p;
+            for (int j = 0; j < n; j++) acc[j] = x[j];
+            for (int k = 0; k < cin; k++) {
+                const float *restrict f = f0 + (size_t)k * plane + p;
+                float wk = proj[(size_t)b * cin + k];
+                for (int j = 0; j < n; j++) acc[j] += wk * f[j];
+            }
+            for (int j = 0; j < n; j++) x[j] = acc[j];
         }
+    }
 }
 
 /* -- the level ------------------------------------------------------------------------------ */
+#ifndef CBLOCK
 #define CBLOCK 8 /* channels whose input sums are formed together (one read of f0 per block) */
+#endif
 
 typedef struct {
     const float *f0, *a8, *proj, *crp;
