@@ -63,6 +63,17 @@ static void run_parallel(task_fn fn, void *arg, int nt) {
     }
 }
 
+/* out[p] = relu6(d * a[p]) */
+static void relu6_scaled(const float *restrict a, float d, float *restrict out, size_t n) {
+    size_t p = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 vd = _mm256_set1_ps(d), zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
+    for (; p + 8 <= n; p += 8)
+        _mm256_storeu_ps(out + p, _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(vd, _mm256_loadu_ps(a + p)), zero), six));
+#endif
+    for (; p < n; p++) out[p] = relu6f(d * a[p]);
+}
+
 /* -- bilinear resampling (PyTorch, align_corners=False) ----------------------------------- */
 typedef struct { int i0, i1; float l0, l1; } lerp_t;
 
@@ -299,7 +310,7 @@ static void finest_task(void *arg, int tid, int nt) {
         for (int b = 0; b < nb; b++) {
             int ch = c0 + b;
             const float *restrict x = xs + b * plane;
-            for (size_t p = 0; p < plane; p++) a[p] = relu6f(x[p]);
+            relu6_scaled(x, 1.f, a, plane);
             /* stage input (x, then top) -> rows pooled into tmp -> columns pooled, scaled into
                top and summed into a */
             for (int s = 0; s < q->stages; s++) {
@@ -314,7 +325,7 @@ static void finest_task(void *arg, int tid, int nt) {
                     float *restrict dst = hs + sidx * (size_t)c * STRIP;
                     size_t p0 = sidx * STRIP;
                     if (p0 + STRIP <= plane) {
-                        for (int j = 0; j < STRIP; j++) dst[j] = relu6f(d * a[p0 + j]);
+                        relu6_scaled(a + p0, d, dst, STRIP);
                     } else {
                         for (int j = 0; j < STRIP; j++) dst[j] = p0 + j < plane ? relu6f(d * a[p0 + j]) : 0.f;
                     }
@@ -322,7 +333,7 @@ static void finest_task(void *arg, int tid, int nt) {
             }
             for (int r = 0; r < q->ndirect; r++) {
                 float d = q->ddir[(size_t)r * c + ch];
-                for (size_t p = 0; p < plane; p++) tmp[p] = relu6f(d * a[p]);
+                relu6_scaled(a, d, tmp, plane);
                 conv3x3_acc(tmp, q->dir_parts + ((size_t)tid * q->ndirect + r) * plane, h, w, q->kdir + ((size_t)r * c + ch) * 9);
             }
         }
