@@ -137,6 +137,15 @@ def _ptr(a: np.ndarray):
     return a.ctypes.data_as(_FP)
 
 
+def _aligned_empty(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
+    """An uninitialised float32 array whose data starts on an ``align``-byte boundary (the
+    kernel streams its packed outputs with aligned stores)."""
+    n = int(np.prod(shape))
+    raw = np.empty(n + align // 4, np.float32)
+    start = (-raw.ctypes.data % align) // 4
+    return raw[start : start + n].reshape(shape)
+
+
 def _f32(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
 
@@ -239,7 +248,7 @@ class FusedNet(nn.Module):
         buf = self._buffers.get((h, w))
         if buf is None:  # kept between calls: fresh pages would be faulted in on every call
             strips = -(-h * w // 16)
-            buf = {f"packed_{t}": np.empty((strips, self.channels, 16), np.float32) for t in self.gemm_heads}
+            buf = {f"packed_{t}": _aligned_empty((strips, self.channels, 16)) for t in self.gemm_heads}
             buf.update({f"taps_{t}": np.empty((9 * self.tasks[t], h * w), np.float32) for t in self.gemm_heads})
             buf["direct"] = np.empty((max(len(self.direct_heads), 1), h, w), np.float32)
             self._buffers = {(h, w): buf}  # one size at a time
