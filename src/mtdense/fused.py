@@ -266,6 +266,8 @@ class FusedNet(nn.Module):
                              f"{x.shape[-2]}x{x.shape[-1]}; build it with size=None for any size")
         if self.fixed_size is None:
             f0s, a8s = self.session.run(None, {"image": x})
+        elif len(x) == 1:
+            f0s, a8s = self.session.run(None, {"image": x})
         else:  # the fixed-shape graph takes one image at a time
             parts = [self.session.run(None, {"image": x[i : i + 1]}) for i in range(len(x))]
             f0s, a8s = (np.concatenate([p[k] for p in parts]) for k in range(2))
