@@ -41,7 +41,7 @@ from torch import nn
 from mtdense.models import MultiTaskNet, export_safetensors
 
 __all__ = [
-    "DeployNet", "TapConv3x3", "SplitConv3x3", "SeparableMaxPool2d", "deploy_head_conv", "deploy_groups", "fold_batchnorm", "export_onnx", "export_safetensors", "ort_session", "run_onnx",
+    "DeployNet", "TapConv3x3", "SplitConv3x3", "SeparableMaxPool2d", "same_maxpool_size", "deploy_head_conv", "deploy_groups", "fold_batchnorm", "export_onnx", "export_safetensors", "ort_session", "run_onnx",
     "Parity", "compare_outputs", "onnx_parity", "quantize_onnx", "ImageCalibrationReader", "calibration_images",
     "preprocess_images", "INT8_FP32_SCOPES", "IMAGE_SUFFIXES", "openvino_available", "export_openvino", "OpenVINORunner",
     "openvino_parity",
@@ -211,13 +211,22 @@ class SeparableMaxPool2d(nn.Module):
     @classmethod
     def replacing(cls, pool: nn.Module) -> nn.Module:
         """The separable form of a square, odd, stride-1, 'same'-padded ``nn.MaxPool2d``; any other module as is."""
-        if type(pool) is not nn.MaxPool2d or pool.ceil_mode:
-            return pool
-        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
-        (k, k2), stride, pad, dil = pair(pool.kernel_size), pair(pool.stride), pair(pool.padding), pair(pool.dilation)
-        if k != k2 or k % 2 == 0 or stride != (1, 1) or pad != (k // 2, k // 2) or dil != (1, 1):
-            return pool
-        return cls(k)
+        k = same_maxpool_size(pool)
+        return cls(k) if k is not None and type(pool) is nn.MaxPool2d else pool
+
+
+def same_maxpool_size(pool: nn.Module | None) -> int | None:
+    """The window ``k`` of a square, odd, stride-1, 'same'-padded max-pool (``nn.MaxPool2d`` or
+    :class:`SeparableMaxPool2d`), else ``None``."""
+    if isinstance(pool, SeparableMaxPool2d):
+        return pool.rows.kernel_size[1]
+    if type(pool) is not nn.MaxPool2d or pool.ceil_mode:
+        return None
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    (k, k2), stride, pad, dil = pair(pool.kernel_size), pair(pool.stride), pair(pool.padding), pair(pool.dilation)
+    if k != k2 or k % 2 == 0 or stride != (1, 1) or pad != (k // 2, k // 2) or dil != (1, 1):
+        return None
+    return k
 
 
 def _is_task_head(head: nn.Module) -> bool:

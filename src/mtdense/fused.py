@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtdense.export import DeployNet, _is_task_head, _tap_weights, ort_session
+from mtdense.export import DeployNet, _is_task_head, _tap_weights, ort_session, same_maxpool_size
 
 __all__ = ["FusedNet", "FusedUnavailable", "build_library", "fused_available"]
 
@@ -201,7 +201,7 @@ class FusedNet(nn.Module):
         if not all(conv.groups == c and conv.kernel_size == (1, 1) and conv.bias is None for conv in crp.convs):
             raise ValueError("the fused path needs the recipe's finest CRP: depthwise 1x1 convs without bias")
         pool = getattr(crp, "pool", None)
-        k = _square_same_pool(pool)
+        k = same_maxpool_size(pool)
         if k is None:
             raise ValueError(f"the fused path needs a square, odd, stride-1, 'same'-padded max-pool in the finest CRP, got {pool}")
         for name, head in deploy.heads.items():
@@ -296,19 +296,3 @@ class FusedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.run(x.detach().float().cpu().numpy())
         return {t: torch.from_numpy(v) for t, v in out.items()}
-
-
-def _square_same_pool(pool: nn.Module | None) -> int | None:
-    """The kernel size of a square, odd, stride-1, 'same'-padded max-pool (plain or the
-    separable form :class:`~mtdense.export.SeparableMaxPool2d`), else ``None``."""
-    from mtdense.export import SeparableMaxPool2d
-
-    if isinstance(pool, SeparableMaxPool2d):
-        return pool.rows.kernel_size[1]
-    if type(pool) is nn.MaxPool2d and not pool.ceil_mode:
-        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
-        (k, k2), stride, pad, dil = pair(pool.kernel_size), pair(pool.stride), pair(pool.padding), pair(pool.dilation)
-        if k == k2 and k % 2 == 1 and stride == (1, 1) and pad == (k // 2, k // 2) and dil == (1, 1):
-            return k
-    return None
-
