@@ -213,6 +213,8 @@ class FusedNet(nn.Module):
         self.config = dict(getattr(model, "config", {}))
         self.pool = k
         members = dec.level_members[0]
+        if any(dec.proj[i].bias is not None for i in members):
+            raise ValueError("the fused path needs the recipe's finest projections: 1x1 convs without bias")
         self.proj = _f32(torch.cat([dec.proj[i].weight.flatten(1) for i in members], 1))  # c x cin
         self.crp = _f32(torch.stack([conv.weight.flatten() for conv in crp.convs]))  # stages x c
         self.gemm_heads = [t for t in self.task_names if self.tasks[t] > 1]
