@@ -1,5 +1,7 @@
 """The fused CPU path (``mtdense.fused``): same function as the network, clear errors."""
 
+import platform
+
 import pytest
 import torch
 from torch import nn
@@ -115,3 +117,30 @@ def test_predict_cli_fused_writes_what_the_network_predicts(tmp_path):
     depth = cv2.imread(str(out / "street_depth.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
     assert np.abs(depth - pred.depth_png16().astype(np.int64)).max() <= 1  # 1/256 m steps; float rounding may tip one
     assert main(["predict", str(ckpt), str(tmp_path / "street.png"), "--out", str(out), "--fused", "--device", "cuda"]) == 2
+
+
+@needs_compiler
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="-mno-avx2 is an x86 flag")
+def test_portable_build_without_cpu_specific_code_matches(monkeypatch, tmp_path):
+    """The kernel built without -march=native (no AVX2/FMA paths: plain C the compiler vectorises
+    for whatever CPU it targets) computes the same outputs."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    import mtdense.fused as fused
+
+    lib_path = tmp_path / "libportable.so"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    subprocess.run([cc, "-O3", "-mno-avx2", "-mno-fma", "-shared", "-fPIC", "-pthread", "-o", str(lib_path), str(fused.SOURCE), "-lm"], check=True)
+    monkeypatch.setattr(fused, "_LIB", None)
+    monkeypatch.setattr(fused, "build_library", lambda: lib_path)
+    model = _model()
+    net = FusedNet(model, threads=2)
+    assert net.lib._name == str(lib_path)
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = model(x)
+    out = net(x)
+    for task in ref:
+        torch.testing.assert_close(out[task], ref[task], atol=2e-5, rtol=1e-4)
