@@ -333,12 +333,19 @@ class DeployNet(nn.Module):
             outs = self._grouped(self.encoder(x))
         return tuple(F.interpolate(o, size=size, mode="bilinear", align_corners=False) for o in outs)
 
-    def _grouped(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    def coarse_levels(self, feats: list[torch.Tensor]) -> torch.Tensor | None:
+        """Every decoder level but the finest: the CRP output of level 1 (the next coarser
+        level), before the adapt conv into the finest level; ``None`` with a single level."""
         dec = self.decoder
-        coarser = None  # the CRP output of level 1, before its adapt conv
+        coarser = None
         for lvl in reversed(range(1, len(dec.level_strides))):
             y = dec.refine(lvl, feats, coarser, act=self._relu6)
             coarser = dec.adapt[lvl - 1](y) if lvl > 1 else y
+        return coarser
+
+    def _grouped(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        dec = self.decoder
+        coarser = self.coarse_levels(feats)
         members = dec.level_members[0]
         size = feats[members[0]].shape[-2:]
         n = dec.out_channels // self.groups

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from mtdense.export import DeployNet, _is_task_head, _tap_weights, ort_session, same_maxpool_size
+from mtdense.models import MultiTaskNet
 
 __all__ = ["FusedNet", "FusedUnavailable", "build_library", "fused_available"]
 
@@ -161,13 +162,9 @@ class _Coarse(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         net, dec = self.net, self.net.decoder
         feats = net.encoder(x)
-        coarser = None
-        for lvl in reversed(range(1, len(dec.level_strides))):
-            y = dec.refine(lvl, feats, coarser, act=net._relu6)
-            coarser = dec.adapt[lvl - 1](y)
         members = dec.level_members[0]
         f0 = torch.cat([feats[i] for i in members], 1) if len(members) > 1 else feats[members[0]]
-        return f0, coarser
+        return f0, dec.adapt[0](net.coarse_levels(feats))
 
 
 class FusedNet(nn.Module):
@@ -259,16 +256,11 @@ class FusedNet(nn.Module):
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """``B x 3 x H x W`` float32 array in, ``{task: B x C x H x W}`` arrays out."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected a B x 3 x H x W image batch, got shape {x.shape}")
-        if min(x.shape[-2:]) < 32:
-            raise ValueError(f"input too small: {x.shape[-2:]}; H and W must be at least 32 (stride-32 encoder)")
+        MultiTaskNet._check_input(torch.from_numpy(x))  # the network's own input checks
         if self.fixed_size is not None and tuple(x.shape[-2:]) != self.fixed_size:
             raise ValueError(f"this FusedNet was built for {self.fixed_size[0]}x{self.fixed_size[1]} inputs, got "
                              f"{x.shape[-2]}x{x.shape[-1]}; build it with size=None for any size")
-        if self.fixed_size is None:
-            f0s, a8s = self.session.run(None, {"image": x})
-        elif len(x) == 1:
+        if self.fixed_size is None or len(x) == 1:
             f0s, a8s = self.session.run(None, {"image": x})
         else:  # the fixed-shape graph takes one image at a time
             parts = [self.session.run(None, {"image": x[i : i + 1]}) for i in range(len(x))]

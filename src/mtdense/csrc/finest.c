@@ -279,9 +279,7 @@ static void proj_block(const float *restrict f0, int cin, size_t plane, const fl
 }
 
 /* -- the level ------------------------------------------------------------------------------ */
-#ifndef CBLOCK
 #define CBLOCK 8 /* channels whose input sums are formed together (one read of f0 per block) */
-#endif
 
 typedef struct {
     const float *f0, *a8, *proj, *crp;
