@@ -13,9 +13,9 @@ from mtdense.fused import FusedNet, FusedUnavailable, build_library, fused_avail
 needs_compiler = pytest.mark.skipif(not fused_available(), reason="no C compiler to build the fused kernel")
 
 
-def _model(**kw):
+def _model(decoder_channels=16, **kw):
     torch.manual_seed(0)
-    return mtdense.create_model(decoder_channels=16, **kw).eval()
+    return mtdense.create_model(decoder_channels=decoder_channels, **kw).eval()
 
 
 def _assert_matches(net, model, size=(64, 96), seed=0):
@@ -145,3 +145,15 @@ def test_portable_build_without_cpu_specific_code_matches(monkeypatch, tmp_path)
     net = FusedNet(model, threads=2)
     assert net.lib._name == str(lib_path)
     _assert_matches(net, model, seed=4)
+
+
+@needs_compiler
+def test_fused_winograd_covers_partial_tiles_blocks_and_panels():
+    """The heads' Winograd convolution at sizes where every blocking has a remainder: 40 channels
+    (two 16-channel blocks and 8), a 1/4 map of 18 x 83 (a partial 4 x 4 tile row and column, two
+    16-tile blocks, the second partial), 5 tile rows over 3 threads, and 19, 3 and 7 outputs
+    (row panels of 5, 3 and 4, the last with a padded row)."""
+    model = _model(decoder_channels=40, tasks={"seg": 19, "depth": 1, "normals": 3, "parts": 7})
+    net = FusedNet(model, threads=3)
+    assert net.gemm_heads == ["seg", "normals", "parts"]
+    _assert_matches(net, model, size=(70, 330), seed=5)

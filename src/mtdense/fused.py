@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtdense.export import DeployNet, _is_task_head, _tap_weights, ort_session, same_maxpool_size
+from mtdense.export import DeployNet, _is_task_head, ort_session, same_maxpool_size
 from mtdense.models import MultiTaskNet
 
 __all__ = ["FusedNet", "FusedUnavailable", "build_library", "fused_available"]
@@ -116,10 +116,11 @@ def _library() -> ctypes.CDLL:
             raise FusedUnavailable(f"cannot load {path}: {exc}; delete it to rebuild") from exc
         i, p = ctypes.c_int, _FP
         lib.mtd_finest.argtypes = [p, i, p, i, i, i, i, i, p, p, i, i, i, p, ctypes.POINTER(_FP), i, p, p, p, i]
-        lib.mtd_gemm.argtypes = [p, i, i, p, i, p, i]
-        lib.mtd_gather_upsample.argtypes = [p, i, i, i, p, p, i, i, i]
-        lib.mtd_upsample_bias.argtypes = [p, i, i, ctypes.c_float, p, i, i]
-        for fn in (lib.mtd_finest, lib.mtd_gemm, lib.mtd_gather_upsample, lib.mtd_upsample_bias):
+        lib.mtd_head_size.argtypes = [i, i, i]
+        lib.mtd_head_size.restype = ctypes.c_size_t
+        lib.mtd_winograd.argtypes = [p, i, i, i, p, i, p, p, i]
+        lib.mtd_upsample.argtypes = [p, i, i, i, p, p, i, i, i]
+        for fn in (lib.mtd_finest, lib.mtd_winograd, lib.mtd_upsample):
             fn.restype = ctypes.c_int
         _LIB = lib
     return _LIB
@@ -140,7 +141,7 @@ def _ptr(a: np.ndarray):
 
 def _aligned_empty(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
     """An uninitialised float32 array whose data starts on an ``align``-byte boundary (the
-    kernel streams its packed outputs with aligned stores)."""
+    kernel keeps every channel of its heads' input cache-line aligned)."""
     n = int(np.prod(shape))
     raw = np.empty(n + align // 4, np.float32)
     start = (-raw.ctypes.data % align) // 4
@@ -149,6 +150,19 @@ def _aligned_empty(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
 
 def _f32(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+
+
+# Winograd F(4x4, 3x3) (Lavin & Gray, 2016): the kernel transform G; csrc/finest.c applies B^T and A^T.
+_WINO_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                    [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+
+
+def _winograd_weights(weight: torch.Tensor) -> np.ndarray:
+    """``U = G g G^T`` of every 3x3 kernel of an ``m x c x 3 x 3`` weight, as ``36 x m x c`` float32
+    (element ``6 a + b`` of each 6 x 6 product first), computed in float64."""
+    g = weight.detach().cpu().double().numpy()
+    u = np.einsum("ai,ocij,bj->aboc", _WINO_G, g, _WINO_G)
+    return np.ascontiguousarray(u.reshape(36, *g.shape[:2]), dtype=np.float32)
 
 
 class _Coarse(nn.Module):
@@ -218,7 +232,7 @@ class FusedNet(nn.Module):
         self.direct_heads = [t for t in self.task_names if self.tasks[t] == 1]
         heads = deploy.heads
         self.dgemm = _f32(torch.stack([heads[t][0].weight.flatten() for t in self.gemm_heads])) if self.gemm_heads else np.zeros((0, c), np.float32)
-        self.taps = {t: _f32(_tap_weights(heads[t][2].weight.detach()).flatten(1)) for t in self.gemm_heads}  # 9 C x c
+        self.wino = {t: _winograd_weights(heads[t][2].weight) for t in self.gemm_heads}  # 36 x C x c
         self.bias = {t: _f32(heads[t][2].bias if heads[t][2].bias is not None else torch.zeros(self.tasks[t])) for t in self.task_names}
         self.ddir = _f32(torch.stack([heads[t][0].weight.flatten() for t in self.direct_heads])) if self.direct_heads else np.zeros((0, c), np.float32)
         self.kdir = _f32(torch.stack([heads[t][2].weight[0].reshape(c, 9) for t in self.direct_heads])) if self.direct_heads else np.zeros((0, c, 9), np.float32)
@@ -246,9 +260,9 @@ class FusedNet(nn.Module):
     def _buffers_for(self, h: int, w: int) -> dict[str, np.ndarray]:
         buf = self._buffers.get((h, w))
         if buf is None:  # kept between calls: fresh pages would be faulted in on every call
-            strips = -(-h * w // 16)
-            buf = {f"packed_{t}": _aligned_empty((strips, self.channels, 16)) for t in self.gemm_heads}
-            buf.update({f"taps_{t}": np.empty((9 * self.tasks[t], h * w), np.float32) for t in self.gemm_heads})
+            size = self.lib.mtd_head_size(self.channels, h, w)
+            buf = {f"head_{t}": _aligned_empty((size,)) for t in self.gemm_heads}
+            buf.update({f"logits_{t}": np.empty((self.tasks[t], h, w), np.float32) for t in self.gemm_heads})
             buf["direct"] = np.empty((max(len(self.direct_heads), 1), h, w), np.float32)
             self._buffers = {(h, w): buf}  # one size at a time
         return buf
@@ -270,19 +284,19 @@ class FusedNet(nn.Module):
         h8, w8 = a8s.shape[-2:]
         buf = self._buffers_for(h, w)
         outs = {t: np.empty((len(x), self.tasks[t], big_h, big_w), np.float32) for t in self.task_names}
-        packed = (_FP * max(len(self.gemm_heads), 1))(*[_ptr(buf[f"packed_{t}"]) for t in self.gemm_heads])
+        head_in = (_FP * max(len(self.gemm_heads), 1))(*[_ptr(buf[f"head_{t}"]) for t in self.gemm_heads])
         lib, c, nt = self.lib, self.channels, self.threads
         for b in range(len(x)):
             f0, a8 = np.ascontiguousarray(f0s[b]), np.ascontiguousarray(a8s[b])
             err = lib.mtd_finest(_ptr(f0), cin, _ptr(a8), h8, w8, c, h, w, _ptr(self.proj), _ptr(self.crp), len(self.crp), self.pool,
-                                 len(self.gemm_heads), _ptr(self.dgemm), packed, len(self.direct_heads), _ptr(self.ddir), _ptr(self.kdir),
+                                 len(self.gemm_heads), _ptr(self.dgemm), head_in, len(self.direct_heads), _ptr(self.ddir), _ptr(self.kdir),
                                  _ptr(buf["direct"]), nt)
             for t in self.gemm_heads:
-                taps = buf[f"taps_{t}"]
-                err |= lib.mtd_gemm(_ptr(self.taps[t]), len(taps), c, _ptr(buf[f"packed_{t}"]), h * w, _ptr(taps), nt)
-                err |= lib.mtd_gather_upsample(_ptr(taps), self.tasks[t], h, w, _ptr(self.bias[t]), _ptr(outs[t][b]), big_h, big_w, nt)
+                logits, m = buf[f"logits_{t}"], self.tasks[t]
+                err |= lib.mtd_winograd(_ptr(buf[f"head_{t}"]), c, h, w, _ptr(self.wino[t]), m, _ptr(self.bias[t]), _ptr(logits), nt)
+                err |= lib.mtd_upsample(_ptr(logits), m, h, w, None, _ptr(outs[t][b]), big_h, big_w, nt)
             for r, t in enumerate(self.direct_heads):
-                err |= lib.mtd_upsample_bias(_ptr(buf["direct"][r]), h, w, float(self.bias[t][0]), _ptr(outs[t][b]), big_h, big_w)
+                err |= lib.mtd_upsample(_ptr(buf["direct"][r]), 1, h, w, _ptr(self.bias[t]), _ptr(outs[t][b]), big_h, big_w, nt)
             if err:
                 raise MemoryError("the fused kernel could not allocate its working memory")
         return outs

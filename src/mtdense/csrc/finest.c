@@ -7,16 +7,16 @@
  *   mtd_finest:  y = proj . f0 + upsample_bilinear(a8)      the level's input sum
  *                x = relu6(y); top = x; a = x
  *                per CRP stage: top = s * maxpool(top); a += top
- *                per head with several outputs: relu6(d * a), packed for mtd_gemm
+ *                per head with several outputs: hin = relu6(d * a), in the heads' layout
  *                per head with one output:      acc += conv3x3(relu6(d * a))
- *   mtd_gemm:    taps = A . packed    a head's 3x3 conv as a 1x1 conv to 9 tap maps per output
- *   mtd_gather_upsample: out[o] = bilinear(sum_t shift_t(taps[9 o + t]) + bias[o])
- *   mtd_upsample_bias:   out = bilinear(acc + bias)
+ *   mtd_winograd: logits = conv3x3(hin) + bias    Winograd F(4x4, 3x3): 36 GEMMs on 4 x 4 tiles
+ *   mtd_upsample: out = bilinear(logits), or bilinear(acc + bias)
  *
  * Bilinear resampling follows PyTorch's align_corners=False. The CRP max-pool (odd k, stride 1,
  * padding k / 2 that never wins) runs as a 1 x k then a k x 1 pass. Threads are pthreads
- * created per call, so nothing spins between calls. Every sum is over the same terms as the
- * network's; only the order of the additions differs.
+ * created per call, so nothing spins between calls. Every sum but the Winograd convolution's is
+ * over the same terms as the network's, only added in another order; the Winograd transforms
+ * add float rounding of about 1e-6 of the logits' size.
  *
  * mtdense.fused compiles this file at first use: cc -O3 -march=native -shared -fPIC -pthread.
  */
@@ -30,9 +30,13 @@
 #endif
 
 #define MAXT 64
+#if defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch((p), 0, 2) /* for reading, into the L2 */
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
 /* max without fmaxf's NaN rules, so the loops vectorize (maxps) */
 #define MAXF(p, q) ((p) > (q) ? (p) : (q))
-#define STRIP 16 /* pixels per packed column strip of the GEMM's right-hand side */
 
 #define MINF(p, q) ((p) < (q) ? (p) : (q))
 static inline float relu6f(float v) { return MINF(MAXF(v, 0.f), 6.f); }
@@ -92,9 +96,10 @@ static void lerp_table(int in, int out, lerp_t *t) {
     }
 }
 
-/* dst (oh x ow) = bilinear(src (ih x iw)) [+ bias]; tmp holds ih x ow floats. */
+/* dst (oh x ow) = bilinear(src (ih x iw)); tmp holds ih x ow floats. stream: dst is not read
+ * again here, so its aligned rows are written past the caches (the caller issues the sfence). */
 static void resize_plane(const float *restrict src, int ih, int iw, float *restrict dst, int oh, int ow,
-                         const lerp_t *ty, const lerp_t *tx, float *restrict tmp) {
+                         const lerp_t *ty, const lerp_t *tx, float *restrict tmp, int stream) {
     for (int r = 0; r < ih; r++) {
         const float *restrict s = src + (size_t)r * iw;
         float *restrict d = tmp + (size_t)r * ow;
@@ -151,7 +156,16 @@ static void resize_plane(const float *restrict src, int ih, int iw, float *restr
         const float *restrict s1 = tmp + (size_t)ty[i].i1 * ow;
         float l0 = ty[i].l0, l1 = ty[i].l1;
         float *restrict d = dst + (size_t)i * ow;
-        for (int j = 0; j < ow; j++) d[j] = l0 * s0[j] + l1 * s1[j];
+        int j = 0;
+        (void)stream;
+#if defined(__AVX2__) && defined(__FMA__)
+        if (stream && ((uintptr_t)d & 31) == 0) {
+            __m256 v0 = _mm256_set1_ps(l0), v1 = _mm256_set1_ps(l1);
+            for (; j + 8 <= ow; j += 8)
+                _mm256_stream_ps(d + j, _mm256_fmadd_ps(v0, _mm256_loadu_ps(s0 + j), _mm256_mul_ps(v1, _mm256_loadu_ps(s1 + j))));
+        }
+#endif
+        for (; j < ow; j++) d[j] = l0 * s0[j] + l1 * s1[j];
     }
 }
 
@@ -278,6 +292,63 @@ static void proj_block(const float *restrict f0, int cin, size_t plane, const fl
     }
 }
 
+/* -- the heads' 3x3 convolutions: Winograd F(4x4, 3x3) ----------------------------------------
+ * A 3x3 conv (padding 1) over c channels to m outputs, computed on 4 x 4 output tiles:
+ *   Y = A^T [ sum_c U[c] (.) V[c] ] A,   U[c] = G g[c] G^T (6 x 6),   V[c] = B^T d[c] B
+ * where d[c] is the tile's 6 x 6 input window. The sum over c is, for each of the 36 (.)-products
+ * xi, a GEMM U_xi [m, c] . V_xi [c, tiles]: 2.25 multiplications per output instead of 9.
+ *
+ * The head's input (written by mtd_finest) is kept in a layout that makes the window columns of
+ * neighbouring tiles contiguous, and a tile row's windows one sequential read: padded row by
+ * padded row (image row + 1, zero rows around), channel by channel, the four column phases x % 4,
+ * each a run of x / 4 with a zero before and zeros after (to whole blocks of NB tiles). */
+#define NB 16 /* tiles per GEMM column block (two AVX2 vectors) */
+
+typedef struct { int c, T, TY, LW, rows; } hlayout_t;
+
+static hlayout_t head_layout(int c, int h, int w) {
+    hlayout_t L;
+    L.c = c;
+    L.T = (w + 3) / 4;
+    L.TY = (h + 3) / 4;
+    L.LW = (L.T + NB - 1) / NB * NB + 2; /* tiles rounded up to whole blocks, one pad each side */
+    L.rows = 4 * L.TY + 2;
+    return L;
+}
+
+/* row rp (padded) of channel ch */
+static inline size_t head_row(hlayout_t L, int rp, int ch) { return ((size_t)rp * L.c + ch) * 4 * L.LW; }
+
+/* floats in the head layout of a c x h x w map */
+size_t mtd_head_size(int c, int h, int w) {
+    hlayout_t L = head_layout(c, h, w);
+    return head_row(L, L.rows, 0);
+}
+
+/* channel ch of hin (the head layout) = relu6(d * a), a an h x w plane; its pads are zeroed. */
+static void write_head_plane(const float *restrict a, float d, float *restrict hin, int ch, int h, int w, hlayout_t L) {
+    int LW = L.LW, quads = w / 4;
+    for (int rp = 0; rp < L.rows; rp++) {
+        float *restrict g0 = hin + head_row(L, rp, ch), *restrict g1 = g0 + LW, *restrict g2 = g1 + LW, *restrict g3 = g2 + LW;
+        int i = rp - 1;
+        if (i < 0 || i >= h) { memset(g0, 0, sizeof(float) * 4 * LW); continue; }
+        const float *restrict s = a + (size_t)i * w;
+        for (int t = 0; t < quads; t++) {
+            g0[t + 1] = relu6f(d * s[4 * t]);
+            g1[t + 1] = relu6f(d * s[4 * t + 1]);
+            g2[t + 1] = relu6f(d * s[4 * t + 2]);
+            g3[t + 1] = relu6f(d * s[4 * t + 3]);
+        }
+        for (int k = 0; k < 4; k++) {
+            float *restrict g = g0 + (size_t)k * LW;
+            g[0] = 0.f;
+            int t = quads;
+            if (4 * t + k < w) { g[t + 1] = relu6f(d * s[4 * t + k]); t++; }
+            for (; t + 1 < LW; t++) g[t + 1] = 0.f;
+        }
+    }
+}
+
 /* -- the level ------------------------------------------------------------------------------ */
 #define CBLOCK 8 /* channels whose input sums are formed together (one read of f0 per block) */
 
@@ -286,7 +357,8 @@ typedef struct {
     int cin, h8, w8, c, h, w, stages, pool;
     int ngemm, ndirect;
     const float *dgemm, *ddir, *kdir;
-    float *const *packed;
+    float *const *hin;
+    hlayout_t L;
     float *dir_parts;
     const lerp_t *ty, *tx;
     int failed;
@@ -295,7 +367,7 @@ typedef struct {
 static void finest_task(void *arg, int tid, int nt) {
     finest_t *q = (finest_t *)arg;
     int h = q->h, w = q->w, c = q->c;
-    size_t plane = (size_t)h * w, strips = (plane + STRIP - 1) / STRIP;
+    size_t plane = (size_t)h * w;
     float *buf = malloc(sizeof(float) * ((CBLOCK + 3) * plane + (size_t)q->h8 * w + w + q->pool));
     if (!buf) { q->failed = 1; return; }
     float *xs = buf, *top = xs + CBLOCK * plane, *a = top + plane, *tmp = a + plane;
@@ -304,7 +376,7 @@ static void finest_task(void *arg, int tid, int nt) {
         int nb = c - c0 < CBLOCK ? c - c0 : CBLOCK;
         /* input sums of the block: the upsampled coarser map plus the projection of f0 */
         for (int b = 0; b < nb; b++)
-            resize_plane(q->a8 + (size_t)(c0 + b) * q->h8 * q->w8, q->h8, q->w8, xs + b * plane, h, w, q->ty, q->tx, rs);
+            resize_plane(q->a8 + (size_t)(c0 + b) * q->h8 * q->w8, q->h8, q->w8, xs + b * plane, h, w, q->ty, q->tx, rs, 0);
         proj_block(q->f0, q->cin, plane, q->proj + (size_t)c0 * q->cin, nb, xs);
         for (int b = 0; b < nb; b++) {
             int ch = c0 + b;
@@ -316,30 +388,8 @@ static void finest_task(void *arg, int tid, int nt) {
                 pool_rows(s == 0 ? a : top, tmp, h, w, q->pool, rowbuf);
                 pool_cols_scale_add(tmp, top, a, h, w, q->pool, q->crp[(size_t)s * c + ch]);
             }
-            for (int g = 0; g < q->ngemm; g++) {
-                /* packed: strip s holds pixels 16 s .. 16 s + 15 of every channel */
-                float d = q->dgemm[(size_t)g * c + ch];
-                float *restrict hs = q->packed[g] + (size_t)ch * STRIP;
-                for (size_t sidx = 0; sidx < strips; sidx++) {
-                    float *restrict dst = hs + sidx * (size_t)c * STRIP;
-                    size_t p0 = sidx * STRIP;
-                    if (p0 + STRIP <= plane) {
-#if defined(__AVX2__) && defined(__FMA__)
-                        if (((uintptr_t)dst & 31) == 0) {
-                            /* written once, read by the GEMM after every channel: stream past the caches
-                               (no read-for-ownership of 26 MB at 400 x 1024) */
-                            __m256 vd = _mm256_set1_ps(d), zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
-                            _mm256_stream_ps(dst, _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(vd, _mm256_loadu_ps(a + p0)), zero), six));
-                            _mm256_stream_ps(dst + 8, _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(vd, _mm256_loadu_ps(a + p0 + 8)), zero), six));
-                            continue;
-                        }
-#endif
-                        relu6_scaled(a + p0, d, dst, STRIP);
-                    } else {
-                        for (int j = 0; j < STRIP; j++) dst[j] = p0 + j < plane ? relu6f(d * a[p0 + j]) : 0.f;
-                    }
-                }
-            }
+            for (int g = 0; g < q->ngemm; g++)
+                write_head_plane(a, q->dgemm[(size_t)g * c + ch], q->hin[g], ch, h, w, q->L);
             for (int r = 0; r < q->ndirect; r++) {
                 float d = q->ddir[(size_t)r * c + ch];
                 relu6_scaled(a, d, tmp, plane);
@@ -348,9 +398,6 @@ static void finest_task(void *arg, int tid, int nt) {
         }
     }
     free(buf);
-#if defined(__AVX2__) && defined(__FMA__)
-    _mm_sfence(); /* the streamed stores are visible before the threads join */
-#endif
 }
 
 /* One image.
@@ -359,14 +406,15 @@ static void finest_task(void *arg, int tid, int nt) {
  *   proj  [c, cin]           1x1 projection of f0
  *   crp   [stages, c]        the CRP's depthwise scales; pool: its max-pool size (odd)
  *   dgemm [ngemm, c]         depthwise scales of the heads with several outputs
- *   packed[g]                out: relu6(dgemm[g] * crp_out) as [ceil(h w / 16), c, 16]
+ *   hin[g]                   out: relu6(dgemm[g] * crp_out) in the heads' layout (see
+ *                            mtd_winograd), mtd_head_size(c, h, w) floats
  *   ddir  [ndirect, c]       depthwise scales of the heads with one output
  *   kdir  [ndirect, c, 9]    their 3x3 kernels
  *   dir   [ndirect, h, w]    out: their 3x3 convs over all channels (no bias)
  * Returns 0, or 1 when out of memory. */
 int mtd_finest(const float *f0, int cin, const float *a8, int h8, int w8, int c, int h, int w,
                const float *proj, const float *crp, int stages, int pool,
-               int ngemm, const float *dgemm, float *const *packed,
+               int ngemm, const float *dgemm, float *const *hin,
                int ndirect, const float *ddir, const float *kdir, float *dir, int threads) {
     size_t plane = (size_t)h * w;
     int nt = threads < 1 ? 1 : (threads > MAXT ? MAXT : threads);
@@ -375,7 +423,7 @@ int mtd_finest(const float *f0, int cin, const float *a8, int h8, int w8, int c,
     if (!ty || !tx || !parts) { free(ty); free(tx); free(parts); return 1; }
     lerp_table(h8, h, ty);
     lerp_table(w8, w, tx);
-    finest_t q = {f0, a8, proj, crp, cin, h8, w8, c, h, w, stages, pool, ngemm, ndirect, dgemm, ddir, kdir, packed, parts, ty, tx, 0};
+    finest_t q = {f0, a8, proj, crp, cin, h8, w8, c, h, w, stages, pool, ngemm, ndirect, dgemm, ddir, kdir, hin, head_layout(c, h, w), parts, ty, tx, 0};
     run_parallel(finest_task, &q, nt);
     if (!q.failed) {
         for (int r = 0; r < ndirect; r++) {
@@ -389,138 +437,246 @@ int mtd_finest(const float *f0, int cin, const float *a8, int h8, int w8, int c,
     return q.failed;
 }
 
-/* -- GEMM: out [m, n] = A [m, k] . B, B packed as [ceil(n / 16), k, 16] ---------------------- */
-#define MR 6
+/* B^T x for the six rows x[0..5] of NB lanes: y[u] = sum_v BT[u][v] x[v] */
+#define BT6(Y, X)                                                                                      \
+    for (int l = 0; l < NB; l++) {                                                                     \
+        float x0 = (X)[0][l], x1 = (X)[1][l], x2 = (X)[2][l], x3 = (X)[3][l], x4 = (X)[4][l], x5 = (X)[5][l]; \
+        (Y)[0][l] = 4.f * x0 - 5.f * x2 + x4;                                                          \
+        (Y)[1][l] = -4.f * (x1 + x2) + x3 + x4;                                                        \
+        (Y)[2][l] = 4.f * (x1 - x2) - x3 + x4;                                                         \
+        (Y)[3][l] = 2.f * (x3 - x1) - x2 + x4;                                                         \
+        (Y)[4][l] = 2.f * (x1 - x3) - x2 + x4;                                                         \
+        (Y)[5][l] = 4.f * x1 - 5.f * x3 + x5;                                                          \
+    }
+
+/* A^T x for six rows: y[j] = sum_v AT[j][v] x[v] */
+#define AT6(Y, X)                                                                                      \
+    for (int l = 0; l < NB; l++) {                                                                     \
+        float x0 = (X)[0][l], x1 = (X)[1][l], x2 = (X)[2][l], x3 = (X)[3][l], x4 = (X)[4][l], x5 = (X)[5][l]; \
+        float p12 = x1 + x2, m12 = x1 - x2, p34 = x3 + x4, m34 = x3 - x4;                              \
+        (Y)[0][l] = x0 + p12 + p34;                                                                    \
+        (Y)[1][l] = m12 + 2.f * m34;                                                                   \
+        (Y)[2][l] = p12 + 4.f * p34;                                                                   \
+        (Y)[3][l] = m12 + 8.f * m34 + x5;                                                              \
+    }
+
+/* M [mr, NB] (+)= A [mr, k] (packed as [k][mr]) . B [k, NB]; acc: add to M instead of setting it */
+static inline __attribute__((always_inline)) void ukernel(int mr, const float *restrict ap, const float *restrict b, int k, float *restrict out, int acc) {
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 c0[6], c1[6];
+    for (int r = 0; r < mr; r++) {
+        c0[r] = acc ? _mm256_loadu_ps(out + r * NB) : _mm256_setzero_ps();
+        c1[r] = acc ? _mm256_loadu_ps(out + r * NB + 8) : _mm256_setzero_ps();
+    }
+    for (int kk = 0; kk < k; kk++) {
+        __m256 b0 = _mm256_load_ps(b + (size_t)kk * NB), b1 = _mm256_load_ps(b + (size_t)kk * NB + 8);
+        for (int r = 0; r < mr; r++) {
+            __m256 x = _mm256_broadcast_ss(ap + (size_t)kk * mr + r);
+            c0[r] = _mm256_fmadd_ps(x, b0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+        }
+    }
+    for (int r = 0; r < mr; r++) { _mm256_storeu_ps(out + r * NB, c0[r]); _mm256_storeu_ps(out + r * NB + 8, c1[r]); }
+#else
+    float sum[6][NB];
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < NB; j++) sum[r][j] = acc ? out[r * NB + j] : 0.f;
+    for (int kk = 0; kk < k; kk++)
+        for (int r = 0; r < mr; r++)
+            for (int j = 0; j < NB; j++) sum[r][j] += ap[(size_t)kk * mr + r] * b[(size_t)kk * NB + j];
+    for (int r = 0; r < mr; r++) memcpy(out + r * NB, sum[r], sizeof(float) * NB);
+#endif
+}
+
+static void ukernel_mr(int mr, const float *ap, const float *b, int k, float *out, int acc) {
+    switch (mr) { /* constant row counts, so the accumulators stay in registers */
+    case 1: ukernel(1, ap, b, k, out, acc); break;
+    case 2: ukernel(2, ap, b, k, out, acc); break;
+    case 3: ukernel(3, ap, b, k, out, acc); break;
+    case 4: ukernel(4, ap, b, k, out, acc); break;
+    case 5: ukernel(5, ap, b, k, out, acc); break;
+    default: ukernel(6, ap, b, k, out, acc); break;
+    }
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* B^T x for six vectors */
+static inline __attribute__((always_inline)) void bt6_avx(__m256 x0, __m256 x1, __m256 x2, __m256 x3, __m256 x4, __m256 x5, __m256 *y) {
+    const __m256 four = _mm256_set1_ps(4.f), mfour = _mm256_set1_ps(-4.f), two = _mm256_set1_ps(2.f), mfive = _mm256_set1_ps(-5.f);
+    y[0] = _mm256_fmadd_ps(four, x0, _mm256_fmadd_ps(mfive, x2, x4));
+    y[1] = _mm256_fmadd_ps(mfour, _mm256_add_ps(x1, x2), _mm256_add_ps(x3, x4));
+    y[2] = _mm256_fmadd_ps(four, _mm256_sub_ps(x1, x2), _mm256_sub_ps(x4, x3));
+    y[3] = _mm256_fmadd_ps(two, _mm256_sub_ps(x3, x1), _mm256_sub_ps(x4, x2));
+    y[4] = _mm256_fmadd_ps(two, _mm256_sub_ps(x1, x3), _mm256_sub_ps(x4, x2));
+    y[5] = _mm256_fmadd_ps(four, x1, _mm256_fmadd_ps(mfive, x3, x5));
+}
+#endif
+
+/* v [36, NB]: B^T d B for NB tiles of one channel; base points at the window's first padded row,
+ * rs: floats between padded rows, t0: the first tile; stride: floats between the 36 outputs. */
+static void input_transform(const float *base, size_t rs, int LW, int t0, float *v, size_t stride) {
+#if defined(__AVX2__) && defined(__FMA__)
+    for (int half = 0; half < NB; half += 8) {
+        __m256 rt[6][6];
+        for (int r = 0; r < 6; r++) {
+            const float *g0 = base + r * rs + t0 + half, *g1 = g0 + LW, *g2 = g1 + LW, *g3 = g2 + LW;
+            bt6_avx(_mm256_loadu_ps(g3), _mm256_loadu_ps(g0 + 1), _mm256_loadu_ps(g1 + 1), _mm256_loadu_ps(g2 + 1),
+                    _mm256_loadu_ps(g3 + 1), _mm256_loadu_ps(g0 + 2), rt[r]);
+        }
+        for (int b = 0; b < 6; b++) {
+            __m256 y[6];
+            bt6_avx(rt[0][b], rt[1][b], rt[2][b], rt[3][b], rt[4][b], rt[5][b], y);
+            for (int a = 0; a < 6; a++) _mm256_store_ps(v + (size_t)(a * 6 + b) * stride + half, y[a]);
+        }
+    }
+#else
+    float rt[6][6][NB];
+    for (int r = 0; r < 6; r++) {
+        const float *g0 = base + r * rs, *g1 = g0 + LW, *g2 = g1 + LW, *g3 = g2 + LW;
+        const float *x[6] = {g3 + t0, g0 + t0 + 1, g1 + t0 + 1, g2 + t0 + 1, g3 + t0 + 1, g0 + t0 + 2};
+        BT6(rt[r], x)
+    }
+    for (int b = 0; b < 6; b++) {
+        float col[6][NB], y[6][NB];
+        for (int r = 0; r < 6; r++) memcpy(col[r], rt[r][b], sizeof(col[r]));
+        BT6(y, col)
+        for (int a = 0; a < 6; a++) memcpy(v + (size_t)(a * 6 + b) * stride, y[a], sizeof(y[a]));
+    }
+#endif
+}
+
+#define KB 16 /* channels per block: for a row of 64 tiles (a 256-wide map) the block's transformed
+                 inputs (157 KB) and the sums (184 KB at 19 outputs) stay in a 512 KB L2 */
+#define VSTRIDE (KB * NB + 16) /* floats between the 36 products: not a multiple of 4 KB, so the
+                                  transform's stores do not all fall in one L1 set */
 
 typedef struct {
-    const float *apack, *b;
+    const float *hin, *upack, *bias;
     float *out;
-    int m, k, n, mtiles;
-} gemm_t;
+    int m, mr, panels, h, w;
+    hlayout_t L;
+    int failed;
+} wino_t;
 
-static void gemm_strip(const gemm_t *g, size_t s) {
-    const float *bs = g->b + s * (size_t)g->k * STRIP;
-    size_t n0 = s * STRIP;
-    int cols = (size_t)g->n - n0 < STRIP ? (int)((size_t)g->n - n0) : STRIP;
-    for (int mt = 0; mt < g->mtiles; mt++) {
-        const float *ap = g->apack + (size_t)mt * g->k * MR;
-        float acc[MR][STRIP];
-#if defined(__AVX2__) && defined(__FMA__)
-        __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-        __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-        __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-        for (int kk = 0; kk < g->k; kk++) {
-            __m256 b0 = _mm256_loadu_ps(bs + (size_t)kk * STRIP), b1 = _mm256_loadu_ps(bs + (size_t)kk * STRIP + 8);
-            const float *av = ap + (size_t)kk * MR;
-            __m256 x;
-            x = _mm256_broadcast_ss(av + 0); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-            x = _mm256_broadcast_ss(av + 1); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-            x = _mm256_broadcast_ss(av + 2); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-            x = _mm256_broadcast_ss(av + 3); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-            x = _mm256_broadcast_ss(av + 4); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-            x = _mm256_broadcast_ss(av + 5); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+/* Tile row ty, tile blocks [j0, j1): channel block by channel block, transform the inputs, then
+ * add their products into the sums; then transform the sums into the outputs. */
+static void wino_row(const wino_t *q, int ty, int j0, int j1, int next_ty, float *v, float *mm) {
+    int c = q->L.c, m = q->m, mr = q->mr, mpad = q->mr * q->panels, LW = q->L.LW, h = q->h, w = q->w;
+    size_t rs = head_row(q->L, 1, 0), vchunk = (size_t)36 * VSTRIDE, mchunk = (size_t)36 * mpad * NB;
+    for (int k0 = 0; k0 < c; k0 += KB) {
+        int kn = c - k0 < KB ? c - k0 : KB;
+        for (int kk = 0; kk < kn; kk++) {
+            const float *base = q->hin + head_row(q->L, 4 * ty, k0 + kk);
+            for (int j = j0; j < j1; j++) input_transform(base, rs, LW, j * NB, v + (j - j0) * vchunk + (size_t)kk * NB, VSTRIDE);
         }
-        _mm256_storeu_ps(acc[0], c00); _mm256_storeu_ps(acc[0] + 8, c01);
-        _mm256_storeu_ps(acc[1], c10); _mm256_storeu_ps(acc[1] + 8, c11);
-        _mm256_storeu_ps(acc[2], c20); _mm256_storeu_ps(acc[2] + 8, c21);
-        _mm256_storeu_ps(acc[3], c30); _mm256_storeu_ps(acc[3] + 8, c31);
-        _mm256_storeu_ps(acc[4], c40); _mm256_storeu_ps(acc[4] + 8, c41);
-        _mm256_storeu_ps(acc[5], c50); _mm256_storeu_ps(acc[5] + 8, c51);
-#else
-        for (int r = 0; r < MR; r++)
-            for (int j = 0; j < STRIP; j++) acc[r][j] = 0.f;
-        for (int kk = 0; kk < g->k; kk++) {
-            const float *bv = bs + (size_t)kk * STRIP, *av = ap + (size_t)kk * MR;
-            for (int r = 0; r < MR; r++)
-                for (int j = 0; j < STRIP; j++) acc[r][j] += av[r] * bv[j];
-        }
-#endif
-        for (int r = 0; r < MR; r++) {
-            int row = mt * MR + r;
-            if (row >= g->m) break;
-            memcpy(g->out + (size_t)row * g->n + n0, acc[r], sizeof(float) * cols);
+        /* while the GEMM computes, the next block's input rows are fetched: six runs of
+           consecutive memory (the layout puts a padded row's channels one after the other) */
+        int nty = k0 + KB < c ? ty : next_ty, nk0 = k0 + KB < c ? k0 + KB : 0, nkn = c - nk0 < KB ? c - nk0 : KB;
+        size_t lines = nty < 0 ? 0 : ((size_t)nkn * 4 * LW + 15) / 16, sent = 0;
+        size_t per_step = (6 * lines + 36 * (size_t)(j1 - j0) - 1) / (36 * (size_t)(j1 - j0));
+        const float *next = nty < 0 ? NULL : q->hin + head_row(q->L, 4 * nty, nk0);
+        for (int j = j0; j < j1; j++)
+            for (int xi = 0; xi < 36; xi++) {
+                for (size_t e = 0; e < per_step && sent < 6 * lines; e++, sent++)
+                    PREFETCH(next + (sent / lines) * rs + (sent % lines) * 16);
+                for (int p = 0; p < q->panels; p++)
+                    ukernel_mr(mr, q->upack + (((size_t)xi * q->panels + p) * c + k0) * mr, v + (j - j0) * vchunk + (size_t)xi * VSTRIDE, kn,
+                               mm + (j - j0) * mchunk + ((size_t)xi * mpad + (size_t)p * mr) * NB, k0 > 0);
+            }
+    }
+    /* Y = A^T M A + bias, written where the tiles lie in the image */
+    for (int j = j0; j < j1; j++) {
+        const float *mj = mm + (j - j0) * mchunk;
+        int t0 = j * NB, ncol = w - 4 * t0 < 4 * NB ? w - 4 * t0 : 4 * NB;
+        if (ncol <= 0) continue;
+        for (int o = 0; o < m; o++) {
+            float z[6][4][NB], y[4][4][NB], rowbuf[4 * NB];
+            for (int a = 0; a < 6; a++) {
+                float x[6][NB];
+                for (int b = 0; b < 6; b++) memcpy(x[b], mj + ((size_t)(a * 6 + b) * mpad + o) * NB, sizeof(x[b]));
+                AT6(z[a], x)
+            }
+            for (int jj = 0; jj < 4; jj++) {
+                float x[6][NB], yy[4][NB];
+                for (int a = 0; a < 6; a++) memcpy(x[a], z[a][jj], sizeof(x[a]));
+                AT6(yy, x)
+                for (int i = 0; i < 4; i++) memcpy(y[i][jj], yy[i], sizeof(yy[i]));
+            }
+            float bo = q->bias ? q->bias[o] : 0.f;
+            for (int i = 0; i < 4 && 4 * ty + i < h; i++) {
+                for (int l = 0; l < NB; l++)
+                    for (int jj = 0; jj < 4; jj++) rowbuf[4 * l + jj] = y[i][jj][l] + bo;
+                memcpy(q->out + ((size_t)o * h + 4 * ty + i) * w + 4 * t0, rowbuf, sizeof(float) * ncol);
+            }
         }
     }
 }
 
-static void gemm_task(void *arg, int tid, int nt) {
-    gemm_t *g = (gemm_t *)arg;
-    size_t strips = ((size_t)g->n + STRIP - 1) / STRIP;
-    size_t lo = strips * tid / nt, hi = strips * (tid + 1) / nt;
-    for (size_t s = lo; s < hi; s++) gemm_strip(g, s);
+static void wino_task(void *arg, int tid, int nt) {
+    wino_t *q = (wino_t *)arg;
+    int blocks = (q->L.LW - 2) / NB, mpad = q->mr * q->panels;
+    size_t bytes = sizeof(float) * (size_t)blocks * 36 * (VSTRIDE + (size_t)mpad * NB);
+    float *v = aligned_alloc(64, (bytes + 63) / 64 * 64); /* a whole number of alignments, as C11 asks */
+    if (!v) { q->failed = 1; return; }
+    float *mm = v + (size_t)blocks * 36 * VSTRIDE;
+    for (int ty = tid; ty < q->L.TY; ty += nt) wino_row(q, ty, 0, blocks, ty + nt < q->L.TY ? ty + nt : -1, v, mm);
+    free(v);
 }
 
-int mtd_gemm(const float *a, int m, int k, const float *bpacked, int n, float *out, int threads) {
-    int mtiles = (m + MR - 1) / MR;
-    float *apack = calloc((size_t)mtiles * MR * k, sizeof(float));
-    if (!apack) return 1;
-    for (int r = 0; r < m; r++)
-        for (int kk = 0; kk < k; kk++) apack[((size_t)(r / MR) * k + kk) * MR + r % MR] = a[(size_t)r * k + kk];
-    gemm_t g = {apack, bpacked, out, m, k, n, mtiles};
-    run_parallel(gemm_task, &g, threads);
-    free(apack);
-    return 0;
+/* out [m, h, w] = 3x3 conv (padding 1) of hin (c channels in the head layout) + bias.
+ *   u [36, m, c]: U = G g G^T of every kernel, element xi = 6 a + b of the 6 x 6 product.
+ * Returns 0, or 1 when out of memory. */
+int mtd_winograd(const float *hin, int c, int h, int w, const float *u, int m, const float *bias, float *out, int threads) {
+    hlayout_t L = head_layout(c, h, w);
+    int panels = (m + 5) / 6, mr = (m + panels - 1) / panels;
+    float *upack = calloc((size_t)36 * panels * mr * c, sizeof(float));
+    if (!upack) return 1;
+    for (int xi = 0; xi < 36; xi++)
+        for (int o = 0; o < m; o++)
+            for (int k = 0; k < c; k++)
+                upack[(((size_t)xi * panels + o / mr) * c + k) * mr + o % mr] = u[((size_t)xi * m + o) * c + k];
+    wino_t q = {hin, upack, bias, out, m, mr, panels, h, w, L, 0};
+    run_parallel(wino_task, &q, threads < L.TY ? threads : L.TY);
+    free(upack);
+    return q.failed;
 }
 
 /* -- the outputs ------------------------------------------------------------------------------ */
 typedef struct {
-    const float *taps, *bias;
+    const float *src, *bias;
     float *out;
-    int classes, h, w, oh, ow;
+    int n, h, w, oh, ow;
     const lerp_t *ty, *tx;
     int failed;
-} gather_t;
+} upsample_t;
 
-static void gather_task(void *arg, int tid, int nt) {
-    gather_t *q = (gather_t *)arg;
-    int h = q->h, w = q->w;
-    size_t plane = (size_t)h * w;
-    float *lo = malloc(sizeof(float) * (plane + (size_t)h * q->ow));
+static void upsample_task(void *arg, int tid, int nt) {
+    upsample_t *q = (upsample_t *)arg;
+    size_t plane = (size_t)q->h * q->w;
+    float *lo = malloc(sizeof(float) * (plane + (size_t)q->h * q->ow));
     if (!lo) { q->failed = 1; return; }
-    float *rs = lo + plane;
-    for (int o = tid; o < q->classes; o += nt) {
-        float b = q->bias ? q->bias[o] : 0.f;
-        for (size_t p = 0; p < plane; p++) lo[p] = b;
-        for (int t = 0; t < 9; t++) {
-            int di = t / 3 - 1, dj = t % 3 - 1;
-            const float *src = q->taps + ((size_t)o * 9 + t) * plane;
-            for (int i = 0; i < h; i++) {
-                int r = i + di;
-                if (r < 0 || r >= h) continue;
-                const float *restrict s = src + (size_t)r * w;
-                float *restrict d = lo + (size_t)i * w;
-                int j0 = dj < 0 ? 1 : 0, j1 = dj > 0 ? w - 1 : w;
-                for (int j = j0; j < j1; j++) d[j] += s[j + dj];
-            }
+    for (int o = tid; o < q->n; o += nt) {
+        const float *s = q->src + (size_t)o * plane;
+        if (q->bias) {
+            for (size_t p = 0; p < plane; p++) lo[p] = s[p] + q->bias[o];
+            s = lo;
         }
-        resize_plane(lo, h, w, q->out + (size_t)o * q->oh * q->ow, q->oh, q->ow, q->ty, q->tx, rs);
+        resize_plane(s, q->h, q->w, q->out + (size_t)o * q->oh * q->ow, q->oh, q->ow, q->ty, q->tx, lo + plane, 1);
     }
     free(lo);
+#if defined(__AVX2__) && defined(__FMA__)
+    _mm_sfence();
+#endif
 }
 
-/* taps [classes * 9, h, w] (tap t of class o at row 9 o + t, row-major in the 3x3 window)
- * -> out [classes, oh, ow] = bilinear(sum_t shift_t(taps[9 o + t]) + bias[o]). */
-int mtd_gather_upsample(const float *taps, int classes, int h, int w, const float *bias,
-                        float *out, int oh, int ow, int threads) {
+/* out [n, oh, ow] = bilinear(src [n, h, w] (+ bias[o] when bias is not NULL)). */
+int mtd_upsample(const float *src, int n, int h, int w, const float *bias, float *out, int oh, int ow, int threads) {
     lerp_t *ty = malloc(sizeof(lerp_t) * oh), *tx = malloc(sizeof(lerp_t) * ow);
     if (!ty || !tx) { free(ty); free(tx); return 1; }
     lerp_table(h, oh, ty);
     lerp_table(w, ow, tx);
-    gather_t q = {taps, bias, out, classes, h, w, oh, ow, ty, tx, 0};
-    run_parallel(gather_task, &q, threads < classes ? threads : classes);
+    upsample_t q = {src, bias, out, n, h, w, oh, ow, ty, tx, 0};
+    run_parallel(upsample_task, &q, threads < n ? threads : n);
     free(ty); free(tx);
     return q.failed;
-}
-
-/* out (oh x ow) = bilinear(src (h x w) + bias). */
-int mtd_upsample_bias(const float *src, int h, int w, float bias, float *out, int oh, int ow) {
-    lerp_t *ty = malloc(sizeof(lerp_t) * oh), *tx = malloc(sizeof(lerp_t) * ow);
-    float *lo = malloc(sizeof(float) * ((size_t)h * w + (size_t)h * ow));
-    if (!ty || !tx || !lo) { free(ty); free(tx); free(lo); return 1; }
-    lerp_table(h, oh, ty);
-    lerp_table(w, ow, tx);
-    for (size_t p = 0; p < (size_t)h * w; p++) lo[p] = src[p] + bias;
-    resize_plane(lo, h, w, out, oh, ow, ty, tx, lo + (size_t)h * w);
-    free(ty); free(tx); free(lo);
-    return 0;
 }
