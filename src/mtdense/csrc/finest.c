@@ -311,7 +311,8 @@ static hlayout_t head_layout(int c, int h, int w) {
     L.c = c;
     L.T = (w + 3) / 4;
     L.TY = (h + 3) / 4;
-    L.LW = (L.T + NB - 1) / NB * NB + 2; /* tiles rounded up to whole blocks, one pad each side */
+    L.LW = (L.T + NB - 1) / NB * NB + 4; /* tiles rounded up to whole blocks, a zero before and
+                                            after; 4 LW floats are whole 64-byte lines */
     L.rows = 4 * L.TY + 2;
     return L;
 }
@@ -325,27 +326,43 @@ size_t mtd_head_size(int c, int h, int w) {
     return head_row(L, L.rows, 0);
 }
 
-/* channel ch of hin (the head layout) = relu6(d * a), a an h x w plane; its pads are zeroed. */
-static void write_head_plane(const float *restrict a, float d, float *restrict hin, int ch, int h, int w, hlayout_t L) {
+/* channel ch of hin (the head layout) = relu6(d * a), a an h x w plane; its pads are zeroed.
+ * Each padded row's four runs are built in stage (4 LW floats, 64-byte aligned) and then
+ * streamed past the caches as whole lines: the Winograd pass reads them only after every
+ * channel is done, so caching them would only evict the chain's planes (and read each line
+ * before overwriting it). */
+static void write_head_plane(const float *restrict a, float d, float *restrict hin, int ch, int h, int w, hlayout_t L,
+                             float *restrict stage) {
     int LW = L.LW, quads = w / 4;
+    size_t run = (size_t)4 * LW;
+    float *restrict g0 = stage, *restrict g1 = g0 + LW, *restrict g2 = g1 + LW, *restrict g3 = g2 + LW;
     for (int rp = 0; rp < L.rows; rp++) {
-        float *restrict g0 = hin + head_row(L, rp, ch), *restrict g1 = g0 + LW, *restrict g2 = g1 + LW, *restrict g3 = g2 + LW;
+        float *restrict dst = hin + head_row(L, rp, ch);
         int i = rp - 1;
-        if (i < 0 || i >= h) { memset(g0, 0, sizeof(float) * 4 * LW); continue; }
-        const float *restrict s = a + (size_t)i * w;
-        for (int t = 0; t < quads; t++) {
-            g0[t + 1] = relu6f(d * s[4 * t]);
-            g1[t + 1] = relu6f(d * s[4 * t + 1]);
-            g2[t + 1] = relu6f(d * s[4 * t + 2]);
-            g3[t + 1] = relu6f(d * s[4 * t + 3]);
+        if (i < 0 || i >= h) {
+            memset(stage, 0, sizeof(float) * run);
+        } else {
+            const float *restrict s = a + (size_t)i * w;
+            for (int t = 0; t < quads; t++) {
+                g0[t + 1] = relu6f(d * s[4 * t]);
+                g1[t + 1] = relu6f(d * s[4 * t + 1]);
+                g2[t + 1] = relu6f(d * s[4 * t + 2]);
+                g3[t + 1] = relu6f(d * s[4 * t + 3]);
+            }
+            for (int k = 0; k < 4; k++) {
+                float *restrict g = g0 + (size_t)k * LW;
+                g[0] = 0.f;
+                int t = quads;
+                if (4 * t + k < w) { g[t + 1] = relu6f(d * s[4 * t + k]); t++; }
+                for (; t + 1 < LW; t++) g[t + 1] = 0.f;
+            }
         }
-        for (int k = 0; k < 4; k++) {
-            float *restrict g = g0 + (size_t)k * LW;
-            g[0] = 0.f;
-            int t = quads;
-            if (4 * t + k < w) { g[t + 1] = relu6f(d * s[4 * t + k]); t++; }
-            for (; t + 1 < LW; t++) g[t + 1] = 0.f;
-        }
+        size_t p = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+        if (((uintptr_t)dst & 31) == 0)
+            for (; p + 8 <= run; p += 8) _mm256_stream_ps(dst + p, _mm256_load_ps(stage + p));
+#endif
+        for (; p < run; p++) dst[p] = stage[p];
     }
 }
 
@@ -369,7 +386,8 @@ static void finest_task(void *arg, int tid, int nt) {
     int h = q->h, w = q->w, c = q->c;
     size_t plane = (size_t)h * w;
     float *buf = malloc(sizeof(float) * ((CBLOCK + 3) * plane + (size_t)q->h8 * w + w + q->pool));
-    if (!buf) { q->failed = 1; return; }
+    float *stage = aligned_alloc(64, ((size_t)16 * q->L.LW + 63) / 64 * 64);
+    if (!buf || !stage) { free(buf); free(stage); q->failed = 1; return; }
     float *xs = buf, *top = xs + CBLOCK * plane, *a = top + plane, *tmp = a + plane;
     float *rs = tmp + plane, *rowbuf = rs + (size_t)q->h8 * w;
     for (int c0 = tid * CBLOCK; c0 < c; c0 += nt * CBLOCK) {
@@ -389,7 +407,7 @@ static void finest_task(void *arg, int tid, int nt) {
                 pool_cols_scale_add(tmp, top, a, h, w, q->pool, q->crp[(size_t)s * c + ch]);
             }
             for (int g = 0; g < q->ngemm; g++)
-                write_head_plane(a, q->dgemm[(size_t)g * c + ch], q->hin[g], ch, h, w, q->L);
+                write_head_plane(a, q->dgemm[(size_t)g * c + ch], q->hin[g], ch, h, w, q->L, stage);
             for (int r = 0; r < q->ndirect; r++) {
                 float d = q->ddir[(size_t)r * c + ch];
                 relu6_scaled(a, d, tmp, plane);
@@ -398,6 +416,10 @@ static void finest_task(void *arg, int tid, int nt) {
         }
     }
     free(buf);
+    free(stage);
+#if defined(__AVX2__) && defined(__FMA__)
+    _mm_sfence(); /* the streamed stores are visible before the threads join */
+#endif
 }
 
 /* One image.
