@@ -145,7 +145,7 @@ def _ptr(a: np.ndarray):
 
 def _aligned_empty(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
     """An uninitialised float32 array whose data starts on an ``align``-byte boundary (the
-    kernel keeps every channel of its heads' input cache-line aligned)."""
+    kernel streams the heads' input to it in whole, aligned cache lines)."""
     n = int(np.prod(shape))
     raw = np.empty(n + align // 4, np.float32)
     start = (-raw.ctypes.data % align) // 4

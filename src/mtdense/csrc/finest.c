@@ -304,15 +304,15 @@ static void proj_block(const float *restrict f0, int cin, size_t plane, const fl
  * each a run of x / 4 with a zero before and zeros after (to whole blocks of NB tiles). */
 #define NB 16 /* tiles per GEMM column block (two AVX2 vectors) */
 
-typedef struct { int c, T, TY, LW, rows; } hlayout_t;
+typedef struct { int c, TY, LW, rows; } hlayout_t;
 
 static hlayout_t head_layout(int c, int h, int w) {
     hlayout_t L;
+    int tiles = (w + 3) / 4;
     L.c = c;
-    L.T = (w + 3) / 4;
     L.TY = (h + 3) / 4;
-    L.LW = (L.T + NB - 1) / NB * NB + 4; /* tiles rounded up to whole blocks, a zero before and
-                                            after; 4 LW floats are whole 64-byte lines */
+    L.LW = (tiles + NB - 1) / NB * NB + 4; /* tiles rounded up to whole blocks, a zero before and
+                                              after; 4 LW floats are whole 64-byte lines */
     L.rows = 4 * L.TY + 2;
     return L;
 }
