@@ -580,35 +580,37 @@ typedef struct {
     int failed;
 } wino_t;
 
-/* Tile row ty, tile blocks [j0, j1): channel block by channel block, transform the inputs, then
- * add their products into the sums; then transform the sums into the outputs. */
-static void wino_row(const wino_t *q, int ty, int j0, int j1, int next_ty, float *v, float *mm) {
+/* Tile row ty (its blocks of NB tiles): channel block by channel block, transform the inputs,
+ * then add their products into the sums; then transform the sums into the outputs. While the
+ * sums grow, tile row next_ty (if >= 0) is prefetched. */
+static void wino_row(const wino_t *q, int ty, int next_ty, float *v, float *mm) {
     int c = q->L.c, m = q->m, mr = q->mr, mpad = q->mr * q->panels, LW = q->L.LW, h = q->h, w = q->w;
+    int blocks = (LW - 2) / NB;
     size_t rs = head_row(q->L, 1, 0), vchunk = (size_t)36 * VSTRIDE, mchunk = (size_t)36 * mpad * NB;
     for (int k0 = 0; k0 < c; k0 += KB) {
         int kn = c - k0 < KB ? c - k0 : KB;
         for (int kk = 0; kk < kn; kk++) {
             const float *base = q->hin + head_row(q->L, 4 * ty, k0 + kk);
-            for (int j = j0; j < j1; j++) input_transform(base, rs, LW, j * NB, v + (j - j0) * vchunk + (size_t)kk * NB, VSTRIDE);
+            for (int j = 0; j < blocks; j++) input_transform(base, rs, LW, j * NB, v + j * vchunk + (size_t)kk * NB, VSTRIDE);
         }
         /* while the GEMM computes, the next block's input rows are fetched: six runs of
            consecutive memory (the layout puts a padded row's channels one after the other) */
         int nty = k0 + KB < c ? ty : next_ty, nk0 = k0 + KB < c ? k0 + KB : 0, nkn = c - nk0 < KB ? c - nk0 : KB;
         size_t lines = nty < 0 ? 0 : ((size_t)nkn * 4 * LW + 15) / 16, sent = 0;
-        size_t per_step = (6 * lines + 36 * (size_t)(j1 - j0) - 1) / (36 * (size_t)(j1 - j0));
+        size_t per_step = (6 * lines + 36 * (size_t)blocks - 1) / (36 * (size_t)blocks);
         const float *next = nty < 0 ? NULL : q->hin + head_row(q->L, 4 * nty, nk0);
-        for (int j = j0; j < j1; j++)
+        for (int j = 0; j < blocks; j++)
             for (int xi = 0; xi < 36; xi++) {
                 for (size_t e = 0; e < per_step && sent < 6 * lines; e++, sent++)
                     PREFETCH(next + (sent / lines) * rs + (sent % lines) * 16);
                 for (int p = 0; p < q->panels; p++)
-                    ukernel_mr(mr, q->upack + (((size_t)xi * q->panels + p) * c + k0) * mr, v + (j - j0) * vchunk + (size_t)xi * VSTRIDE, kn,
-                               mm + (j - j0) * mchunk + ((size_t)xi * mpad + (size_t)p * mr) * NB, k0 > 0);
+                    ukernel_mr(mr, q->upack + (((size_t)xi * q->panels + p) * c + k0) * mr, v + j * vchunk + (size_t)xi * VSTRIDE, kn,
+                               mm + j * mchunk + ((size_t)xi * mpad + (size_t)p * mr) * NB, k0 > 0);
             }
     }
     /* Y = A^T M A + bias, written where the tiles lie in the image */
-    for (int j = j0; j < j1; j++) {
-        const float *mj = mm + (j - j0) * mchunk;
+    for (int j = 0; j < blocks; j++) {
+        const float *mj = mm + j * mchunk;
         int t0 = j * NB, ncol = w - 4 * t0 < 4 * NB ? w - 4 * t0 : 4 * NB;
         if (ncol <= 0) continue;
         for (int o = 0; o < m; o++) {
@@ -641,7 +643,7 @@ static void wino_task(void *arg, int tid, int nt) {
     float *v = aligned_alloc(64, (bytes + 63) / 64 * 64); /* a whole number of alignments, as C11 asks */
     if (!v) { q->failed = 1; return; }
     float *mm = v + (size_t)blocks * 36 * VSTRIDE;
-    for (int ty = tid; ty < q->L.TY; ty += nt) wino_row(q, ty, 0, blocks, ty + nt < q->L.TY ? ty + nt : -1, v, mm);
+    for (int ty = tid; ty < q->L.TY; ty += nt) wino_row(q, ty, ty + nt < q->L.TY ? ty + nt : -1, v, mm);
     free(v);
 }
 
