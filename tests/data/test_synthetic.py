@@ -267,3 +267,21 @@ def test_cityscapes_dataset_reads_the_generated_city(city):
     valid = sample["depth"] > 0
     assert np.array_equal(valid, truth.label != syn.SKY)
     assert np.allclose(sample["depth"][valid], truth.depth[valid], rtol=0.02)
+
+
+def test_city_settings_tell_a_generated_city_from_other_folders(city, tmp_path):
+    settings = syn.city_settings(city.root)
+    assert settings == json.loads((city.root / syn._META_FILE).read_text())
+    assert settings["seed"] == SEED and settings["size"] == list(SIZE) and settings["frames"] == city.frames
+    assert syn.is_generated_city(city.root)
+    assert syn.city_settings(tmp_path) is None and not syn.is_generated_city(tmp_path)
+    assert syn.city_settings(tmp_path / "missing") is None
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / syn._META_FILE).write_text('{"seed": 0, "size": [64')
+    for call in (syn.city_settings, syn.is_generated_city):
+        with pytest.raises(ValueError, match=syn._META_FILE):
+            call(corrupt)
+    (corrupt / syn._META_FILE).write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        syn.city_settings(corrupt)

@@ -59,7 +59,7 @@ from mtdense.data.labels import CLASSES, LABEL_ID_COLORS, TRAIN_CLASS_NAMES
 __all__ = [
     "CITYSCAPES_BASELINE", "CITYSCAPES_INTRINSICS", "CITIES", "StereoCamera", "CameraPose", "Quad", "Scene",
     "View", "Frame", "SyntheticCity", "frame_rng", "frame_name", "sample_scene", "render_view", "render_frame",
-    "write_frame", "generate_city", "save_preview",
+    "write_frame", "generate_city", "save_preview", "city_settings", "is_generated_city",
 ]
 
 CITYSCAPES_BASELINE = 0.209313
@@ -1626,6 +1626,44 @@ def generate_city(
     (root / _PARTIAL_FILE).unlink(missing_ok=True)
     return SyntheticCity(root=root, frames=frames, size=size, seed=int(seed), seconds=time.perf_counter() - start,
                          label_pixels=counts)
+
+
+def city_settings(root: str | Path) -> dict | None:
+    """The settings a generated city was made with, read from its meta file.
+
+    Args:
+        root: A folder that may hold a city written by :func:`generate_city`.
+
+    Returns:
+        The contents of ``root/mtdense_synthetic.json`` (``generator``, ``format_version``,
+        ``seed``, ``size`` as ``[H, W]``, ``frames`` per split, ``cities``, ``camera``,
+        ``label_pixels``), or ``None`` when there is no such file: ``root`` is missing, is not
+        a generated city, or its generation never finished (the file is written last).
+
+    Raises:
+        ValueError: the meta file is unreadable, not JSON or not a JSON object.
+    """
+    path = Path(root) / _META_FILE
+    if not path.is_file():
+        return None
+    fix = f"generate the city again ('mtdense data synth {Path(root)} --overwrite')"
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable or corrupt meta file of a generated city ({exc}); {fix}") from exc
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: the meta file of a generated city holds {type(settings).__name__}, "
+                         f"not a JSON object; {fix}")
+    return settings
+
+
+def is_generated_city(root: str | Path) -> bool:
+    """Whether ``root`` holds a complete city written by :func:`generate_city`.
+
+    Raises:
+        ValueError: the meta file is there but unreadable or corrupt (see :func:`city_settings`).
+    """
+    return city_settings(root) is not None
 
 
 def _read(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
