@@ -9,7 +9,7 @@ Two pairs of ground truth:
   where there is none (7% of the pixels). SGBM searches 64 disparities.
 - The synthetic stereo city (:func:`mtdense.data.synthetic.generate_city`, ``--frames``
   frames at ``--size``) with exact disparity (no value in the sky). SGBM is sized by the
-  Cityscapes geometry (:class:`mtdense.data.teachers.SGBMTeacher` defaults).
+  Cityscapes geometry (:class:`mtdense.teachers.stereo.SGBMTeacher` defaults).
 
 For each teacher variant, over the pixels that have ground truth: ``coverage`` (share where
 the teacher gives a value), ``EPE`` (mean absolute disparity error over those, px), ``bad2``
@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtdense.data.teachers import SGBMTeacher
+from mtdense.teachers.stereo import SGBMTeacher
 
 Variant = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtdense.data.pseudo_label import PseudoLabeler, pseudo_label_split
+    from mtdense.teachers.model import PseudoLabeler, pseudo_label_split
 
     labeler = PseudoLabeler(args.checkpoint, threshold=args.threshold, size=tuple(args.size) if args.size else None, device=args.device)
     summary = pseudo_label_split(

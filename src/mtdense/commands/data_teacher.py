@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_teacher(args: argparse.Namespace):
     """The teacher the command-line options describe."""
-    from mtdense.data.teachers import create_teacher
+    from mtdense.teachers.stereo import create_teacher
 
     if args.method == "sgbm":
         if args.model:
@@ -86,7 +86,7 @@ def build_teacher(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtdense.data.teachers import generate_teacher_disparity
+    from mtdense.teachers.disparity import generate_teacher_disparity
 
     teacher = build_teacher(args)
     out = args.out or f"disparity_{args.method}"

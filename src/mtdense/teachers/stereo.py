@@ -1,4 +1,4 @@
-"""Stereo teachers: disparity from a rectified left/right pair, and a tool that caches it.
+"""Stereo teachers: disparity from a rectified left/right pair.
 
 A stereo teacher is any callable ``teacher(left, right) -> disparity``:
 
@@ -13,36 +13,28 @@ Two teachers ship:
 - :class:`ONNXStereoTeacher`: any stereo network exported to ONNX (CREStereo, RAFT-Stereo, ...)
   run with ONNX Runtime.
 
-:func:`generate_teacher_disparity` runs a teacher over a split and writes its disparity as
-Cityscapes 16-bit PNGs (``p = round(256 d + 1)``, 0 = no value) into ``ROOT/NAME/SPLIT/CITY/``,
-which ``CityscapesDataset(root, split, depth_source=NAME)`` reads like the shipped maps.
+:func:`mtdense.teachers.disparity.generate_teacher_disparity` runs one over a split.
 
     >>> teacher = create_teacher("sgbm", lr_check=True, fill="background")
-    >>> summary = generate_teacher_disparity("data/cityscapes", teacher, split="train", out="disparity_sgbm")
-    >>> print(summary.format())
+    >>> disparity = teacher(left, right)
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
-from mtdense.data.depth import clean_disparity, decode_cityscapes_disparity, encode_cityscapes_disparity
+from mtdense.data.depth import clean_disparity
 
 __all__ = [
     "CITYSCAPES_BASELINE_M", "CITYSCAPES_FX_PX", "CITYSCAPES_WIDTH_PX", "NEAREST_DEPTH_M",
     "StereoTeacher", "SGBMTeacher", "ONNXStereoTeacher", "TEACHERS", "create_teacher",
-    "fill_background", "left_right_check", "TeacherSummary", "generate_teacher_disparity",
-    "write_png_atomic", "write_json_atomic", "check_folder_name",
+    "fill_background", "left_right_check",
 ]
 
 # The Cityscapes stereo rig (typical values of camera/*.json); they size the SGBM search only.
@@ -60,8 +52,6 @@ _SGBM_MODES = {
     "hh": cv2.STEREO_SGBM_MODE_HH,
 }
 _FILLS = ("none", "background", "telea")
-# Folders of the Cityscapes download that a teacher must never write into.
-_RESERVED_FOLDERS = {"leftImg8bit", "rightImg8bit", "gtFine", "gtCoarse", "camera", "disparity", "vehicle"}
 
 
 @runtime_checkable
@@ -481,213 +471,3 @@ def create_teacher(method: str, **kwargs: Any) -> StereoTeacher:
     if method not in TEACHERS:
         raise ValueError(f"unknown stereo teacher {method!r}; valid: {sorted(TEACHERS)}")
     return TEACHERS[method](**kwargs)
-
-
-# -- writing files ----------------------------------------------------------------------------
-def write_png_atomic(path: str | Path, image: np.ndarray) -> Path:
-    """Write a PNG so that readers never see a partial file (temporary file, then rename).
-
-    Args:
-        path: Target ``.png``; parent folders are created.
-        image: uint8 or uint16, H x W or H x W x 3 (BGR, OpenCV's order).
-    """
-    path = Path(path)
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise ValueError(f"{path}: OpenCV cannot encode a {image.dtype} array of shape {image.shape} as PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
-    return path
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON (indented) through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-# -- running a teacher over a split -----------------------------------------------------------
-@dataclass
-class _Stats:
-    pixels: int = 0
-    valid: int = 0
-    total_px: float = 0.0
-    min_px: float = math.inf
-    max_px: float = -math.inf
-    frames: dict[str, float] = field(default_factory=dict)
-
-    def add(self, name: str, png: np.ndarray) -> None:
-        valid = png > 0
-        n = int(valid.sum())
-        self.pixels += png.size
-        self.valid += n
-        self.frames[name] = n / png.size if png.size else 0.0
-        if n:
-            d = decode_cityscapes_disparity(png)[valid]
-            self.total_px += float(d.sum(dtype=np.float64))
-            self.min_px = min(self.min_px, float(d.min()))
-            self.max_px = max(self.max_px, float(d.max()))
-
-    def as_dict(self) -> dict[str, Any]:
-        worst = min(self.frames, key=self.frames.__getitem__) if self.frames else None
-        return {
-            "coverage": self.valid / self.pixels if self.pixels else 0.0,
-            "coverage_min": self.frames[worst] if worst else None,
-            "worst_frame": worst,
-            "mean_px": self.total_px / self.valid if self.valid else None,
-            "min_px": self.min_px if self.valid else None,
-            "max_px": self.max_px if self.valid else None,
-        }
-
-
-@dataclass
-class TeacherSummary:
-    """What :func:`generate_teacher_disparity` did.
-
-    Attributes:
-        split: The split.
-        out_dir: ``ROOT/NAME/SPLIT``.
-        teacher: The teacher's settings (:meth:`StereoTeacher.describe`).
-        frames: Left/right pairs in the split (after ``limit``).
-        written: PNGs computed in this run.
-        skipped: PNGs that existed and were kept (a resumed run).
-        seconds: Wall time of the run.
-        stats: Over every PNG of the split (written or kept): ``coverage`` (share of pixels
-            with a disparity, 0..1), ``coverage_min`` and ``worst_frame`` (the frame with the
-            least), ``mean_px`` / ``min_px`` / ``max_px`` over valid pixels (None when none).
-        frame_coverage: Per frame name, its share of pixels with a disparity.
-    """
-
-    split: str
-    out_dir: Path
-    teacher: dict[str, Any]
-    frames: int
-    written: int
-    skipped: int
-    seconds: float
-    stats: dict[str, Any]
-    frame_coverage: dict[str, float] = field(default_factory=dict)
-
-    def format(self) -> str:
-        """A short human-readable report."""
-        s = self.stats
-        lines = [
-            f"teacher {self.teacher.get('method')} on {self.split}: {self.frames} pairs, {self.written} computed, "
-            f"{self.skipped} kept from an earlier run ({self.seconds:.1f} s) -> {self.out_dir}",
-            f"coverage {100 * s['coverage']:.1f}% of pixels",
-        ]
-        if s["worst_frame"] is not None:
-            lines[-1] += f" (lowest {100 * s['coverage_min']:.1f}%: {s['worst_frame']})"
-        if s["mean_px"] is not None:
-            lines.append(f"disparity mean {s['mean_px']:.2f} px, range {s['min_px']:.2f}..{s['max_px']:.2f} px")
-        else:
-            lines.append("no valid disparity at all: check that the views are a rectified left/right pair")
-        return "\n".join(lines)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "split": self.split, "out_dir": str(self.out_dir), "teacher": self.teacher, "frames": self.frames,
-            "written": self.written, "skipped": self.skipped, "seconds": self.seconds, "stats": self.stats,
-            "frame_coverage": self.frame_coverage,
-        }
-
-
-def check_folder_name(name: str, example: str) -> None:
-    """Raise ValueError unless ``name`` is one plain folder name (no path) under a dataset root."""
-    if not name or Path(name).name != name or name in (".", ".."):
-        raise ValueError(f"out must be a folder name under the dataset root (e.g. {example}), got {name!r}")
-
-
-def _check_out_name(out: str) -> None:
-    check_folder_name(out, "disparity_sgbm")
-    if out in _RESERVED_FOLDERS:
-        raise ValueError(
-            f"out={out!r} is a folder of the Cityscapes download; writing the teacher there would replace its files. "
-            f"Choose another name, e.g. disparity_sgbm"
-        )
-
-
-def generate_teacher_disparity(
-    root: str | Path,
-    teacher: StereoTeacher,
-    split: str = "train",
-    out: str = "disparity_teacher",
-    overwrite: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> TeacherSummary:
-    """Run a stereo teacher over every left/right pair of a split and save its disparity.
-
-    Writes ``ROOT/OUT/SPLIT/CITY/{name}_disparity.png`` (uint16, Cityscapes encoding
-    ``p = round(256 d + 1)``, 0 = no value; disparities above 255.99 px saturate) for every
-    ``leftImg8bit`` image with its ``rightImg8bit`` view, and ``ROOT/OUT/SPLIT_summary.json``
-    (the teacher's settings, counts, coverage, per-frame coverage). Files are written
-    atomically; PNGs that exist are kept unless ``overwrite``, so an interrupted run resumes.
-
-    Args:
-        root: Cityscapes root with ``leftImg8bit/`` and ``rightImg8bit/``.
-        teacher: A :class:`StereoTeacher` (e.g. from :func:`create_teacher`).
-        split: Split folder name (``train``, ``val``, ``test``, ``train_extra``).
-        out: Output folder name under ``root``; train on it with ``depth_source=out``.
-        overwrite: Recompute PNGs that already exist.
-        limit: Only the first ``limit`` pairs (sorted by name).
-        progress: Show a tqdm progress bar.
-
-    Returns:
-        A :class:`TeacherSummary`.
-
-    Raises:
-        FileNotFoundError: no left images in the split, or a left image without its right view
-            (the message names the file and the fix). ValueError: an unreadable image, views of different
-            sizes, a teacher output of the wrong shape, or a bad ``out`` name.
-    """
-    from tqdm import tqdm
-
-    from mtdense.data.cityscapes import frame_file, list_frames, read_disparity_png, read_rgb
-
-    _check_out_name(out)
-    root = Path(root)
-    frames = list_frames(root, split, depth_source=None, require_labels=False, load_right=True)
-    if not frames:
-        raise FileNotFoundError(f"{root / 'leftImg8bit' / split}: no *_leftImg8bit.png images; check the root and --split")
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        frames = frames[:limit]
-    out_dir = root / out / split
-    stats = _Stats()
-    written = skipped = 0
-    start = time.perf_counter()
-    for f in tqdm(frames, desc=f"teacher {split}", unit="pair", disable=not progress):
-        target = frame_file(root, out, split, f.city, f.name, "disparity")
-        if target.is_file() and not overwrite:
-            try:
-                png = read_disparity_png(target)
-            except ValueError as exc:
-                raise ValueError(f"{exc}; delete it or rerun with --overwrite to recompute it") from exc
-            skipped += 1
-        else:
-            left, right = read_rgb(f.image), read_rgb(f.right)
-            if left.shape != right.shape:
-                raise ValueError(f"{f.right}: {right.shape[1]} x {right.shape[0]} px, but its left view {f.image} is {left.shape[1]} x {left.shape[0]}")
-            disp = np.asarray(teacher(left, right))
-            if disp.shape != left.shape[:2]:
-                raise ValueError(f"{teacher!r} returned a map of shape {disp.shape} for {f.image} ({left.shape[0]} x {left.shape[1]})")
-            png = encode_cityscapes_disparity(disp)
-            write_png_atomic(target, png)
-            written += 1
-        stats.add(f.name, png)
-    describe = getattr(teacher, "describe", None)
-    summary = TeacherSummary(
-        split=split, out_dir=out_dir, teacher=describe() if callable(describe) else {"method": repr(teacher)},
-        frames=len(frames), written=written, skipped=skipped, seconds=time.perf_counter() - start,
-        stats=stats.as_dict(), frame_coverage=stats.frames,
-    )
-    write_json_atomic(out_dir.parent / f"{split}_summary.json", summary.as_dict())
-    return summary

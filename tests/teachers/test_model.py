@@ -13,7 +13,7 @@ from mtdense import create_model, load_model
 from mtdense.cli import main
 from mtdense.data.cityscapes import CityscapesDataset, read_label_ids
 from mtdense.data.labels import IGNORE_INDEX, label_ids_to_train_ids
-from mtdense.data.pseudo_label import PseudoLabeler, manifest_path, pseudo_label_split
+from mtdense.teachers.model import PseudoLabeler, manifest_path, pseudo_label_split
 from mtdense.inference import Predictor, normalize_images
 from mtdense.models.factory import save_checkpoint
 

@@ -1,4 +1,4 @@
-"""Segmentation pseudo-labels: a trained model labels the images that have no annotation.
+"""Segmentation pseudo-labels: a trained mtdense model labels the images that have no annotation.
 
 The model's confident pixels become labels in the Cityscapes format
 (``ROOT/OUT/SPLIT/CITY/{name}_gtFine_labelIds.png``, label ids); pixels whose winning class has
@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtdense.data.labels import IGNORE_INDEX, NUM_CLASSES, TRAIN_CLASS_NAMES, train_ids_to_label_ids
-from mtdense.data.teachers import check_folder_name, write_json_atomic, write_png_atomic
+from mtdense.io import write_json_atomic, write_png_atomic
+from mtdense.teachers.layout import check_folder_name
 
 __all__ = ["PseudoLabeler", "PseudoLabelSummary", "pseudo_label_split", "manifest_path", "REAL_LABEL_FOLDER"]
 
@@ -75,7 +76,7 @@ class PseudoLabeler:
         size: tuple[int, int] | None = None,
         device: str | torch.device = "cpu",
     ):
-        from mtdense.inference import Predictor
+        from mtdense.inference import Predictor  # on use: it pulls in torchvision transforms
 
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold is a softmax probability, 0..1; got {threshold}")

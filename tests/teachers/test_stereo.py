@@ -18,7 +18,7 @@ from torch import nn
 from mtdense.cli import main
 from mtdense.data.cityscapes import CityscapesDataset, read_disparity_png
 from mtdense.data.depth import decode_cityscapes_disparity, disparity_to_depth
-from mtdense.data.teachers import (
+from mtdense.teachers import (
     ONNXStereoTeacher,
     SGBMTeacher,
     create_teacher,
