@@ -20,7 +20,6 @@ settings are stored in ``OUT/mtdense_cache.json`` so a rerun with other settings
 from __future__ import annotations
 
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from mtdense.data.cityscapes import (
     CAMERA_FOLDER, RIGHT_FOLDER, SUFFIXES, Frame, frame_file, list_frames, list_splits,
     read_camera, read_disparity_png, read_label_ids, read_rgb,
 )
+from mtdense.io import encode_image, write_bytes_atomic, write_json_atomic
 
 __all__ = ["CACHE_META_FILE", "CacheSummary", "cache_dataset", "find_map_folders"]
 
@@ -87,21 +87,6 @@ def _png_size(path: Path) -> tuple[int, int]:
     return read_rgb(path).shape[:2]
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write atomically, so an interrupted run never leaves a truncated file that a rerun would skip."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _png(array: np.ndarray, path: Path) -> bytes:
-    ok, buf = cv2.imencode(".png", array)
-    if not ok:
-        raise ValueError(f"{path}: OpenCV could not encode the resized map as PNG")
-    return buf.tobytes()
-
-
 def _target_size(size_hw: tuple[int, int], scale: float | None, size: tuple[int, int] | None) -> tuple[int, int]:
     if size is not None:
         return size
@@ -141,21 +126,22 @@ def _cache_frame(
                 raise ValueError(f"{src} is {rgb.shape[0]}x{rgb.shape[1]} but its image {frame.image} is "
                                  f"{src_hw[0]}x{src_hw[1]}; replace it with the matching file")
             out = cv2.resize(rgb, dsize, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-            data = _png(cv2.cvtColor(out, cv2.COLOR_RGB2BGR), dst)
+            data = encode_image(dst, cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
         elif role in ("label", "disparity"):
             array = read_label_ids(src) if role == "label" else read_disparity_png(src)
             if array.shape != src_hw:
                 raise ValueError(f"{src} is {array.shape[0]}x{array.shape[1]} but its image {frame.image} is "
                                  f"{src_hw[0]}x{src_hw[1]}; replace it with the matching file")
             if role == "label":
-                data = _png(cv2.resize(array, dsize, interpolation=cv2.INTER_NEAREST_EXACT), dst)
+                data = encode_image(dst, cv2.resize(array, dsize, interpolation=cv2.INTER_NEAREST_EXACT))
             else:
                 disparity = depth_lib.decode_cityscapes_disparity(array)
                 disparity = cv2.resize(disparity, dsize, interpolation=cv2.INTER_NEAREST_EXACT) * np.float32(sx)
-                data = _png(depth_lib.encode_cityscapes_disparity(disparity), dst)
+                data = encode_image(dst, depth_lib.encode_cityscapes_disparity(disparity))
         else:
             data = _scaled_camera(src, sx, sy)
-        _write(dst, data)
+        # Atomic: an interrupted run never leaves a truncated file that a rerun would skip.
+        write_bytes_atomic(dst, data)
     return src_hw, dst_hw, len(todo), skipped
 
 
@@ -229,8 +215,7 @@ def cache_dataset(
                 f"{out} holds a cache made with scale={old.get('scale')}, size={old.get('size')}; rerun with those "
                 f"settings to complete it, choose another folder, or pass overwrite=True to rewrite it"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps(settings, indent=2) + "\n")
+    write_json_atomic(meta, settings)
 
     summary = CacheSummary(out=out, depth_folders=list(depth_folders), label_folders=label_folders)
     jobs: list[tuple[Frame, list[tuple[str, Path, Path]]]] = []
