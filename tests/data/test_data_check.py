@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mtdense.cli import main
-from mtdense.data.cityscapes import check_dataset
+from mtdense.data.check import check_dataset
 
 
 def test_a_good_tree_passes_with_counts_and_ranges(hand_tree, capsys):

@@ -1,0 +1,354 @@
+"""Check a Cityscapes tree: read every file and report what is wrong and how to fix it.
+
+:func:`check_dataset` lists a tree with the helpers of :mod:`mtdense.data.cityscapes`, reads
+each frame's files (image, label, disparity, camera, right view) in threads and returns a
+:class:`DataCheckReport`: counts and disparity statistics per split, and a list of
+:class:`Problem` s, each naming the file and the fix. ``mtdense data check`` prints its
+:meth:`DataCheckReport.summary`.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from mtdense.data import depth as depth_lib
+from mtdense.data.cityscapes import (
+    CAMERA_FOLDER,
+    IMAGE_FOLDER,
+    RIGHT_FOLDER,
+    SUFFIXES,
+    Frame,
+    _check_root,
+    _image_files,
+    _stem,
+    frame_file,
+    list_splits,
+    read_camera,
+    read_disparity_png,
+    read_label_ids,
+    read_rgb,
+)
+from mtdense.data.labels import label_ids_to_train_ids
+
+__all__ = ["Problem", "SplitStats", "DataCheckReport", "check_dataset"]
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a dataset tree.
+
+    Attributes:
+        severity: ``"error"`` (loading would fail or be wrong) or ``"warning"``.
+        file: The file (or folder) concerned.
+        message: What is wrong.
+        fix: What to do about it.
+    """
+
+    severity: str
+    file: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}\n      fix: {self.fix}"
+
+
+@dataclass
+class SplitStats:
+    """What :func:`check_dataset` found in one split.
+
+    Attributes:
+        images: Images listed.
+        labels, disparities, cameras, rights: Images that have that counterpart.
+        checked: Frames whose files were read.
+        depth_checked: Read frames whose disparity map could be decoded.
+        valid_share_sum: Sum over read frames of the share of valid disparity pixels.
+        disparity_range: ``(min, max)`` valid disparity in px over the read frames.
+        depth_range: ``(min, max)`` valid depth in m over the read frames.
+    """
+
+    images: int = 0
+    labels: int = 0
+    disparities: int = 0
+    cameras: int = 0
+    rights: int = 0
+    checked: int = 0
+    depth_checked: int = 0
+    valid_share_sum: float = 0.0
+    disparity_range: tuple[float, float] | None = None
+    depth_range: tuple[float, float] | None = None
+
+    def _extend(self, name: str, lo: float, hi: float) -> None:
+        old = getattr(self, name)
+        setattr(self, name, (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi)))
+
+
+@dataclass
+class DataCheckReport:
+    """The result of :func:`check_dataset`.
+
+    Attributes:
+        root: The checked root.
+        depth_source: The checked disparity folder (None: depth not checked).
+        splits: Per-split counts and statistics.
+        problems: Errors and warnings, each naming a file and a fix.
+    """
+
+    root: Path
+    depth_source: str | None
+    splits: dict[str, SplitStats] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """No errors (warnings alone are fine)."""
+        return not self.errors
+
+    def summary(self, max_problems: int = 20) -> str:
+        """A table of counts per split, then the errors and warnings (``max_problems`` of each)."""
+        depth = f"{self.depth_source}/" if self.depth_source else "none"
+        lines = [f"Cityscapes tree {self.root} (depth from {depth})", ""]
+        header = f"{'split':<12}{'images':>8}{'labels':>8}{'disparity':>10}{'camera':>8}{'right':>7}{'read':>7}" \
+                 f"{'valid disp':>12}  {'disparity px':<16}{'depth m':<16}"
+        lines.append(header)
+        for name, s in self.splits.items():
+            share = f"{100 * s.valid_share_sum / s.depth_checked:.1f}%" if s.depth_checked else "-"
+            disp = f"{s.disparity_range[0]:.2f}..{s.disparity_range[1]:.2f}" if s.disparity_range else "-"
+            dep = f"{s.depth_range[0]:.1f}..{s.depth_range[1]:.1f}" if s.depth_range else "-"
+            lines.append(f"{name:<12}{s.images:>8}{s.labels:>8}{s.disparities:>10}{s.cameras:>8}{s.rights:>7}"
+                         f"{s.checked:>7}{share:>12}  {disp:<16}{dep:<16}")
+        for title, items in (("Errors", self.errors), ("Warnings", self.warnings)):
+            if not items:
+                continue
+            lines += ["", f"{title} ({len(items)}):"]
+            lines += [f"  - {p}" for p in items[:max_problems]]
+            if len(items) > max_problems:
+                lines.append(f"  ... and {len(items) - max_problems} more {title.lower()}")
+        n_err, n_warn = len(self.errors), len(self.warnings)
+        lines.append("")
+        if n_err:
+            lines.append(f"FAILED: {n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}")
+        else:
+            lines.append(f"OK: no errors, {n_warn} warning{'s' * (n_warn != 1)}")
+        return "\n".join(lines)
+
+
+_FIX_REPLACE = "replace it with the file from the Cityscapes download (or regenerate the frame)"
+_BASELINE_RANGE_M = (0.05, 1.5)  # stereo rigs on cars: Cityscapes 0.21 m, KITTI 0.54 m
+_FX_OVER_WIDTH = (0.25, 4.0)  # horizontal field of view between about 14 and 127 degrees
+
+
+def _files_by_stem(root: Path, folder: str | None, split: str, role: str) -> dict[tuple[str, str], Path]:
+    if folder is None or not (root / folder / split).is_dir():
+        return {}
+    return {(p.parent.name, _stem(p, role)): p for p in (root / folder / split).glob(f"*/*{SUFFIXES[role]}")}
+
+
+def _check_frame(frame: Frame, check_depth: bool) -> tuple[list[Problem], dict[str, Any]]:
+    """Read one frame's files; return its problems and its disparity statistics."""
+    problems: list[Problem] = []
+    stats: dict[str, Any] = {}
+
+    def error(path: Path, message: str, fix: str = _FIX_REPLACE) -> None:
+        problems.append(Problem("error", str(path), message, fix))
+
+    def warn(path: Path, message: str, fix: str) -> None:
+        problems.append(Problem("warning", str(path), message, fix))
+
+    def read(reader: Callable[[Path], Any], path: Path) -> Any:
+        try:
+            return reader(path)
+        except (ValueError, FileNotFoundError) as exc:
+            message = str(exc)
+            message = message[len(str(path)) + 2:] if message.startswith(f"{path}: ") else message
+            # the readers say "what is wrong; what to do"
+            what, _, fix = message.partition("; ")
+            error(path, what, fix or _FIX_REPLACE)
+            return None
+
+    image = read(read_rgb, frame.image)
+    size = None if image is None else image.shape[:2]
+
+    def same_size(array: np.ndarray, path: Path, what: str) -> bool:
+        if size is not None and array.shape[:2] != size:
+            error(path, f"{what} is {array.shape[0]}x{array.shape[1]} but its image {frame.image} is {size[0]}x{size[1]}",
+                  "replace it with the file that belongs to this image (same stem, same size)")
+            return False
+        return True
+
+    if frame.label is not None:
+        ids = read(read_label_ids, frame.label)
+        if ids is not None and same_size(ids, frame.label, "label"):
+            try:
+                label_ids_to_train_ids(ids)
+            except ValueError as exc:
+                error(frame.label, str(exc), "use the *_gtFine_labelIds.png of the download (ids 0..33), "
+                      "or relabel the listed ids")
+    camera = None
+    if frame.camera is not None and check_depth:
+        camera = read(read_camera, frame.camera)
+        if camera is not None:
+            b, fx = camera["baseline"], camera["fx"]
+            if not _BASELINE_RANGE_M[0] <= b <= _BASELINE_RANGE_M[1]:
+                warn(frame.camera, f"baseline {b:g} m is implausible for a car stereo rig "
+                     f"({_BASELINE_RANGE_M[0]}..{_BASELINE_RANGE_M[1]} m; Cityscapes: 0.209 m)",
+                     "check the unit (metres) and the file")
+            if size is not None:
+                h, w = size
+                if not _FX_OVER_WIDTH[0] <= fx / w <= _FX_OVER_WIDTH[1]:
+                    warn(frame.camera, f"fx {fx:g} px is implausible for a {w} px wide image (fx / width = {fx / w:.2f})",
+                         "scale the intrinsics with the image (mtdense data cache does) or fix the file")
+                if not (0 <= camera["u0"] <= w and 0 <= camera["v0"] <= h):
+                    warn(frame.camera, f"principal point ({camera['u0']:g}, {camera['v0']:g}) px lies outside the "
+                         f"{w}x{h} image", "scale the intrinsics with the image (mtdense data cache does) or fix the file")
+    if frame.disparity is not None:
+        png = read(read_disparity_png, frame.disparity)
+        if png is not None and same_size(png, frame.disparity, "disparity map"):
+            disparity = depth_lib.decode_cityscapes_disparity(png)
+            valid = disparity > 0
+            stats["valid_share"] = float(valid.mean()) if valid.size else 0.0
+            if valid.any():
+                stats["disparity"] = (float(disparity[valid].min()), float(disparity[valid].max()))
+                if camera is not None:
+                    bf = camera["baseline"] * camera["fx"]
+                    stats["depth"] = (bf / stats["disparity"][1], bf / stats["disparity"][0])
+            if stats["valid_share"] < 0.01:
+                warn(frame.disparity, f"only {100 * stats['valid_share']:.2f}% of the pixels have a disparity",
+                     "check that this is the right folder and encoding (uint16, p = 256 d + 1, 0 = invalid)")
+    if frame.right is not None:
+        right = read(read_rgb, frame.right)
+        if right is not None:
+            same_size(right, frame.right, "right view")
+    return problems, stats
+
+
+def check_dataset(
+    root: str | Path,
+    splits: list[str] | None = None,
+    depth_source: str | None = "disparity",
+    limit: int | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> DataCheckReport:
+    """Check a Cityscapes tree: counts, missing or orphaned files, unreadable PNGs, label ids,
+    sizes, disparity coverage and range, camera sanity.
+
+    Counterparts are matched by stem. Missing labels (disparity maps) are errors when some frames
+    of a split have them, a warning when none does (an unlabelled split, or a split without depth);
+    a disparity map without a camera file is an error; files with no image are warnings.
+
+    Args:
+        root: Cityscapes root.
+        splits: Splits to check (default: every folder under ``leftImg8bit/``).
+        depth_source: Disparity folder to check; ``None``: depth and camera are not checked.
+        limit: Read at most this many evenly spaced frames per split (counts cover all).
+        progress: Show a tqdm progress bar.
+        workers: Reader threads (default: up to 4, one per CPU).
+
+    Returns:
+        The report: ``.ok`` is False when there are errors; ``.summary()`` is for people.
+
+    Raises:
+        FileNotFoundError: The root, its ``leftImg8bit/`` or a named split does not exist.
+    """
+    root = _check_root(Path(root))
+    splits = list(splits) if splits else list_splits(root)
+    report = DataCheckReport(root=root, depth_source=depth_source)
+    jobs: list[tuple[str, Frame]] = []
+    for split in splits:
+        images = _image_files(root, split)
+        stats = report.splits[split] = SplitStats(images=len(images))
+        found = {
+            "label": _files_by_stem(root, "gtFine", split, "label"),
+            "disparity": _files_by_stem(root, depth_source, split, "disparity"),
+            "camera": _files_by_stem(root, CAMERA_FOLDER, split, "camera"),
+            "right": _files_by_stem(root, RIGHT_FOLDER, split, "right"),
+        }
+        keys = {(p.parent.name, _stem(p, "image")): p for p in images}
+        have = {role: [k for k in keys if k in files] for role, files in found.items()}
+        stats.labels, stats.disparities = len(have["label"]), len(have["disparity"])
+        stats.cameras, stats.rights = len(have["camera"]), len(have["right"])
+        frames = []
+        for (city, name), image in keys.items():
+            frames.append(Frame(name, split, city, image, found["label"].get((city, name)),
+                                found["disparity"].get((city, name)) if depth_source else None,
+                                found["camera"].get((city, name)), found["right"].get((city, name))))
+        _missing_problems(report, root, split, frames, stats, depth_source)
+        for role, files in found.items():
+            folder = {"label": "gtFine", "disparity": depth_source, "camera": CAMERA_FOLDER, "right": RIGHT_FOLDER}[role]
+            for key in sorted(set(files) - set(keys)):
+                report.problems.append(Problem(
+                    "warning", str(files[key]), f"no image {frame_file(root, IMAGE_FOLDER, split, key[0], key[1], 'image')}",
+                    f"delete the stray {folder}/ file, or restore its image (a misnamed file pairs with nothing)"))
+        if limit is not None and len(frames) > limit:
+            frames = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, limit).round().astype(int)]
+        jobs += [(split, f) for f in frames]
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda job: _check_frame(job[1], depth_source is not None), jobs)
+        for (split, _), (problems, frame_stats) in tqdm(zip(jobs, results), total=len(jobs), desc="data check",
+                                                         unit="frame", disable=not progress):
+            stats = report.splits[split]
+            stats.checked += 1
+            report.problems += problems
+            if "valid_share" in frame_stats:
+                stats.depth_checked += 1
+                stats.valid_share_sum += frame_stats["valid_share"]
+            for key, name in (("disparity", "disparity_range"), ("depth", "depth_range")):
+                if key in frame_stats:
+                    stats._extend(name, *frame_stats[key])
+    return report
+
+
+def _missing_problems(report: DataCheckReport, root: Path, split: str, frames: list[Frame], stats: SplitStats,
+                      depth_source: str | None) -> None:
+    n = len(frames)
+    add = report.problems.append
+    if n and stats.labels == 0:
+        add(Problem("warning", str(root / "gtFine" / split), f"none of the {n} images of split {split!r} has a label",
+                    "fine for unlabelled data (e.g. train_extra); to train or evaluate on it, extract "
+                    "gtFine_trainvaltest.zip into the root"))
+    elif stats.labels < n:
+        for f in frames:
+            if f.label is None:
+                add(Problem("error", str(frame_file(root, "gtFine", split, f.city, f.name, "label")),
+                            f"label missing for {f.image}",
+                            "restore the file from gtFine_trainvaltest.zip, or remove the image"))
+    if depth_source is None:
+        return
+    if n and stats.disparities == 0:
+        add(Problem("warning", str(root / depth_source / split), f"none of the {n} images of split {split!r} has a "
+                    f"disparity map in {depth_source}/", "extract disparity_trainvaltest.zip into the root, or run "
+                    f"'mtdense data teacher' to write a teacher's maps, if this split needs depth"))
+    elif stats.disparities < n:
+        for f in frames:
+            if f.disparity is None:
+                add(Problem("error", str(frame_file(root, depth_source, split, f.city, f.name, "disparity")),
+                            f"disparity map missing for {f.image}",
+                            "restore the file (or rerun 'mtdense data teacher', which writes only missing maps)"))
+    for f in frames:
+        if f.disparity is not None and f.camera is None:
+            add(Problem("error", str(frame_file(root, CAMERA_FOLDER, split, f.city, f.name, "camera")),
+                        f"camera file missing for {f.disparity}: depth = baseline * fx / disparity needs it",
+                        "extract camera_trainvaltest.zip into the root"))
+    if 0 < stats.rights < n:
+        for f in frames:
+            if f.right is None:
+                add(Problem("warning", str(frame_file(root, RIGHT_FOLDER, split, f.city, f.name, "right")),
+                            f"right view missing for {f.image} (only stereo teachers need it)",
+                            "extract rightImg8bit_trainvaltest.zip into the root"))
