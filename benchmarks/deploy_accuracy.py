@@ -22,7 +22,9 @@ import torch
 from tqdm import tqdm
 
 from mtdense.data.cityscapes import CityscapesDataset
-from mtdense.export import compare_outputs, export_onnx, ort_session, preprocess_images, quantize_onnx, run_onnx
+from mtdense.deploy.int8 import preprocess_images, quantize_onnx
+from mtdense.deploy.onnx import export_onnx, ort_session, run_onnx
+from mtdense.deploy.parity import compare_outputs
 from mtdense.metrics import DepthMetrics, SegMetrics
 from mtdense.models import load_model
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from mtdense.bench import NodeTime, ort_node_profile
-from mtdense.export import export_onnx
+from mtdense.deploy.profile import NodeTime, ort_node_profile
+from mtdense.deploy.onnx import export_onnx
 from mtdense.models import create_model, load_model
-from mtdense.reference import to_reference
+from mtdense.deploy.reference import to_reference
 
 
 def _totals(nodes: list[NodeTime], key) -> dict[str, float]:

@@ -10,7 +10,9 @@ import torch
 import mtdense
 from mtdense.cli import main
 from mtdense.data.labels import train_ids_to_label_ids
-from mtdense.inference import IMAGENET_MEAN, IMAGENET_STD, Prediction, Predictor, depth_to_png16, read_image
+from mtdense.data.depth import depth_to_png16
+from mtdense.data.image import IMAGENET_MEAN, IMAGENET_STD, read_image
+from mtdense.inference import Prediction, Predictor
 
 
 @pytest.fixture(scope="module")

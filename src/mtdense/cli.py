@@ -39,9 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from mtdense.deploy.runtime import RuntimeUnavailable
+    from mtdense.io import WriteError
+
     try:
         rc = args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, WriteError, RuntimeUnavailable) as exc:
         print(f"mtdense {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return int(rc or 0)

@@ -267,7 +267,8 @@ def evaluate_split(
     from mtdense.data.cityscapes import CityscapesDataset
     from mtdense.data.labels import train_ids_to_label_ids
     from mtdense.data.transforms import EvalTransform
-    from mtdense.inference import Predictor, depth_to_png16
+    from mtdense.data.depth import depth_to_png16
+    from mtdense.inference import Predictor
 
     predictor = Predictor(model, device=device)
     num_classes = predictor.model.tasks["seg"]

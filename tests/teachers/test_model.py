@@ -14,7 +14,8 @@ from mtdense.cli import main
 from mtdense.data.cityscapes import CityscapesDataset, read_label_ids
 from mtdense.data.labels import IGNORE_INDEX, label_ids_to_train_ids
 from mtdense.teachers.model import PseudoLabeler, manifest_path, pseudo_label_split
-from mtdense.inference import Predictor, normalize_images
+from mtdense.data.image import normalize_images
+from mtdense.inference import Predictor
 from mtdense.models.factory import save_checkpoint
 
 CITY = "lindau"

@@ -6,7 +6,8 @@ import argparse
 import shlex
 import sys
 
-from mtdense.bench import BACKENDS, CPU_BACKENDS, GPU_BACKENDS
+from mtdense.deploy.bench import BACKENDS, CPU_BACKENDS, GPU_BACKENDS
+from mtdense.deploy.runtime import RUNTIMES
 
 DESCRIPTION = f"""\
 Time the model on several backends at batch 1 and print one row per backend: mean +- std and
@@ -14,16 +15,13 @@ median latency, FPS, speed-up over the reference network under ONNX Runtime fp32
 GFLOP/s, peak memory, and how closely the outputs match eager fp32 PyTorch on the same input
 (segmentation argmax agreement, mean relative depth difference).
 
-Every run also times the write-up's network (mtdense.reference: same weights, its Chained
+Every run also times the write-up's network (mtdense.deploy.reference: same weights, its Chained
 Residual Pooling adds every pooled map as well) in eager fp32 and under ONNX Runtime fp32,
 so speed-ups are measured in the same process on the same input.
 
-Backends: {', '.join(BACKENDS)}.
-  eager / channels_last / compile: PyTorch fp32 (NCHW / NHWC / torch.compile);
-  ort: ONNX Runtime fp32 of the inference rewrite; ort_plain: of the training graph;
-  ort_int8: static int8 (calibrated on --images, else on the random input: timing only);
-  ov: OpenVINO fp32 of the inference rewrite, CPU (pip install "mtdense[openvino]");
-  fp16 / cuda_graph: CUDA only.
+Backends (the runtimes of mtdense.deploy; ort_int8 is calibrated on --images, else on the
+random input: timing only):
+{chr(10).join(f"  {name:<14} {cls.description} ({', '.join(cls.devices)})" for name, cls in RUNTIMES.items())}
 Defaults: {','.join(CPU_BACKENDS)} on a CPU, {','.join(GPU_BACKENDS)} on CUDA; 3 warm-up +
 20 timed runs on a CPU, 10 + 300 on CUDA (CUDA events, cudnn.benchmark).
 Without CKPT a randomly initialised default model is timed (speed does not depend on the
@@ -56,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtdense.bench import benchmark, format_table, write_markdown
-    from mtdense.export import calibration_images
+    from mtdense.deploy.bench import benchmark, format_table, write_markdown
+    from mtdense.deploy.int8 import calibration_images
     from mtdense.models import create_model, load_model
 
     cuda = args.device == "cuda"

@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="model checkpoint (.pth / .ckpt / .safetensors)")
-    p.add_argument("--format", choices=("onnx", "openvino", "safetensors"), default="onnx", help="output format (default: %(default)s)")
+    p.add_argument("--format", choices=("onnx", "openvino", "safetensors"), default="onnx",
+                   help="output format (default: %(default)s): onnx runs under the ort runtime, openvino under ov")
     p.add_argument("--out", required=True, help="output file (.xml for --format openvino; the .bin goes next to it)")
     p.add_argument("--size", nargs=2, type=int, default=[400, 1024], metavar=("H", "W"),
                    help="example input size for tracing, checks and calibration (default: 400 1024)")
@@ -67,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from mtdense.export import (
-        OPENVINO_INSTALL_HINT, calibration_images, compare_outputs, deploy_groups, export_onnx, export_openvino, export_safetensors, onnx_parity, openvino_available,
-        openvino_parity, ort_session, preprocess_images, quantize_onnx, run_onnx,
-    )
-    from mtdense.models import load_model
+    from mtdense.deploy.int8 import calibration_images, preprocess_images, quantize_onnx
+    from mtdense.deploy.onnx import OnnxModel, deploy_groups, export_onnx
+    from mtdense.deploy.parity import compare_outputs, runtime_parity
+    from mtdense.deploy.runtime import RuntimeOptions, runtime_for_format
+    from mtdense.models import export_safetensors, load_model
 
     model = load_model(args.checkpoint)
     out = Path(args.out)
@@ -81,14 +82,14 @@ def run(args: argparse.Namespace) -> int:
         export_safetensors(model, out)
         print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
         return 0
-    openvino = args.format == "openvino"
-    if openvino:
-        if args.int8:
-            raise ValueError("--int8 applies to --format onnx only")
-        if out.suffix != ".xml":
-            raise ValueError(f"--format openvino writes NAME.xml + NAME.bin: give --out a .xml file, got {out}")
-        if not openvino_available():  # fail before the slow ONNX export
-            raise ValueError(f"--format openvino needs OpenVINO: {OPENVINO_INSTALL_HINT}")
+    runtime = runtime_for_format(args.format)
+    if args.int8 and args.format != "onnx":
+        raise ValueError("--int8 applies to --format onnx only")
+    if runtime.suffixes and out.suffix != runtime.suffixes[0]:
+        raise ValueError(f"--format {args.format} writes a {runtime.suffixes[0]} file: give --out NAME{runtime.suffixes[0]}, got {out}")
+    reason = runtime.unavailable(RuntimeOptions())
+    if reason:  # fail before the slow export
+        raise ValueError(f"--format {args.format}: {reason}")
     if args.int8 and not args.calibration:
         raise ValueError("--int8 needs --calibration DIR: a folder of real images (e.g. a few dozen validation images)")
     size = tuple(args.size)
@@ -96,15 +97,9 @@ def run(args: argparse.Namespace) -> int:
 
     shape = f"fixed 1x3x{size[0]}x{size[1]}" if args.static else "dynamic batch/H/W"
     print(f"exporting {args.checkpoint} -> {out} ({'training graph' if args.plain else 'inference rewrite'}, {shape})")
-    if openvino:
-        with tempfile.TemporaryDirectory(prefix="mtdense-export-") as tmp:
-            onnx_path = export_onnx(model, Path(tmp) / "model.onnx", size=size, deploy=not args.plain, dynamic=not args.static)
-            export_openvino(onnx_path, out)
-        bin_path = out.with_suffix(".bin")
-        print(f"wrote {out} + {bin_path.name} ({bin_path.stat().st_size / 2**20:.1f} MiB, fp32 weights)")
-    else:
-        export_onnx(model, out, size=size, deploy=not args.plain, dynamic=not args.static)
-        print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    runtime.export(model, out, size=size, deploy=not args.plain, dynamic=not args.static)
+    weights = out.with_suffix(".bin") if out.with_suffix(".bin").is_file() and out.suffix == ".xml" else out
+    print(f"wrote {out}" + (f" + {weights.name}" if weights != out else "") + f" ({weights.stat().st_size / 2**20:.1f} MiB)")
 
     if files:
         x = torch.from_numpy(preprocess_images(files[: args.check_images], size))
@@ -112,12 +107,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         x = torch.randn(args.check_images, 3, *size, generator=torch.Generator().manual_seed(0))
         what = f"{args.check_images} random input(s)"
-    parity = openvino_parity(out, model, x) if openvino else onnx_parity(out, model, x)
-    runtime = "OpenVINO" if openvino else "ONNX Runtime"
-    print(f"{runtime} fp32 vs PyTorch fp32 on {what} at {size[0]}x{size[1]}: {parity}")
+    parity = runtime_parity(runtime.from_file(out, RuntimeOptions()), model, x)
+    print(f"{runtime.engine} fp32 vs PyTorch fp32 on {what} at {size[0]}x{size[1]}: {parity}")
     if parity.depth_max_abs_m > args.max_depth_diff or parity.seg_agreement < args.min_agreement:
         print(f"error: the export does not reproduce PyTorch (limits: depth {args.max_depth_diff} m, agreement "
-              f"{args.min_agreement}); report this with the versions of torch and {'openvino' if openvino else 'onnxruntime'}")
+              f"{args.min_agreement}); report this with the versions of torch and {runtime.engine}")
         return 1
 
     if args.int8:
@@ -129,12 +123,12 @@ def run(args: argparse.Namespace) -> int:
             base = export_onnx(model, Path(tmp) / "whole.onnx", size=size, dynamic=not args.static, groups=1) if grouped else out
             quantize_onnx(base, q_path, files, size=size)
         print(f"wrote {q_path} ({q_path.stat().st_size / 2**20:.1f} MiB)")
-        fp32, int8 = ort_session(out), ort_session(q_path)
+        fp32, int8 = OnnxModel(out), OnnxModel(q_path)
         outs, refs = [], []
         for f in files:
-            xi = preprocess_images([f], size)
-            refs.append(run_onnx(fp32, xi))
-            outs.append(run_onnx(int8, xi))
-        cat = lambda rs: {k: np.concatenate([r[k] for r in rs]) for k in rs[0]}  # noqa: E731
+            xi = torch.from_numpy(preprocess_images([f], size))
+            refs.append(fp32(xi))
+            outs.append(int8(xi))
+        cat = lambda rs: {k: np.concatenate([r[k].numpy() for r in rs]) for k in rs[0]}  # noqa: E731
         print(f"int8 vs fp32 on the {len(files)} calibration image(s): {compare_outputs(cat(outs), cat(refs))}")
     return 0

@@ -18,7 +18,7 @@ import torch
 
 __all__ = [
     "MAX_DEPTH_M", "MIN_DEPTH_M", "DEPTH_SCALE",
-    "encode_depth", "decode_depth", "valid_depth_mask",
+    "encode_depth", "decode_depth", "valid_depth_mask", "depth_to_png16",
     "encode_cityscapes_disparity", "decode_cityscapes_disparity",
     "disparity_to_depth", "depth_to_disparity", "clean_disparity",
 ]
@@ -52,10 +52,24 @@ def encode_depth(depth_m):
 
 
 def decode_depth(y):
-    """The depth head's output -> metres: ``exp(5 y)``."""
+    """The depth head's output -> metres: ``exp(5 y)`` (float32, or float64 for a float64 array)."""
     if isinstance(y, torch.Tensor):
         return torch.exp(DEPTH_SCALE * y)
-    return np.exp(DEPTH_SCALE * np.asarray(y, dtype=np.float32))
+    y = np.asarray(y)
+    return np.exp(DEPTH_SCALE * y.astype(np.float64 if y.dtype == np.float64 else np.float32, copy=False))
+
+
+def depth_to_png16(depth_m: np.ndarray) -> np.ndarray:
+    """Encode depth in metres as mtdense's 16-bit depth PNG: ``round(depth_m * 256)``, 0 = invalid.
+
+    Args:
+        depth_m: H x W depth in metres (0 or non-finite = invalid).
+
+    Returns:
+        H x W uint16; depths beyond 255.99 m saturate at 65535.
+    """
+    d = np.nan_to_num(np.asarray(depth_m, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(np.rint(d * 256.0), 0, 65535).astype(np.uint16)
 
 
 def encode_cityscapes_disparity(disparity_px: np.ndarray) -> np.ndarray:

@@ -87,7 +87,7 @@ class LightWeightRefineNet(nn.Module):
         self, feats: Sequence[torch.Tensor], act: Callable[[torch.Tensor], torch.Tensor] = F.relu6
     ) -> torch.Tensor:
         """Fuse the encoder features, coarse to fine; ``act`` is each level's ReLU6 (an export
-        may substitute an equivalent form, see :class:`mtdense.export.DeployNet`)."""
+        may substitute an equivalent form, see :class:`mtdense.deploy.rewrite.DeployNet`)."""
         x: torch.Tensor | None = None
         for lvl in reversed(range(len(self.level_strides))):
             y = self.refine(lvl, feats, x, act)

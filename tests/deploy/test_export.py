@@ -9,10 +9,14 @@ from torch import nn
 
 import mtdense
 from mtdense.cli import main
-from mtdense.export import (
-    DeployNet, Parity, SeparableMaxPool2d, SplitConv3x3, TapConv3x3, compare_outputs, deploy_groups, deploy_head_conv, export_onnx, fold_batchnorm, onnx_parity, ort_session, quantize_onnx,
-    run_onnx,
-)
+from mtdense.deploy.int8 import preprocess_images, quantize_onnx
+from mtdense.deploy.onnx import OnnxModel, deploy_groups, export_onnx, ort_session, run_onnx
+from mtdense.deploy.parity import Parity, compare_outputs, runtime_parity
+from mtdense.deploy.rewrite import DeployNet, SeparableMaxPool2d, SplitConv3x3, TapConv3x3, deploy_head_conv, fold_batchnorm
+
+
+def onnx_parity(path, model, images):
+    return runtime_parity(OnnxModel(path), model, images)
 
 # Parity tolerance for fp32 ONNX Runtime vs fp32 PyTorch: float rounding only (different
 # convolution algorithms and summation orders), so logits within 1e-4 and depth within 1e-4
@@ -131,8 +135,6 @@ def test_grouped_export_parity_and_int8_needs_the_whole_graph(model, onnx_path, 
 
 def test_onnx_parity_at_another_size_and_batch(model, onnx_path):
     """The export traced at 64x128, batch 1 must reproduce PyTorch at 96x160, batch 2."""
-    from mtdense.export import preprocess_images
-
     x = preprocess_images(list(images()), (96, 160))
     parity = onnx_parity(onnx_path, model, x)
     assert isinstance(parity, Parity) and parity.pixels == 2 * 96 * 160
@@ -158,8 +160,6 @@ def test_int8_export_runs_and_reports_agreement(model, onnx_path, tmp_path):
 
     ops = {n.op_type for n in onnx.load(str(q)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    from mtdense.export import preprocess_images
-
     x = preprocess_images(calib, (64, 128))
     ref = run_onnx(ort_session(onnx_path), x)
     parity = compare_outputs(run_onnx(ort_session(q), x), ref)
@@ -221,7 +221,7 @@ DEPTH_ENC_ABS_TOL = 1e-5
 def test_openvino_ir_reproduces_pytorch(model, onnx_path, tmp_path):
     """IR converted from the dynamic export (traced at 64x128, batch 1), run at 96x160, batch 2."""
     ov = pytest.importorskip("openvino")
-    from mtdense.export import OpenVINORunner, export_openvino, openvino_parity, preprocess_images
+    from mtdense.deploy.openvino import OpenVINORunner, export_openvino
 
     xml = export_openvino(onnx_path, tmp_path / "tiny.xml")
     assert xml == tmp_path / "tiny.xml" and xml.is_file() and (tmp_path / "tiny.bin").is_file()
@@ -235,7 +235,7 @@ def test_openvino_ir_reproduces_pytorch(model, onnx_path, tmp_path):
     runner = OpenVINORunner(xml, threads=1)
     assert runner.output_names == ["seg", "depth"]
     assert runner.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
-    out = runner(x)
+    out = {k: v.numpy() for k, v in runner(torch.from_numpy(x)).items()}
     assert out["seg"].shape == (2, 19, 96, 160) and out["depth"].shape == (2, 1, 96, 160)
     with torch.no_grad():
         ref = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
@@ -245,16 +245,16 @@ def test_openvino_ir_reproduces_pytorch(model, onnx_path, tmp_path):
     assert parity.depth_max_rel < DEPTH_REL_TOL
     assert float(np.abs(out["depth"] - ref["depth"]).max()) < DEPTH_ENC_ABS_TOL
     # the parity helper (one image per run) agrees, and the request is reused across calls
-    per_image = openvino_parity(xml, model, x, runner=runner)
+    per_image = runtime_parity(runner, model, x)
     assert per_image.pixels == 2 * 96 * 160 and per_image.seg_agreement >= 0.999 and per_image.depth_max_rel < DEPTH_REL_TOL
-    again = runner(x)
+    again = {k: v.numpy() for k, v in runner(torch.from_numpy(x)).items()}
     np.testing.assert_array_equal(again["depth"], out["depth"])
 
 
 def test_openvino_missing_says_how_to_install(tmp_path, monkeypatch):
     import sys
 
-    from mtdense.export import OpenVINORunner, export_openvino, openvino_available
+    from mtdense.deploy.openvino import OpenVINORunner, export_openvino, openvino_available
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     assert not openvino_available()
@@ -271,7 +271,7 @@ def test_export_cli_openvino_rejects_bad_options(model, tmp_path, monkeypatch, c
     assert ".xml" in capsys.readouterr().err
     assert main(["export", str(ckpt), "--format", "openvino", "--int8", "--out", str(tmp_path / "m.xml")]) == 2
     assert "--format onnx only" in capsys.readouterr().err
-    monkeypatch.setattr("mtdense.export.openvino_available", lambda: False)
+    monkeypatch.setattr("mtdense.deploy.openvino.openvino_available", lambda: False)
     assert main(["export", str(ckpt), "--format", "openvino", "--out", str(tmp_path / "m.xml")]) == 2
     assert 'pip install "mtdense[openvino]"' in capsys.readouterr().err
     assert not (tmp_path / "m.xml").exists()
@@ -280,7 +280,7 @@ def test_export_cli_openvino_rejects_bad_options(model, tmp_path, monkeypatch, c
 @pytest.mark.slow  # a full ONNX export (torch.export tracing) inside, like test_export_cli_onnx_int8
 def test_export_cli_openvino(model, tmp_path, capsys):
     pytest.importorskip("openvino")
-    from mtdense.export import OpenVINORunner
+    from mtdense.deploy.openvino import OpenVINORunner
 
     ckpt = mtdense.save_checkpoint(model, tmp_path / "m.pth")
     out = tmp_path / "ir" / "m.xml"
@@ -297,7 +297,7 @@ def test_export_cli_openvino(model, tmp_path, capsys):
 # -- Predictor on an export -------------------------------------------------------------------
 def test_predictor_runs_an_onnx_export(model, onnx_path, tmp_path):
     """``Predictor("model.onnx")`` (ONNX Runtime) gives what ``Predictor(model)`` gives, any size and batch."""
-    from mtdense.inference import OnnxModel, Predictor
+    from mtdense.inference import Predictor
 
     via_ort, via_torch = Predictor(onnx_path), Predictor(model)
     assert isinstance(via_ort.model, OnnxModel) and via_ort.size is None
@@ -332,7 +332,6 @@ def test_onnx_model_rejects_a_foreign_file(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from mtdense.inference import OnnxModel
 
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])], "g",

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 import mtdense
-from mtdense.bench import (
-    MARK_BEGIN, MARK_END, BenchResult, BenchRow, NodeTime, benchmark, format_markdown, format_table, ort_node_profile, ort_profile, write_markdown,
-)
 from mtdense.cli import main
-from mtdense.export import Parity, export_onnx
+from mtdense.deploy.bench import MARK_BEGIN, MARK_END, BenchResult, BenchRow, benchmark, format_markdown, format_table, write_markdown
+from mtdense.deploy.onnx import export_onnx
+from mtdense.deploy.parity import Parity
+from mtdense.deploy.profile import NodeTime, ort_node_profile, ort_profile
+from mtdense.deploy.reference import ReferenceCRPBlock, create_reference_model, to_reference
 from mtdense.models import CRPBlock
-from mtdense.reference import ReferenceCRPBlock, create_reference_model, to_reference
 
 
 def tiny():
@@ -127,7 +127,7 @@ def test_bench_cli_end_to_end(tmp_path, capsys):
 
 def test_benchmark_openvino_row_and_parity():
     pytest.importorskip("openvino")
-    from mtdense.bench import BACKENDS, CPU_BACKENDS
+    from mtdense.deploy.bench import BACKENDS, CPU_BACKENDS
 
     assert "ov" in BACKENDS and "ov" in CPU_BACKENDS  # a default CPU backend once OpenVINO is installed
     result = benchmark(tiny(), size=(64, 96), backends=["eager", "ov"], warmup=0, runs=2, reference=False, threads=1, log=lambda s: None)
@@ -144,7 +144,7 @@ def test_benchmark_openvino_row_and_parity():
 
 
 def test_openvino_backend_without_openvino_is_a_row_note(monkeypatch):
-    monkeypatch.setattr("mtdense.bench.openvino_available", lambda: False)
+    monkeypatch.setattr("mtdense.deploy.openvino.openvino_available", lambda: False)
     result = benchmark(tiny(), size=(64, 96), backends=["ov"], warmup=0, runs=1, reference=False, log=lambda s: None)
     (row,) = result.rows
     assert not row.ok and 'pip install "mtdense[openvino]"' in row.note

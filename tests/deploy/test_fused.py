@@ -1,4 +1,4 @@
-"""The fused CPU path (``mtdense.fused``): same function as the network, clear errors."""
+"""The fused CPU path (``mtdense.deploy.fused``): same function as the network, clear errors."""
 
 import platform
 
@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import mtdense
-from mtdense.bench import benchmark
-from mtdense.fused import FusedNet, FusedUnavailable, build_library, fused_available
+from mtdense.deploy.bench import benchmark
+from mtdense.deploy.fused import FusedNet, FusedUnavailable, build_library, fused_available
 
 needs_compiler = pytest.mark.skipif(not fused_available(), reason="no C compiler to build the fused kernel")
 
@@ -64,7 +64,7 @@ def test_fused_fixed_size_takes_only_its_size():
     with pytest.raises(ValueError, match="built for 64x96"):
         net(torch.zeros(1, 3, 96, 96))
     with pytest.raises(ValueError, match="B x 3 x H x W"):
-        net.run(torch.zeros(3, 64, 96).numpy())
+        net(torch.zeros(3, 64, 96))
 
 
 @needs_compiler
@@ -134,13 +134,13 @@ def test_portable_build_without_cpu_specific_code_matches(monkeypatch, tmp_path)
     import shutil
     import subprocess
 
-    import mtdense.fused as fused
+    import mtdense.deploy.fused.build as fused
 
     lib_path = tmp_path / "libportable.so"
     cc = shutil.which("cc") or shutil.which("gcc")
     subprocess.run([cc, "-O3", "-mno-avx2", "-mno-fma", "-shared", "-fPIC", "-pthread", "-o", str(lib_path), str(fused.SOURCE), "-lm"], check=True)
     monkeypatch.setattr(fused, "_LIB", None)
-    monkeypatch.setattr(fused, "build_library", lambda: lib_path)
+    monkeypatch.setattr(fused, "build_library", lambda: lib_path)  # load_library() builds through it
     model = _model()
     net = FusedNet(model, threads=2)
     assert net.lib._name == str(lib_path)

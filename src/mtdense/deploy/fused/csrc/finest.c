@@ -18,7 +18,7 @@
  * over the same terms as the network's, only added in another order; the Winograd transforms
  * add float rounding of about 1e-6 of the logits' size.
  *
- * mtdense.fused compiles this file at first use: cc -O3 -march=native -shared -fPIC -pthread.
+ * mtdense.deploy.fused compiles this file at first use: cc -O3 -march=native -shared -fPIC -pthread.
  */
 #include <math.h>
 #include <stdint.h>

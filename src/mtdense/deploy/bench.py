@@ -7,7 +7,7 @@ row reports mean +- std and median latency, FPS, parameters, GFLOPs
 (:func:`mtdense.complexity.model_complexity`), achieved GFLOP/s, peak memory, and how far its
 outputs are from eager fp32 PyTorch on the same input (segmentation argmax agreement, depth
 difference in metres). Two ``reference`` rows time the write-up's network
-(:mod:`mtdense.reference`) in eager fp32 and under ONNX Runtime fp32, so every speed-up is a
+(:mod:`mtdense.deploy.reference`) in eager fp32 and under ONNX Runtime fp32, so every speed-up is a
 ratio measured in the same process on the same input.
 
 Backends:
@@ -16,12 +16,12 @@ Backends:
 ``eager``        PyTorch fp32, NCHW.
 ``channels_last`` PyTorch fp32, NHWC memory format.
 ``compile``      ``torch.compile`` (inductor) of the fp32 model; a failure becomes a row note.
-``ort``          ONNX Runtime fp32 of :class:`~mtdense.export.DeployNet` (the mtdense export).
+``ort``          ONNX Runtime fp32 of :class:`~mtdense.deploy.rewrite.DeployNet` (the mtdense export).
 ``ort_plain``    ONNX Runtime fp32 of the training graph as is (shows what DeployNet buys).
 ``ort_int8``     ONNX Runtime, static int8 QDQ of the DeployNet export.
 ``ov``           OpenVINO fp32 (CPU, latency hint) of the DeployNet export converted to IR;
                  needs ``pip install "mtdense[openvino]"`` (a default CPU backend when installed).
-``fused``        :class:`mtdense.fused.FusedNet`: ONNX Runtime fp32 up to the finest decoder
+``fused``        :class:`mtdense.deploy.fused.FusedNet`: ONNX Runtime fp32 up to the finest decoder
                  level, then a compiled kernel for that level and the heads (CPU; needs a C
                  compiler, else the row says so).
 ``fp16``         PyTorch fp16, channels-last (CUDA only).
@@ -54,17 +54,19 @@ from torch import nn
 from tqdm import tqdm
 
 from mtdense.complexity import model_complexity
-from mtdense.export import (
-    OPENVINO_INSTALL_HINT, OpenVINORunner, Parity, compare_outputs, deploy_groups, export_onnx, export_openvino, openvino_available, ort_session, quantize_onnx, run_onnx,
-)
-from mtdense.reference import to_reference
+from mtdense.data.image import normalize_images, read_image
+from mtdense.deploy.openvino import openvino_available
+from mtdense.deploy.parity import Parity, compare_outputs
+from mtdense.deploy.reference import to_reference
+from mtdense.deploy.runtime import RUNTIMES, RuntimeOptions, create_runtime
 
 __all__ = [
     "BACKENDS", "CPU_BACKENDS", "GPU_BACKENDS", "BenchRow", "BenchResult", "benchmark", "format_table",
-    "format_markdown", "write_markdown", "machine_info", "ort_profile", "ort_node_profile", "NodeTime", "OrtProfile", "MARK_BEGIN", "MARK_END",
+    "format_markdown", "write_markdown", "machine_info", "MARK_BEGIN", "MARK_END",
 ]
 
-BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_plain", "ort_int8", "ov", "fused", "fp16", "cuda_graph")
+BACKENDS = tuple(RUNTIMES)
+"""Every registered runtime (:data:`mtdense.deploy.runtime.RUNTIMES`) is a backend."""
 # ``ov`` is a default only where OpenVINO is installed; asked for without it, its row says how to install it.
 CPU_BACKENDS = ("eager", "channels_last", "compile", "ort", *(("ov",) if openvino_available() else ()), "ort_int8", "fused")
 GPU_BACKENDS = ("eager", "channels_last", "compile", "fp16", "cuda_graph", "ort")
@@ -245,132 +247,6 @@ def _time_once(fn: Callable[[], object], device: str) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-def _as_dict(out, names: Sequence[str]) -> dict[str, torch.Tensor]:
-    if isinstance(out, dict):
-        return {k: v.float() for k, v in out.items()}
-    return {k: v.float() for k, v in zip(names, out)}
-
-
-def _torch_runner(model: nn.Module, backend: str, x: torch.Tensor, device: str) -> Callable[[], dict[str, torch.Tensor]]:
-    model = copy.deepcopy(model).to(device).eval()
-    names = list(model.heads)
-    if backend == "eager":
-        inp = x
-    elif backend == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
-        inp = x.contiguous(memory_format=torch.channels_last)
-    elif backend == "compile":
-        model = torch.compile(model)
-        inp = x
-    elif backend in ("fp16", "cuda_graph"):
-        if device != "cuda":
-            raise RuntimeError(f"{backend} runs on CUDA only (fp16 convolutions on this CPU are emulated and slow)")
-        model = model.half().to(memory_format=torch.channels_last)
-        inp = x.half().contiguous(memory_format=torch.channels_last)
-    else:
-        raise ValueError(f"not a PyTorch backend: {backend}")
-
-    if backend == "cuda_graph":
-        static_in = inp.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(3):  # warm up on a side stream before capture (cuDNN autotuning, allocator)
-                model(static_in)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.inference_mode():
-            static_out = model(static_in)
-
-        def run() -> dict[str, torch.Tensor]:
-            graph.replay()
-            return static_out
-
-        return run
-
-    def run() -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
-            return _as_dict(model(inp), names)
-
-    return run
-
-
-@dataclass
-class NodeTime:
-    """One node of an ONNX Runtime profile: kernel milliseconds per run and its first output's shape."""
-
-    op: str
-    name: str
-    ms: float
-    shape: tuple[int, ...]
-
-    def resolution(self, input_hw: tuple[int, int]) -> str:
-        """``"1/4"`` for an output a quarter of the input's height and width, ``"1/1"`` at the
-        input size, ``"other"`` for anything that is not a feature map of the input."""
-        if len(self.shape) != 4 or not self.shape[2] or not self.shape[3]:
-            return "other"
-        fh, fw = input_hw[0] / self.shape[2], input_hw[1] / self.shape[3]
-        f = round(max(fh, fw))
-        # stride-2 steps round odd sizes up (400 rows -> 13 at 1/32), so allow 10%
-        if f < 1 or abs(fh - f) > 0.1 * f or abs(fw - f) > 0.1 * f:
-            return "other"
-        return f"1/{f}"
-
-
-@dataclass
-class OrtProfile:
-    """An ONNX Runtime profile: per-node kernel time (:class:`NodeTime`, execution order, median
-    over the profiled runs) and each profiled run's wall time (``run_ms``)."""
-
-    nodes: list[NodeTime]
-    run_ms: list[float]
-
-
-def ort_node_profile(path: str | Path, x: np.ndarray, runs: int = 5, threads: int | None = None, warmup: int = 2) -> OrtProfile:
-    """Where ONNX Runtime spends its time, node by node: each node's median kernel time over the
-    profiled runs (robust to a run slowed by another process on a shared machine).
-
-    Uses ORT's built-in profiler (``SessionOptions.enable_profiling``). The first runs of a
-    session are much slower (its memory arena grows, pages are touched for the first time), so
-    ``warmup`` runs are left out: only node events inside the last ``runs`` runs count.
-    """
-    import json
-
-    with tempfile.TemporaryDirectory(prefix="mtdense-prof-") as tmp:
-        sess = ort_session(path, threads=threads, profile_prefix=str(Path(tmp) / "ort"))
-        name = sess.get_inputs()[0].name
-        for _ in range(warmup + runs):
-            sess.run(None, {name: x})
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    windows = sorted((ev["ts"], ev["ts"] + ev["dur"]) for ev in events if ev.get("cat") == "Session" and ev["name"] == "model_run")[-runs:]
-    nodes: dict[str, NodeTime] = {}
-    times: dict[str, list[float]] = {}
-    for ev in events:
-        if ev.get("cat") != "Node" or not ev["name"].endswith("_kernel_time"):
-            continue
-        if not any(lo <= ev["ts"] <= hi for lo, hi in windows):
-            continue
-        if ev["name"] not in nodes:
-            args = ev["args"]
-            shapes = [list(o.values())[0] for o in args.get("output_type_shape", [])]
-            nodes[ev["name"]] = NodeTime(args["op_name"], ev["name"].removesuffix("_kernel_time"), 0.0, tuple(shapes[0]) if shapes else ())
-        times.setdefault(ev["name"], []).append(ev["dur"] / 1000.0)
-    for key, node in nodes.items():
-        node.ms = statistics.median(times[key])
-    return OrtProfile(list(nodes.values()), [(hi - lo) / 1000.0 for lo, hi in windows])
-
-
-def ort_profile(path: str | Path, x: np.ndarray, runs: int = 5, threads: int | None = None) -> list[tuple[str, float, int]]:
-    """Where ONNX Runtime spends its time: ``[(op type, ms per run, kernel count)]``, largest first
-    (:func:`ort_node_profile` summed by operator type)."""
-    totals: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for node in ort_node_profile(path, x, runs, threads).nodes:
-        totals[node.op] = totals.get(node.op, 0.0) + node.ms
-        counts[node.op] = counts.get(node.op, 0) + 1
-    return sorted(((op, t, counts[op]) for op, t in totals.items()), key=lambda r: -r[1])
-
-
 # -- the benchmark ---------------------------------------------------------------------------
 def benchmark(
     model: nn.Module,
@@ -415,15 +291,13 @@ def benchmark(
         torch.set_num_threads(threads)
     model = copy.deepcopy(model).cpu().eval()
     h, w = size
-    from mtdense.export import preprocess_images
-
     if images:
         input_desc = f"image {images[0] if isinstance(images[0], (str, Path)) else 'array'} resized to {h}x{w}"
     else:
         images = [np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)]
         input_desc = f"uniform random RGB image {h}x{w} (seed 0): timing only, int8 calibrated on it"
-    x_np = preprocess_images(images[:1], size)
-    x_cpu = torch.from_numpy(x_np)
+    first = images[0]
+    x_cpu = normalize_images([read_image(first) if isinstance(first, (str, Path)) else first], size)
     x_dev = x_cpu.to(device)
 
     nets = {"mtdense": model}
@@ -434,9 +308,11 @@ def benchmark(
     tmp = tempfile.TemporaryDirectory(prefix="mtdense-bench-") if workdir is None else None
     work = Path(tmp.name if tmp else workdir)
     work.mkdir(parents=True, exist_ok=True)
-    plan = [("mtdense", b) for b in backends]
+    # (network, row label, runtime): the reference network runs under ONNX Runtime as its own
+    # code exports it, the training graph as is.
+    plan = [("mtdense", b, b) for b in backends]
     if reference:
-        plan += [("reference", "eager"), ("reference", "ort")]
+        plan += [("reference", "eager", "eager"), ("reference", "ort", "ort_plain")]
     rows: list[BenchRow] = []
     truth: dict[str, dict[str, torch.Tensor]] = {}
     try:
@@ -445,14 +321,22 @@ def benchmark(
                 truth[name] = {k: v.float().cpu() for k, v in nets[name].to(device)(x_dev).items()}
             nets[name].cpu()
         runners: dict[int, Callable[[], object]] = {}
-        for name, backend in plan:
+        for name, backend, runtime_name in plan:
             net = nets[name]
             row = BenchRow(name, backend, params=stats[name].params, gflops=stats[name].gflops)
             rows.append(row)
             log(f"[bench] preparing {row.name} ...")
             try:
-                run, note = _make_runner(net, name, backend, x_cpu, x_dev, device, threads, work, images, size)
-                row.note = note
+                # Fixed shapes where a runtime can specialise (faster ONNX Runtime plans); each
+                # runtime's threads stop spinning after a run, so rows do not slow each other.
+                options = RuntimeOptions(device=device, threads=threads, size=size, work_dir=work / name, calibration=images)
+                runtime = create_runtime(runtime_name, net, options)
+                inp = x_dev if device == "cuda" else x_cpu
+
+                def run(runtime=runtime, inp=inp) -> dict[str, torch.Tensor]:
+                    return runtime(inp)
+
+                row.note = runtime.note
                 with _PeakMemory(device) as mem:  # first run + warm-up: where the peak is reached
                     out = run()
                     for _ in range(warmup):
@@ -478,68 +362,6 @@ def benchmark(
         if tmp is not None:
             tmp.cleanup()
     return BenchResult(rows, size, device, warmup, runs, machine_info(device), input_desc)
-
-
-def _deploy_note(onnx_path: Path) -> str:
-    groups = deploy_groups(onnx_path)
-    return "DeployNet export" + (f" (finest level in {groups} channel groups)" if groups > 1 else "")
-
-
-def _make_runner(net, name, backend, x_cpu, x_dev, device, threads, work: Path, images, size):
-    """Build the zero-argument callable for one row; returns ``(run, note)``."""
-    if backend in ("ort", "ort_plain", "ort_int8"):
-        deploy = backend != "ort_plain" and name == "mtdense"
-        # int8 quantizes the ungrouped DeployNet: its fp32 exclusions go by module path.
-        groups = 1 if backend == "ort_int8" else None
-        onnx_path = work / f"{name}_{'plain' if not deploy else 'deploy1' if groups == 1 else 'deploy'}.onnx"
-        if not onnx_path.exists():  # fixed 1x3xHxW: faster to export, and ORT plans static shapes
-            export_onnx(net, onnx_path, size=size, deploy=deploy, dynamic=False, groups=groups)
-        note = _deploy_note(onnx_path) if deploy else "training graph exported as is"
-        if backend == "ort_int8":
-            q_path = work / f"{name}_int8.onnx"
-            quantize_onnx(onnx_path, q_path, images, size=size)
-            onnx_path = q_path
-            note += f"; int8 QDQ per-channel, calibrated on {len(images)} image(s)"
-        sess = ort_session(onnx_path, device=device, threads=threads, stop_spinning=True)  # rows alternate: no spinning between
-        inp = x_cpu.numpy()
-        note += f"; ORT {sess.get_providers()[0].replace('ExecutionProvider', '')}, graph opt all"
-
-        def run() -> dict[str, np.ndarray]:
-            return run_onnx(sess, inp)
-
-        return run, note
-    if backend == "ov":
-        if device != "cpu":
-            raise RuntimeError("ov (OpenVINO) is a CPU deploy path here; run it with --device cpu")
-        if not openvino_available():  # before the ONNX export, which takes a while
-            raise ImportError(f"OpenVINO is not installed; {OPENVINO_INSTALL_HINT}")
-        onnx_path = work / f"{name}_deploy.onnx"  # the same fixed-shape DeployNet export as the ort row
-        if not onnx_path.exists():
-            export_onnx(net, onnx_path, size=size, deploy=True, dynamic=False)
-        runner = OpenVINORunner(export_openvino(onnx_path, work / f"{name}_deploy.xml"), threads=threads)
-        inp = x_cpu.numpy()
-
-        def run() -> dict[str, np.ndarray]:
-            return runner(inp)
-
-        return run, f"{_deploy_note(onnx_path)}; OpenVINO IR fp32 (fp32 weights, f32 inference precision), CPU, latency hint"
-    if backend == "fused":
-        if device != "cpu":
-            raise RuntimeError("fused is a CPU deploy path; run it with --device cpu")
-        from mtdense.fused import FusedNet
-
-        fused = FusedNet(net, threads=threads, size=size)  # fixed shapes, like the ort rows
-        inp = x_cpu.numpy()
-
-        def run() -> dict[str, np.ndarray]:
-            return fused.run(inp)
-
-        return run, "ORT fp32 (encoder, coarser levels) + compiled kernel (finest level, heads, upsampling)"
-    run = _torch_runner(net, backend, x_dev, device)
-    if backend == "compile":
-        run()  # compile now, so a failure is reported as this row's note
-        return run, "torch.compile (inductor), default mode"
-    return run, {"eager": "fp32 NCHW", "channels_last": "fp32 NHWC", "fp16": "fp16 NHWC", "cuda_graph": "fp16 NHWC, CUDA graph replay"}[backend]
 
 
 # -- tables ----------------------------------------------------------------------------------

@@ -1,0 +1,273 @@
+"""ONNX: export (:func:`export_onnx`), ONNX Runtime sessions (:func:`ort_session`) and the
+ONNX Runtime runtimes (``ort``: the :class:`~mtdense.deploy.rewrite.DeployNet` export; ``ort_plain``:
+the training graph as is).
+
+The exported graph takes ``image``: ``B x 3 x H x W`` float32 ImageNet-normalised RGB (batch,
+height and width dynamic; H, W >= 32) and returns one output per task at the input size:
+``seg`` (``B x C x H x W`` logits) and ``depth`` (``B x 1 x H x W``, encoded as
+``log(depth_m) / 5``; metres = ``exp(5 * depth)``). The model config rides in the file's
+metadata.
+
+    >>> path = export_onnx(mtdense.load_model("model.pth"), "model.onnx")
+    >>> rt = OnnxModel(path)                  # the runtime contract: rt(batch) -> {task: tensor}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtdense.deploy.rewrite import DeployNet, NamedOutputs
+from mtdense.deploy.runtime import Runtime, RuntimeOptions, WorkDir, register
+from mtdense.io import atomic_path
+from mtdense.models import MultiTaskNet
+
+__all__ = ["export_onnx", "deploy_groups", "ort_session", "run_onnx", "OnnxModel", "PlainOnnxRuntime", "onnx_metadata"]
+
+
+def export_onnx(
+    model: MultiTaskNet,
+    path: str | Path,
+    size: tuple[int, int] = (400, 1024),
+    deploy: bool = True,
+    opset: int = 18,
+    dynamic: bool = True,
+    groups: int | None = None,
+) -> Path:
+    """Export ``model`` to a single ONNX file with the ``torch.export``-based (dynamo) exporter.
+
+    Args:
+        model: A :class:`~mtdense.models.MultiTaskNet` (or a model with ``heads`` whose forward
+            returns a dict of task outputs); exported in eval mode on the CPU, not modified.
+        path: Output ``.onnx`` file (weights inside, no external data file).
+        size: ``(H, W)`` of the example input used for tracing.
+        deploy: Export :class:`DeployNet` (same outputs, faster under ONNX Runtime) instead
+            of the training graph as is.
+        opset: ONNX opset.
+        dynamic: Batch, height and width dynamic (else fixed to ``1 x 3 x H x W``).
+        groups: :class:`DeployNet`'s channel groups at the finest level (``None``: automatic;
+            ``1`` for a graph that :func:`quantize_onnx` will quantize).
+
+    Returns:
+        ``path``. The model config and output encodings are stored in the file's metadata.
+    """
+    path = Path(path)
+    model = copy.deepcopy(model).cpu().eval()
+    net: nn.Module = DeployNet(model, groups=groups) if deploy else NamedOutputs(model)
+    names = list(net.task_names)
+    x = torch.zeros(1, 3, *size)
+    dynamic_shapes = None
+    if dynamic:
+        dims = {0: torch.export.Dim("batch", max=1024), 2: torch.export.Dim("height", min=32), 3: torch.export.Dim("width", min=32)}
+        dynamic_shapes = {"x": dims}
+    chatter = io.StringIO()  # the exporter prints progress lines; errors still raise
+    with torch.no_grad(), contextlib.redirect_stdout(chatter):
+        program = torch.onnx.export(
+            net, (x,), None, dynamo=True, opset_version=opset, input_names=["image"], output_names=names,
+            dynamic_shapes=dynamic_shapes, verbose=False,
+        )
+    program.optimize()
+    meta = {
+        "mtdense.config": json.dumps(getattr(model, "config", {})),
+        "mtdense.input": "image: B x 3 x H x W float32, RGB scaled to 0..1 then ImageNet mean/std normalised",
+        "mtdense.outputs": json.dumps({t: ("logits over Cityscapes train ids" if t == "seg" else "log(depth_m)/5" if t == "depth" else "raw") for t in names}),
+        "mtdense.graph": "DeployNet" if deploy else "MultiTaskNet",
+    }
+    if deploy:
+        meta["mtdense.deploy_groups"] = str(net.groups)
+    program.model.metadata_props.update(meta)
+    with atomic_path(path) as tmp:  # a killed export leaves no partial file
+        program.save(str(tmp), external_data=False)
+    return path
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The ``mtdense.*`` (and any other) metadata properties of an ONNX file."""
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def deploy_groups(path: str | Path) -> int:
+    """The finest level's channel groups in an :func:`export_onnx` file (``1``: whole, or not a DeployNet)."""
+    return int(onnx_metadata(path).get("mtdense.deploy_groups", "1"))
+
+
+
+_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def ort_session(
+    path: str | Path,
+    device: str = "cpu",
+    threads: int | None = None,
+    optimization: str = "all",
+    profile_prefix: str | None = None,
+    stop_spinning: bool = False,
+):
+    """Open an ONNX Runtime inference session.
+
+    Args:
+        path: ``.onnx`` file.
+        device: ``"cpu"`` or ``"cuda"`` (needs the onnxruntime-gpu package).
+        threads: Intra-op threads; ``None`` lets ONNX Runtime choose (one per physical core).
+        optimization: Graph optimisation level: ``disable``, ``basic``, ``extended`` or ``all``
+            (``all`` adds the CPU's blocked NCHWc layout; the default).
+        profile_prefix: Write an ORT JSON profile with this path prefix (``session.end_profiling()``).
+        stop_spinning: Park the worker threads as soon as a run ends instead of letting them
+            spin for the next run (``session.force_spinning_stop``): what a benchmark that
+            alternates runtimes needs, so one runtime's idle threads do not hold the cores
+            while the next one is timed.
+
+    Returns:
+        An ``onnxruntime.InferenceSession``.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    if optimization not in _OPT_LEVELS:
+        raise ValueError(f"optimization must be one of {sorted(_OPT_LEVELS)}, got {optimization!r}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[optimization])
+    if threads is not None:
+        so.intra_op_num_threads = int(threads)
+    if stop_spinning:
+        so.add_session_config_entry("session.force_spinning_stop", "1")
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    so.log_severity_level = 3  # errors only; ORT's layout warnings are not actionable here
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError(f"device 'cuda' needs onnxruntime-gpu; available providers: {ort.get_available_providers()}")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    elif device == "cpu":
+        providers = ["CPUExecutionProvider"]
+    else:
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types for corrupt files
+        raise ValueError(f"{path}: ONNX Runtime cannot load it ({exc}); re-export it with 'mtdense export'") from exc
+
+
+def run_onnx(session, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+    """Run a session on a ``B x 3 x H x W`` normalised batch; returns ``{output name: array}``."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x})))
+
+
+@register
+class OnnxModel(Runtime):
+    """An ``mtdense export`` ONNX file (fp32 or int8) run by ONNX Runtime (the ``ort`` runtime).
+
+    Built from a model, it exports the :class:`~mtdense.deploy.rewrite.DeployNet` rewrite (fixed
+    ``1 x 3 x H x W`` when ``options.size`` is given: ONNX Runtime then plans static shapes, and
+    the runtime takes only that size). Its worker threads stop spinning after each run, so they
+    never hold the cores that the caller's next step (or another runtime) needs.
+
+    Args:
+        path: The ``.onnx`` file.
+        device: ``"cpu"`` or ``"cuda"`` (needs onnxruntime-gpu).
+        threads: Intra-op threads (``None``: one per physical core).
+
+    Attributes:
+        fixed_size: ``(H, W)`` of a ``--static`` export (it accepts nothing else), else ``None``.
+        tasks: Output name -> channels.
+    """
+
+    name = "ort"
+    engine = "ONNX Runtime"
+    description = "ONNX Runtime fp32 of the DeployNet export (the mtdense export)"
+    devices = ("cpu", "cuda")
+    suffixes = (".onnx",)
+    export_format = "onnx"
+    deploy = True
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", threads: int | None = None):
+        self.path = Path(path)
+        self.device = torch.device(device)
+        self.session = ort_session(self.path, device=self.device.type, threads=threads, stop_spinning=True)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        dims = list(inp.shape)
+        if len(dims) != 4 or dims[1] != 3:
+            raise ValueError(f"{self.path}: expected one B x 3 x H x W image input, the file has {inp.name} {dims}; export it with 'mtdense export'")
+        self.fixed_batch = dims[0] if isinstance(dims[0], int) else None
+        self.fixed_size = (dims[2], dims[3]) if isinstance(dims[2], int) and isinstance(dims[3], int) else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.tasks = {o.name: o.shape[1] for o in self.session.get_outputs()}
+        missing = {"seg", "depth"} - set(self.output_names)
+        if missing:
+            raise ValueError(f"{self.path}: no output named {sorted(missing)} (outputs: {self.output_names}); export it with 'mtdense export'")
+        self.note = f"ORT {self.session.get_providers()[0].replace('ExecutionProvider', '')}, graph opt all"
+
+    @classmethod
+    def from_file(cls, path: Path, options: RuntimeOptions) -> Runtime:
+        rt = cls(path, options.device, options.threads)
+        if options.size is not None and rt.fixed_size is not None and options.size != rt.fixed_size:
+            raise ValueError(f"{path} is a fixed-size export for {rt.fixed_size[0]}x{rt.fixed_size[1]}, not "
+                             f"{options.size[0]}x{options.size[1]}; drop the size or export again with that --size")
+        return rt
+
+    @classmethod
+    def exported(cls, model: nn.Module, options: RuntimeOptions, work: WorkDir, groups: int | None = None) -> Path:
+        """``model`` exported into ``work`` as this runtime's graph, reused when already there."""
+        form = "plain" if not cls.deploy else "deploy1" if groups == 1 else "deploy"
+        shape = f"{options.size[0]}x{options.size[1]}" if options.size else "dynamic"
+        path = work.path / f"{form}_{shape}.onnx"
+        if not path.exists():
+            export_onnx(model, path, size=options.size or (128, 128), deploy=cls.deploy, dynamic=options.size is None, groups=groups)
+        return path
+
+    @classmethod
+    def from_model(cls, model: nn.Module, options: RuntimeOptions) -> Runtime:
+        work = WorkDir(options.work_dir)
+        path = cls.exported(model, options, work)
+        rt = cls(path, options.device, options.threads)
+        rt._work = work  # the file lives as long as the runtime
+        rt.note = f"{cls.export_note(path)}; {rt.note}"
+        return rt
+
+    @classmethod
+    def export_note(cls, path: Path) -> str:
+        groups = deploy_groups(path)
+        return "DeployNet export" + (f" (finest level in {groups} channel groups)" if groups > 1 else "")
+
+    @classmethod
+    def export(cls, model: nn.Module, path: Path, size: tuple[int, int], deploy: bool = True, dynamic: bool = True) -> Path:
+        return export_onnx(model, path, size=size, deploy=deploy, dynamic=dynamic)
+
+    def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        xs = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        chunks = [xs[i : i + 1] for i in range(len(xs))] if self.fixed_batch == 1 and len(xs) > 1 else [xs]
+        runs = [self.session.run(self.output_names, {self.input_name: c}) for c in chunks]
+        cat = (lambda k: runs[0][k]) if len(runs) == 1 else (lambda k: np.concatenate([r[k] for r in runs]))
+        return {n: torch.from_numpy(cat(k)).to(x.device) for k, n in enumerate(self.output_names)}
+
+
+@register
+class PlainOnnxRuntime(OnnxModel):
+    """ONNX Runtime fp32 of the training graph exported as is (shows what the rewrite buys)."""
+
+    name = "ort_plain"
+    description = "ONNX Runtime fp32 of the training graph as is"
+    suffixes = ()
+    export_format = None
+    deploy = False
+
+    @classmethod
+    def export_note(cls, path: Path) -> str:
+        return "training graph exported as is"

@@ -1,0 +1,258 @@
+"""The runtime contract: one way to run a network, whatever runs it.
+
+A runtime is built once, from a trained model (:meth:`Runtime.from_model`) or from a file that
+an export wrote (:meth:`Runtime.from_file`), and is then called as
+
+    ``runtime(batch) -> {task: tensor}``
+
+with ``batch`` a ``B x 3 x H x W`` float32 ImageNet-normalised tensor and one output per task at
+the input size (``seg`` logits, ``depth`` encoded as ``log(depth_m) / 5``, ...), exactly what the
+PyTorch network returns. Each runtime says its :attr:`~Runtime.name`, its
+:attr:`~Runtime.tasks` (name -> channels) and whether its input size is fixed
+(:attr:`~Runtime.fixed_size`); a fixed-size runtime refuses any other size with a message that
+says both. Nothing downstream branches on which runtime it holds.
+
+The registry (:data:`RUNTIMES`, filled by :func:`register`) is what ``Predictor``,
+``mtdense bench``, ``mtdense predict --backend`` and ``mtdense export`` look names up in:
+
+    >>> rt = create_runtime("ort", model, size=(400, 1024))     # ONNX Runtime, exported here
+    >>> rt = open_runtime("model.onnx")                           # an mtdense export
+    >>> out = rt(batch)                                           # {"seg": ..., "depth": ...}
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "Runtime", "RuntimeOptions", "RuntimeUnavailable", "RUNTIMES", "register", "runtime_class", "create_runtime",
+    "open_runtime", "runtime_for_file", "runtime_for_format", "check_input",
+]
+
+
+class RuntimeUnavailable(RuntimeError):
+    """This runtime cannot run here (a missing package, compiler or device); the message says how to get it."""
+
+
+@dataclass
+class RuntimeOptions:
+    """How to build a runtime.
+
+    Attributes:
+        device: ``"cpu"`` or ``"cuda"``.
+        threads: Intra-op threads (``None``: the library's default).
+        size: ``(H, W)`` the runtime is built for. Runtimes that can specialise to one size
+            (a fixed-shape ONNX graph, a captured CUDA graph, the fused path) then take only
+            that size; the others ignore it.
+        work_dir: Where exported files are written and reused (a temporary folder by default).
+        calibration: Images (paths or ``H x W x 3`` uint8 RGB) for int8 calibration.
+    """
+
+    device: str = "cpu"
+    threads: int | None = None
+    size: tuple[int, int] | None = None
+    work_dir: Path | None = None
+    calibration: Sequence[str | Path | np.ndarray] | None = None
+
+
+def check_input(x: torch.Tensor, fixed_size: tuple[int, int] | None, what: str) -> None:
+    """Raise ``ValueError`` unless ``x`` is a ``B x 3 x H x W`` batch of the fixed size (if any)."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"{what}: expected a B x 3 x H x W batch, got shape {tuple(x.shape)}")
+    if fixed_size is not None and tuple(x.shape[-2:]) != tuple(fixed_size):
+        raise ValueError(f"{what} is built for {fixed_size[0]}x{fixed_size[1]} inputs only, got {x.shape[-2]}x{x.shape[-1]}; "
+                         f"resize the input (Predictor(size=...)) or build the runtime without a fixed size")
+
+
+class Runtime:
+    """Base class of every runtime (see the module docstring for the contract).
+
+    Subclasses set the class attributes, implement :meth:`from_model` (and :meth:`from_file`
+    where they open exported files) and :meth:`run`; :meth:`__call__` checks the input first.
+
+    Attributes:
+        name: Registry name (``eager``, ``ort``, ``fused``, ...).
+        engine: What runs it, in words (``PyTorch``, ``ONNX Runtime``, ``OpenVINO``).
+        description: One line for ``--help`` and the bench table.
+        devices: Devices it runs on.
+        suffixes: File suffixes :meth:`from_file` opens (``.onnx``, ``.xml``).
+        export_format: The ``mtdense export --format`` value whose files it runs, if any.
+        tasks: Output name -> channels.
+        fixed_size: ``(H, W)`` it takes exclusively, or ``None`` for any size.
+        note: How it was built (export form, precision, provider): a row note in ``mtdense bench``.
+    """
+
+    name: ClassVar[str] = ""
+    engine: ClassVar[str] = "PyTorch"
+    description: ClassVar[str] = ""
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    export_format: ClassVar[str | None] = None
+
+    tasks: dict[str, int]
+    fixed_size: tuple[int, int] | None = None
+    note: str = ""
+
+    # -- building -----------------------------------------------------------------------------
+    @classmethod
+    def unavailable(cls, options: RuntimeOptions) -> str | None:
+        """Why this runtime cannot run with ``options`` here (``None``: it can)."""
+        if options.device not in cls.devices:
+            words = {"cpu": "the CPU", "cuda": "CUDA"}
+            return (f"{cls.name} runs on {' or '.join(words.get(d, d) for d in cls.devices)} only, not on "
+                    f"{words.get(options.device, options.device)}")
+        return None
+
+    @classmethod
+    def from_model(cls, model: nn.Module, options: RuntimeOptions) -> Runtime:
+        """Build from a trained :class:`~mtdense.models.MultiTaskNet` (copied, not modified)."""
+        raise RuntimeUnavailable(f"the {cls.name} runtime is not built from a model")
+
+    @classmethod
+    def from_file(cls, path: Path, options: RuntimeOptions) -> Runtime:
+        """Open a file written by ``mtdense export``."""
+        raise RuntimeUnavailable(f"the {cls.name} runtime does not open files; it is built from a checkpoint")
+
+    @classmethod
+    def export(cls, model: nn.Module, path: Path, size: tuple[int, int], deploy: bool = True, dynamic: bool = True) -> Path:
+        """Write the file this runtime opens (``mtdense export --format``)."""
+        raise RuntimeUnavailable(f"the {cls.name} runtime has no export format")
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Outputs for a checked batch (subclasses implement this)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement run()")
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        x = torch.as_tensor(x)  # a float32 array is taken without a copy
+        check_input(x, self.fixed_size, f"the {self.name} runtime")
+        return self.run(x)
+
+    def __repr__(self) -> str:
+        size = f", fixed {self.fixed_size[0]}x{self.fixed_size[1]}" if self.fixed_size else ""
+        return f"<{type(self).__name__} {self.name}: tasks {self.tasks}{size}>"
+
+
+RUNTIMES: dict[str, type[Runtime]] = {}
+"""Registry name -> runtime class."""
+
+
+def register(cls: type[Runtime]) -> type[Runtime]:
+    """Class decorator adding a runtime to :data:`RUNTIMES` under its ``name``."""
+    if not cls.name or cls.name in RUNTIMES:
+        raise ValueError(f"runtime {cls.__name__} needs a unique name, got {cls.name!r}")
+    RUNTIMES[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    import mtdense.deploy  # noqa: F401  (its imports register every runtime)
+
+
+def runtime_class(name: str) -> type[Runtime]:
+    """The registered runtime called ``name``; a wrong name lists the valid ones."""
+    _load_all()
+    if name not in RUNTIMES:
+        raise ValueError(f"unknown runtime {name!r}; valid: {', '.join(RUNTIMES)}")
+    return RUNTIMES[name]
+
+
+def runtime_for_file(path: Path) -> type[Runtime] | None:
+    """The runtime that opens files with ``path``'s suffix (``None``: a checkpoint)."""
+    _load_all()
+    suffix = path.suffix.lower()
+    return next((cls for cls in RUNTIMES.values() if suffix in cls.suffixes), None)
+
+
+def runtime_for_format(fmt: str) -> type[Runtime]:
+    """The runtime whose files ``mtdense export --format fmt`` writes."""
+    _load_all()
+    for cls in RUNTIMES.values():
+        if cls.export_format == fmt:
+            return cls
+    formats = sorted(c.export_format for c in RUNTIMES.values() if c.export_format)
+    raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(formats)}")
+
+
+def _options(options: RuntimeOptions | None, kwargs: dict) -> RuntimeOptions:
+    options = options or RuntimeOptions()
+    for k, v in kwargs.items():
+        if not hasattr(options, k):
+            raise TypeError(f"unknown runtime option {k!r}; valid: device, threads, size, work_dir, calibration")
+        setattr(options, k, v)
+    if options.size is not None:
+        options.size = (int(options.size[0]), int(options.size[1]))
+    return options
+
+
+def create_runtime(name: str, model: nn.Module, options: RuntimeOptions | None = None, **kwargs) -> Runtime:
+    """Build runtime ``name`` from a trained model.
+
+    Args:
+        name: A key of :data:`RUNTIMES`.
+        model: A :class:`~mtdense.models.MultiTaskNet` (copied, not modified).
+        options: A :class:`RuntimeOptions`; keyword arguments override its fields.
+
+    Raises:
+        ValueError: An unknown name.
+        RuntimeUnavailable: It cannot run here; the message says why and what to install.
+    """
+    cls = runtime_class(name)
+    options = _options(options, kwargs)
+    reason = cls.unavailable(options)
+    if reason:
+        raise RuntimeUnavailable(reason)
+    return cls.from_model(model, options)
+
+
+def open_runtime(model: str | Path | nn.Module | Runtime, backend: str | None = None,
+                 options: RuntimeOptions | None = None, **kwargs) -> Runtime:
+    """The runtime for anything a user names as a model.
+
+    Args:
+        model: A :class:`Runtime` (returned as is), an ``nn.Module`` whose forward returns the
+            task dict, an exported file (``.onnx``, OpenVINO ``.xml``) opened by the runtime
+            that reads it, or a checkpoint (``.pth`` / ``.ckpt`` / ``.safetensors``).
+        backend: The runtime for a model or checkpoint (default ``eager``). With an exported
+            file it must be the runtime that reads it, or ``None``.
+        options: A :class:`RuntimeOptions`; keyword arguments override its fields.
+    """
+    if isinstance(model, Runtime):
+        if backend not in (None, model.name):
+            raise ValueError(f"backend {backend!r} asked for, but the model is already a {model.name} runtime")
+        return model
+    options = _options(options, kwargs)
+    if isinstance(model, nn.Module):
+        return create_runtime(backend or "eager", model, options)
+    path = Path(model)
+    reader = runtime_for_file(path)
+    if reader is not None:
+        if backend not in (None, reader.name):
+            raise ValueError(f"{path} is an exported file that the {reader.name} runtime runs; backend {backend!r} "
+                             f"runs checkpoints: give the .pth/.ckpt/.safetensors file instead")
+        reason = reader.unavailable(options)
+        if reason:
+            raise RuntimeUnavailable(reason)
+        return reader.from_file(path, options)
+    from mtdense.models import load_model
+
+    return create_runtime(backend or "eager", load_model(path), options)
+
+
+class WorkDir:
+    """A runtime's folder for exported files: ``options.work_dir``, or a temporary folder kept as
+    long as the runtime lives."""
+
+    def __init__(self, work_dir: Path | None):
+        self._tmp = tempfile.TemporaryDirectory(prefix="mtdense-runtime-") if work_dir is None else None
+        self.path = Path(self._tmp.name) if self._tmp else Path(work_dir)
+        self.path.mkdir(parents=True, exist_ok=True)

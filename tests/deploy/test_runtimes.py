@@ -1,0 +1,105 @@
+"""One tester for every registered runtime (the runtime contract of ``mtdense.deploy``).
+
+Each runtime, built from the same tiny network, must: return every task at the input size,
+match eager PyTorch fp32 (exactly up to float rounding, or within its precision for int8 /
+fp16), take odd sizes and batch 2, and, where it is built for one size, refuse any other with
+a message that says both. A runtime that cannot run here (CUDA, OpenVINO, a compiler) is
+skipped with its own reason.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import mtdense
+from mtdense.deploy.parity import runtime_parity
+from mtdense.deploy.runtime import RUNTIMES, Runtime, RuntimeOptions, create_runtime, open_runtime, runtime_class
+
+SIZE = (64, 96)
+ODD = (70, 90)  # 1/4 map 18 x 23: no stride divides it evenly
+# Runtimes that change precision: their outputs are checked for form and sanity, not equality.
+LOW_PRECISION = {"ort_int8", "fp16", "cuda_graph"}
+# Runtimes that capture or calibrate one input size and need it at construction.
+NEEDS_SIZE = {"ort_int8", "cuda_graph"}
+
+
+# torch.compile takes a minute or more per shape on a small CPU.
+NAMES = [pytest.param(n, marks=pytest.mark.slow) if n == "compile" else n for n in RUNTIMES]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return mtdense.create_model(decoder_channels=16, tasks={"seg": 19, "depth": 1, "normals": 3}).eval()
+
+
+def build(name: str, model, size=None) -> Runtime:
+    rng = np.random.default_rng(0)
+    calibration = [rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8) for _ in range(2)]
+    options = RuntimeOptions(size=size, calibration=calibration)
+    reason = runtime_class(name).unavailable(options)
+    if reason:
+        pytest.skip(reason)
+    return create_runtime(name, model, options)
+
+
+def batch(size, n=2, seed=1):
+    return torch.randn(n, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+def check_outputs(rt: Runtime, model, x: torch.Tensor) -> None:
+    out = rt(x)
+    with torch.no_grad():
+        ref = model(x)
+    assert set(out) == set(ref) == set(rt.tasks)
+    for task, c in rt.tasks.items():
+        assert out[task].shape == (len(x), c, *x.shape[-2:]) == ref[task].shape
+        assert torch.isfinite(out[task]).all()
+    if rt.name in LOW_PRECISION:
+        return
+    parity = runtime_parity(rt, model, x)
+    assert parity.seg_agreement >= 0.999 and parity.depth_max_rel < 1e-4 and parity.logits_max_abs < 1e-3, parity
+    for task in ref:
+        torch.testing.assert_close(out[task].cpu(), ref[task], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runtime_matches_the_network_at_odd_sizes_and_batch_2(name, model):
+    rt = build(name, model, size=ODD if name in NEEDS_SIZE else None)
+    assert rt.name == name and isinstance(rt.note, str) and rt.note
+    assert rt.tasks == {"seg": 19, "depth": 1, "normals": 3}
+    check_outputs(rt, model, batch(ODD))
+    if rt.fixed_size is None:
+        check_outputs(rt, model, batch(SIZE, n=1, seed=2))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runtime_built_for_one_size_refuses_another(name, model):
+    rt = build(name, model, size=SIZE)
+    check_outputs(rt, model, batch(SIZE))
+    if rt.fixed_size is None:  # it does not specialise: any size runs
+        check_outputs(rt, model, batch(ODD, n=1))
+        return
+    assert rt.fixed_size == SIZE
+    with pytest.raises(ValueError, match=r"built for 64x96 inputs only, got 70x90"):
+        rt(batch(ODD, n=1))
+
+
+def test_runtime_refuses_a_malformed_batch(model):
+    rt = create_runtime("eager", model)
+    with pytest.raises(ValueError, match=r"B x 3 x H x W batch, got shape \(3, 64, 96\)"):
+        rt(torch.zeros(3, 64, 96))
+
+
+def test_registry_names_and_lookups(model, tmp_path):
+    assert {"eager", "ort", "fused"} <= set(RUNTIMES)
+    with pytest.raises(ValueError, match="unknown runtime 'nope'; valid: eager"):
+        runtime_class("nope")
+    rt = open_runtime(model)  # a module: eager
+    assert rt.name == "eager" and open_runtime(rt) is rt
+    ckpt = mtdense.save_checkpoint(model, tmp_path / "m.pth")
+    assert open_runtime(ckpt, "ort", size=SIZE).fixed_size == SIZE  # a checkpoint on another runtime
+    onnx_path = runtime_class("ort").export(model, tmp_path / "m.onnx", size=SIZE)
+    assert open_runtime(onnx_path).name == "ort"  # a file: the runtime that reads it
+    with pytest.raises(ValueError, match="m.onnx is an exported file that the ort runtime runs"):
+        open_runtime(onnx_path, "eager")
