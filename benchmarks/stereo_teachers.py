@@ -118,13 +118,14 @@ def middlebury() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
 
 
 def synthetic(root: Path, frames: int, size: tuple[int, int], seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    from mtdense.data.cityscapes import list_frames, read_disparity_png, read_rgb
+    from mtdense.data.cityscapes import list_frames, read_disparity_png
+    from mtdense.data.image import read_image
     from mtdense.data.depth import decode_cityscapes_disparity
     from mtdense.data.synthetic import generate_city
 
     generate_city(root, n_train=frames, n_val=0, size=size, seed=seed, progress=False)
     return [
-        (read_rgb(f.image), read_rgb(f.right), decode_cityscapes_disparity(read_disparity_png(f.disparity)))
+        (read_image(f.image, colour_only=True), read_image(f.right, colour_only=True), decode_cityscapes_disparity(read_disparity_png(f.disparity)))
         for f in list_frames(root, "train", require_labels=False, load_right=True)
     ]
 

@@ -86,7 +86,7 @@ def test_resumes_and_refuses_other_settings(block_tree, tmp_path):
     lost.unlink()
     resumed = cache_dataset(block_tree, out, scale=0.5, right=False, progress=False)
     assert resumed.written == 1 and resumed.skipped == 11 and lost.is_file()
-    assert not list(out.rglob("*.part"))
+    assert not list(out.rglob("*.part*"))
     with pytest.raises(ValueError, match="scale=0.5"):
         cache_dataset(block_tree, out, scale=0.25, progress=False)
     redo = cache_dataset(block_tree, out, scale=0.25, right=False, overwrite=True, progress=False)

@@ -9,8 +9,9 @@ import pytest
 
 from mtdense.data.cityscapes import (
     CityscapesDataset, Frame, list_frames, list_splits, load_frame, read_camera, read_disparity_png,
-    read_label_ids, read_rgb,
+    read_label_ids,
 )
+from mtdense.data.image import read_image
 from mtdense.data.depth import clean_disparity, decode_cityscapes_disparity, disparity_to_depth
 
 
@@ -252,12 +253,12 @@ def test_wrong_formats(tmp_path):
     gray = tmp_path / "a_leftImg8bit.png"
     cv2.imwrite(str(gray), np.zeros((4, 6), np.uint8))
     with pytest.raises(ValueError, match="colour image"):
-        read_rgb(gray)
+        read_image(gray, colour_only=True)
     rgba = tmp_path / "b_leftImg8bit.png"
     cv2.imwrite(str(rgba), np.dstack([np.zeros((4, 6, 2), np.uint8), np.full((4, 6, 2), 200, np.uint8)]))
-    assert read_rgb(rgba).shape == (4, 6, 3) and (read_rgb(rgba)[..., 0] == 200).all()  # BGRA -> RGB
+    assert read_image(rgba, colour_only=True).shape == (4, 6, 3) and (read_image(rgba, colour_only=True)[..., 0] == 200).all()  # BGRA -> RGB
     with pytest.raises(FileNotFoundError, match="nope.png"):
-        read_rgb(tmp_path / "nope.png")
+        read_image(tmp_path / "nope.png", colour_only=True)
 
 
 def test_load_frame_without_camera_for_disparity_is_refused(hand_tree):

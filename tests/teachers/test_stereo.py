@@ -346,11 +346,11 @@ def test_a_corrupt_earlier_output_is_reported_not_kept(tmp_path):
         generate_teacher_disparity(root, SGBMTeacher(), split="train", out="disparity_sgbm", progress=False)
     redo = generate_teacher_disparity(root, SGBMTeacher(), split="train", out="disparity_sgbm", overwrite=True, progress=False)
     assert redo.written == 2 and redo.stats["coverage"] > 0.5
-    assert "coverage" in redo.format() and not list(summary.out_dir.rglob(".*.tmp"))
+    assert "coverage" in redo.format() and not list(summary.out_dir.rglob(".*.part*"))
 
 
 def test_teacher_command_runs_an_onnx_network(tmp_path, stereo_onnx, capsys):
-    from mtdense.data.cityscapes import read_rgb
+    from mtdense.data.image import read_image
 
     _, two, _ = stereo_onnx
     root = tmp_path / "city"
@@ -362,8 +362,8 @@ def test_teacher_command_runs_an_onnx_network(tmp_path, stereo_onnx, capsys):
     teacher = ONNXStereoTeacher(two, output_channel=1, scale=1 / 255, mean=[0.4, 0.5, 0.6], std=[0.2, 0.25, 0.3])
     for png in sorted((root / "disparity_onnx" / "train").rglob("*_disparity.png")):
         name = png.name.replace("_disparity.png", "")
-        left = read_rgb(root / "leftImg8bit" / "train" / CITY / f"{name}_leftImg8bit.png")
-        right = read_rgb(root / "rightImg8bit" / "train" / CITY / f"{name}_rightImg8bit.png")
+        left = read_image(root / "leftImg8bit" / "train" / CITY / f"{name}_leftImg8bit.png", colour_only=True)
+        right = read_image(root / "rightImg8bit" / "train" / CITY / f"{name}_rightImg8bit.png", colour_only=True)
         expected = teacher(left, right)
         written = decode_cityscapes_disparity(read_disparity_png(png))
         valid = expected > 0

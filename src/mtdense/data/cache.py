@@ -32,8 +32,9 @@ import numpy as np
 from mtdense.data import depth as depth_lib
 from mtdense.data.cityscapes import (
     CAMERA_FOLDER, RIGHT_FOLDER, SUFFIXES, Frame, frame_file, list_frames, list_splits,
-    read_camera, read_disparity_png, read_label_ids, read_rgb,
+    read_camera, read_disparity_png, read_label_ids,
 )
+from mtdense.data.image import read_image
 from mtdense.io import encode_image, write_bytes_atomic, write_json_atomic
 
 __all__ = ["CACHE_META_FILE", "CacheSummary", "cache_dataset", "find_map_folders"]
@@ -84,7 +85,7 @@ def _png_size(path: Path) -> tuple[int, int]:
         head = f.read(24)
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
-    return read_rgb(path).shape[:2]
+    return read_image(path, colour_only=True).shape[:2]
 
 
 def _target_size(size_hw: tuple[int, int], scale: float | None, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -113,7 +114,7 @@ def _cache_frame(
     if not todo:
         src_hw = _png_size(frame.image)
         return src_hw, _target_size(src_hw, scale, size), 0, skipped
-    image = read_rgb(frame.image)
+    image = read_image(frame.image, colour_only=True)
     src_hw = image.shape[:2]
     dst_hw = _target_size(src_hw, scale, size)
     sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
@@ -121,7 +122,7 @@ def _cache_frame(
     shrink = sx <= 1 and sy <= 1
     for role, src, dst in todo:
         if role in ("image", "right"):
-            rgb = image if role == "image" else read_rgb(src)
+            rgb = image if role == "image" else read_image(src, colour_only=True)
             if rgb.shape[:2] != src_hw:
                 raise ValueError(f"{src} is {rgb.shape[0]}x{rgb.shape[1]} but its image {frame.image} is "
                                  f"{src_hw[0]}x{src_hw[1]}; replace it with the matching file")

@@ -33,11 +33,15 @@ from mtdense.data.cityscapes import (
     read_camera,
     read_disparity_png,
     read_label_ids,
-    read_rgb,
 )
+from mtdense.data.image import read_image
 from mtdense.data.labels import label_ids_to_train_ids
 
 __all__ = ["Problem", "SplitStats", "DataCheckReport", "check_dataset"]
+
+
+def _read_colour(path: Path):
+    return read_image(path, colour_only=True)
 
 
 @dataclass
@@ -181,7 +185,7 @@ def _check_frame(frame: Frame, check_depth: bool) -> tuple[list[Problem], dict[s
             error(path, what, fix or _FIX_REPLACE)
             return None
 
-    image = read(read_rgb, frame.image)
+    image = read(_read_colour, frame.image)
     size = None if image is None else image.shape[:2]
 
     def same_size(array: np.ndarray, path: Path, what: str) -> bool:
@@ -231,7 +235,7 @@ def _check_frame(frame: Frame, check_depth: bool) -> tuple[list[Problem], dict[s
                 warn(frame.disparity, f"only {100 * stats['valid_share']:.2f}% of the pixels have a disparity",
                      "check that this is the right folder and encoding (uint16, p = 256 d + 1, 0 = invalid)")
     if frame.right is not None:
-        right = read(read_rgb, frame.right)
+        right = read(_read_colour, frame.right)
         if right is not None:
             same_size(right, frame.right, "right view")
     return problems, stats

@@ -31,12 +31,13 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from mtdense.data import depth as depth_lib
+from mtdense.data.image import read_image
 from mtdense.data.labels import NUM_CLASSES, label_ids_to_train_ids
 
 __all__ = [
     "IMAGE_FOLDER", "RIGHT_FOLDER", "CAMERA_FOLDER", "SUFFIXES",
     "Frame", "frame_file", "list_splits", "list_frames",
-    "read_rgb", "read_label_ids", "read_disparity_png", "read_camera", "load_frame", "class_pixel_counts",
+    "read_label_ids", "read_disparity_png", "read_camera", "load_frame", "class_pixel_counts",
     "CityscapesDataset",
 ]
 
@@ -229,23 +230,6 @@ def _decode_png(path: str | Path, flags: int, what: str) -> np.ndarray:
     return array
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an 8-bit colour image as ``H x W x 3`` uint8 RGB (an alpha channel is dropped).
-
-    Raises:
-        FileNotFoundError: No such file.
-        ValueError: Corrupt or unreadable file, or not an 8-bit colour image (the message names it).
-    """
-    image = _decode_png(path, cv2.IMREAD_UNCHANGED, "image")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(
-            f"{path}: expected an 8-bit colour image (H x W x 3), got {image.dtype} with shape {image.shape}; "
-            f"Cityscapes images are 8-bit RGB PNGs: replace the file with the one from the download"
-        )
-    code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(image, code)
-
-
 def read_label_ids(path: str | Path) -> np.ndarray:
     """Read a ``*_gtFine_labelIds.png`` as ``H x W`` uint8 label ids (not yet checked against the table).
 
@@ -380,7 +364,7 @@ def load_frame(frame: Frame, clean_disparity: bool = False, crop_bottom: float =
         ValueError: An unreadable file, a map whose size differs from the image, a label id
             outside the official table or a bad camera file (the message names the file).
     """
-    image = read_rgb(frame.image)
+    image = read_image(frame.image, colour_only=True)
     size = image.shape[:2]
     sample: dict[str, Any] = {"image": image}
     if frame.label is not None:
@@ -399,7 +383,7 @@ def load_frame(frame: Frame, clean_disparity: bool = False, crop_bottom: float =
         camera = read_camera(frame.camera)
         sample["depth"] = depth_lib.disparity_to_depth(disparity, camera["baseline"], camera["fx"])
     if frame.right is not None:
-        right = read_rgb(frame.right)
+        right = read_image(frame.right, colour_only=True)
         _check_size(right, frame.right, size, frame.image, "right view")
         sample["right"] = right
     if crop_bottom > 0:

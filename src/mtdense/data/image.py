@@ -51,22 +51,34 @@ def _jpeg_complete(path: Path) -> bool:
     return True
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an 8-bit colour image file as ``H x W x 3`` uint8 RGB (an alpha channel is dropped).
+def read_image(path: str | Path, colour_only: bool = False) -> np.ndarray:
+    """Read an image file as ``H x W x 3`` uint8 RGB.
+
+    Args:
+        path: The file.
+        colour_only: Refuse anything but an 8-bit colour image (a dataset's images), instead of
+            converting grey or 16-bit images and applying the EXIF orientation as a photo
+            viewer would (images given to ``predict``). An alpha channel is dropped either way.
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: The file is corrupt, truncated or not an image OpenCV reads; the message names it.
+        ValueError: The file is corrupt, truncated or not an image OpenCV reads, or (with
+            ``colour_only``) not an 8-bit colour image; the message names it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: image not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED if colour_only else cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise ValueError(f"{path}: not a readable image (corrupt, truncated or not an image format OpenCV reads)")
+        raise ValueError(f"{path}: cannot decode this image (corrupt, truncated or not an image format OpenCV reads); "
+                         "replace it with a good copy, or delete it")
     if path.suffix.lower() in _JPEG_SUFFIXES and not _jpeg_complete(path):
         raise ValueError(f"{path}: truncated or corrupt JPEG (its data ends early); replace it with a complete copy")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"{path}: expected an 8-bit colour image (H x W x 3), got {image.dtype} with shape {image.shape}; "
+                         "replace the file with an 8-bit RGB image")
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
 def normalize_images(

@@ -28,6 +28,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from mtdense.data.image import IMAGENET_MEAN, IMAGENET_STD
 from mtdense.data.labels import IGNORE_INDEX, NUM_CLASSES
 
 __all__ = [
@@ -35,8 +36,6 @@ __all__ = [
     "DepthMap", "JointResizedCrop", "TrainTransform", "EvalTransform", "to_tv_tensors",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_COLOR_JITTER = (0.3, 0.3, 0.3, 0.05)
 """Brightness, contrast, saturation, hue of ``color_jitter=True``."""
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mtdense.data.depth import decode_cityscapes_disparity, encode_cityscapes_disparity
+from mtdense.data.image import read_image
 from mtdense.io import write_json_atomic, write_png_atomic
 from mtdense.teachers.layout import check_not_download_folder
 from mtdense.teachers.stereo import StereoTeacher
@@ -150,7 +151,7 @@ def generate_teacher_disparity(
     """
     from tqdm import tqdm
 
-    from mtdense.data.cityscapes import frame_file, list_frames, read_disparity_png, read_rgb
+    from mtdense.data.cityscapes import frame_file, list_frames, read_disparity_png
 
     check_not_download_folder(out, "disparity_sgbm")
     root = Path(root)
@@ -174,7 +175,7 @@ def generate_teacher_disparity(
                 raise ValueError(f"{exc}; delete it or rerun with --overwrite to recompute it") from exc
             skipped += 1
         else:
-            left, right = read_rgb(f.image), read_rgb(f.right)
+            left, right = read_image(f.image, colour_only=True), read_image(f.right, colour_only=True)
             if left.shape != right.shape:
                 raise ValueError(f"{f.right}: {right.shape[1]} x {right.shape[0]} px, but its left view {f.image} is {left.shape[1]} x {left.shape[0]}")
             disp = np.asarray(teacher(left, right))

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtdense.data.labels import IGNORE_INDEX, NUM_CLASSES, TRAIN_CLASS_NAMES, train_ids_to_label_ids
+from mtdense.data.image import read_image
 from mtdense.io import write_json_atomic, write_png_atomic
 from mtdense.teachers.layout import check_folder_name
 
@@ -214,7 +215,7 @@ def pseudo_label_split(
     """
     from tqdm import tqdm
 
-    from mtdense.data.cityscapes import frame_file, list_frames, read_rgb
+    from mtdense.data.cityscapes import frame_file, list_frames
 
     check_folder_name(out, "gtPseudo")
     if limit is not None and limit < 1:
@@ -256,7 +257,7 @@ def pseudo_label_split(
             if target.is_file() and not overwrite:
                 summary.kept += 1
                 continue
-            train_ids = labeler(read_rgb(f.image))
+            train_ids = labeler(read_image(f.image, colour_only=True))
             write_png_atomic(target, train_ids_to_label_ids(train_ids))
             ours.add(f.name)
             summary.labelled += 1
