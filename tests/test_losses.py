@@ -148,6 +148,21 @@ def test_multitask_loss_rejects_unknown_names():
         MultiTaskLoss(tasks=("seg", "normals"))
 
 
+def test_from_config_matches_the_keyword_constructor():
+    from mtdense.train.schema import LossConfig
+
+    cfg = LossConfig(depth="berhu", weighting="dwa", dwa_temperature=4.0, class_weights=[1.0, 2.0])
+    loss = MultiTaskLoss.from_config(cfg, tasks=["seg", "depth"])
+    assert (loss.depth_loss, type(loss.weighting), loss.weighting.temperature) == ("berhu", DynamicWeightAverage, 4.0)
+    assert loss.class_weights.tolist() == [1.0, 2.0]
+    # The loss used on its own defaults to the recipe's loss.
+    plain, recipe = MultiTaskLoss(), MultiTaskLoss.from_config(LossConfig(), tasks=("seg", "depth"))
+    assert (plain.depth_loss, plain.weighting.weights(), plain.class_weights) == (
+        recipe.depth_loss, recipe.weighting.weights(), recipe.class_weights)
+    with pytest.raises(ValueError, match="resolved to numbers"):
+        MultiTaskLoss.from_config(LossConfig(class_weights="enet"), tasks=["seg"])
+
+
 def test_uncertainty_weighting_formula_and_gradients():
     w = UncertaintyWeighting(["seg", "depth"])
     with torch.no_grad():

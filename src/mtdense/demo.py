@@ -179,7 +179,8 @@ def run_demo(
         A :class:`DemoResult`.
     """
     from mtdense.metrics import evaluate_split
-    from mtdense.train.recipes import load_recipe, prepare_data, train
+    from mtdense.train import load_recipe, train
+    from mtdense.train.prepare import prepare_data
 
     start = time.perf_counter()
     out_dir = Path(out_dir)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,9 @@ from torchmetrics import MeanMetric
 
 from mtdense.data.depth import encode_depth, valid_depth_mask
 from mtdense.data.labels import IGNORE_INDEX
+
+if TYPE_CHECKING:  # the recipe schema imports this module; only the type is needed here
+    from mtdense.train.schema import LossConfig
 
 __all__ = [
     "DEPTH_LOSSES", "WEIGHTINGS", "TASKS", "segmentation_loss", "depth_loss", "TaskWeighting", "FixedWeighting",
@@ -384,6 +388,18 @@ class MultiTaskLoss(nn.Module):
         self.depth_loss = depth_loss
         self.ignore_index = ignore_index
         self.weighting = create_weighting(weighting, tasks, weights, dwa_temperature)
+
+    @classmethod
+    def from_config(cls, cfg: LossConfig, tasks: Sequence[str]) -> MultiTaskLoss:
+        """The loss a recipe's ``loss:`` section describes, for the model's ``tasks``.
+
+        Args:
+            cfg: The section; ``class_weights`` must be numbers or ``None`` (``enet`` is
+                resolved on the training split first, see :func:`enet_class_weights`).
+            tasks: Tasks with a loss, a subset of ``("seg", "depth")``.
+        """
+        return cls(tasks=tasks, depth_loss=cfg.depth, weighting=cfg.weighting, weights=cfg.weights,
+                   dwa_temperature=cfg.dwa_temperature, class_weights=cfg.class_weights)
 
     def task_losses(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Raw (unweighted) loss of each task: ``{"seg": ..., "depth": ...}``."""

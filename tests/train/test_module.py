@@ -1,5 +1,7 @@
 """The LightningModule: losses go down, metrics are logged, checkpoints rebuild the model."""
 
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -7,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from mtdense import load_model
 from mtdense.train.module import MultiTaskModule
+from mtdense.train.schema import LossConfig, OptimizerConfig, recipe_from_dict
 
 MODEL = {"encoder": "mobilenet_v3_small", "tasks": {"seg": 19, "depth": 1}, "decoder_channels": 16}
 
@@ -103,3 +106,23 @@ def test_depth_init_and_bn_momentum():
     assert bns and all(m.momentum == 0.1 for m in bns)
     with pytest.raises(ValueError, match="bn_momentum"):
         MultiTaskModule(MODEL, lr=1e-3, bn_momentum=0.0)
+
+
+def test_from_config_builds_the_stage_from_the_recipe(tiny_recipe, tiny_cityscapes):
+    d = tiny_recipe(tiny_cityscapes)
+    d["model"].update(depth_init_m=20.0, bn_momentum=0.2)
+    d["loss"] = {"depth": "l1", "weighting": "dwa", "dwa_temperature": 3.0}
+    d["optimizer"] = {"betas": [0.8, 0.99], "pct_start": 0.2}
+    recipe = recipe_from_dict(d)
+    record = {"index": 0, "name": "s0"}
+    module = MultiTaskModule.from_config(recipe, record)
+    hp = module.hparams
+    assert hp["lr"] == 2e-3 and hp["stage"] == record and hp["model_config"]["decoder_channels"] == 16
+    assert hp["loss_config"] == recipe.loss.model_dump() and hp["optimizer_config"] == recipe.optimizer.model_dump()
+    assert module.criterion.depth_loss == "l1" and module.criterion.weighting.temperature == 3.0
+    assert module.channels_last and module.model.heads["depth"][-1].bias.item() == pytest.approx(math.log(20.0) / 5)
+    later = MultiTaskModule.from_config(recipe, {"index": 0, "name": "s0"}, fresh=False)
+    assert later.model.heads["depth"][-1].bias.item() != pytest.approx(math.log(20.0) / 5)  # weights come from a checkpoint
+    # Without a recipe: the recipe's defaults.
+    plain = MultiTaskModule(MODEL, lr=1e-3).hparams
+    assert plain["optimizer_config"] == OptimizerConfig().model_dump() and plain["loss_config"] == LossConfig().model_dump()

@@ -12,7 +12,8 @@ names the data, the model, the loss, the optimiser and a list of stages. Each st
 its own resolution with a one-cycle cosine learning rate and starts from the previous stage's
 weights. The recipe is validated before anything starts; --set changes any key.
 
-The run folder gets recipe.yaml (as given), config.yaml (resolved), one folder per stage with
+The run folder gets recipe.yaml (as given, with the --set overrides applied: train it again or
+--resume with it), config.yaml (resolved), one folder per stage with
 checkpoints/best.ckpt (best val mIoU), checkpoints/last.ckpt, TensorBoard and CSV logs, and
 model.pth (final weights) at the end. Packaged recipes: cityscapes_mobilenet_v3_small,
 synthetic_demo."""
@@ -49,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtdense.train.recipes import load_recipe, train
+    from mtdense.train import load_recipe, train
 
     overrides = list(args.overrides)
     if args.devices is not None:

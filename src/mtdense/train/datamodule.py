@@ -7,6 +7,7 @@ adds the distributed sampler when it runs on several processes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -15,8 +16,13 @@ from torch.utils.data import DataLoader
 
 from mtdense.data.cityscapes import CityscapesDataset
 from mtdense.data.transforms import EvalTransform, TrainTransform
+from mtdense.train.schema import DataConfig, StageConfig
 
 __all__ = ["CityscapesDataModule", "native_size", "scaled_size"]
+
+# Defaults for use without a recipe: the recipe's own, written once in mtdense.train.schema.
+_DATA = DataConfig()
+_STAGE = {k: f.default for k, f in StageConfig.model_fields.items() if not f.is_required()}
 
 
 def native_size(root: str | Path, split: str = "train", crop_bottom: float = 0.0, depth_source: str = "disparity") -> tuple[int, int]:
@@ -35,6 +41,8 @@ def scaled_size(size: tuple[int, int], scale: float, multiple: int = 8) -> tuple
 
 class CityscapesDataModule(L.LightningDataModule):
     """Train and val loaders over a Cityscapes-layout root.
+
+    Build it from a recipe with :meth:`from_config`; the defaults are the recipe's.
 
     Args:
         root: Dataset root (``leftImg8bit/``, ``gtFine/``, ``disparity/``, ``camera/``).
@@ -62,15 +70,15 @@ class CityscapesDataModule(L.LightningDataModule):
         batch_size: int,
         train_size: tuple[int, int],
         val_size: tuple[int, int] | None = None,
-        crop_scale: tuple[float, float] = (0.5, 1.0),
-        depth_source: str = "disparity",
-        clean_disparity: bool = False,
-        crop_bottom: float = 0.0,
-        num_workers: int = 4,
+        crop_scale: Sequence[float] = _STAGE["crop_scale"],
+        depth_source: str = _DATA.depth_source,
+        clean_disparity: bool = _DATA.clean_disparity,
+        crop_bottom: float = _DATA.crop_bottom,
+        num_workers: int = _DATA.num_workers,
         val_batch_size: int | None = None,
-        zoom_depth: bool = False,
-        color_jitter: tuple[float, float, float, float] | bool = True,
-        cache_in_memory: bool = False,
+        zoom_depth: bool = _STAGE["zoom_depth"],
+        color_jitter: Sequence[float] | bool = True,
+        cache_in_memory: bool = _DATA.cache_in_memory,
     ):
         super().__init__()
         self.root = Path(root)
@@ -86,6 +94,33 @@ class CityscapesDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.train_set: CityscapesDataset | None = None
         self.val_set: CityscapesDataset | None = None
+
+    @classmethod
+    def from_config(
+        cls, data: DataConfig, stage: StageConfig, train_size: tuple[int, int], val_size: tuple[int, int] | None
+    ) -> CityscapesDataModule:
+        """The loaders of one stage of a recipe.
+
+        Args:
+            data: The recipe's ``data:`` section (``root`` set).
+            stage: The stage (batch size, crop range, depth zoom).
+            train_size: The stage's training crop ``(H, W)``.
+            val_size: The stage's validation size ``(H, W)``, ``None``: native.
+        """
+        return cls(
+            Path(str(data.root)).expanduser(),
+            batch_size=stage.batch_size,
+            train_size=train_size,
+            val_size=val_size,
+            crop_scale=stage.crop_scale,
+            zoom_depth=stage.zoom_depth,
+            depth_source=data.depth_source,
+            clean_disparity=data.clean_disparity,
+            crop_bottom=data.crop_bottom,
+            num_workers=data.num_workers,
+            color_jitter=data.color_jitter,
+            cache_in_memory=data.cache_in_memory,
+        )
 
     def train_dataset(self) -> CityscapesDataset:
         """The augmented training split."""

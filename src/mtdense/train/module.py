@@ -22,6 +22,7 @@ from mtdense.data.labels import IGNORE_INDEX
 from mtdense.losses import MultiTaskLoss
 from mtdense.metrics import DepthMetrics, SegMetrics
 from mtdense.models import create_model
+from mtdense.train.schema import LossConfig, OptimizerConfig, Recipe
 
 __all__ = ["MultiTaskModule"]
 
@@ -29,15 +30,18 @@ __all__ = ["MultiTaskModule"]
 class MultiTaskModule(L.LightningModule):
     """Trains a :class:`~mtdense.models.MultiTaskNet` on batches of the data pipeline.
 
+    Build it from a recipe with :meth:`from_config`; the arguments are plain settings.
+
     Args:
         model_config: Arguments of :func:`mtdense.create_model` except ``pretrained``:
             ``encoder``, ``tasks``, ``decoder_channels``, ``freeze_encoder``. Saved in the
             checkpoint's ``hyper_parameters["model_config"]`` as the model's own ``config``.
         lr: Peak learning rate of the one-cycle schedule.
-        loss_config: Keyword arguments of :class:`~mtdense.losses.MultiTaskLoss` (``depth``
-            is passed as ``depth_loss``); default: MSE depth, fixed 1:1 weights.
-        optimizer_config: ``weight_decay``, ``betas``, ``pct_start``, ``div_factor``,
-            ``final_div_factor`` (see :class:`~mtdense.train.recipes.OptimizerConfig`).
+        loss_config: The loss (:class:`~mtdense.train.schema.LossConfig`, or its keys as a
+            mapping, as in a checkpoint's hyper-parameters); ``class_weights`` must be numbers
+            or ``None``. Default: the recipe defaults.
+        optimizer_config: Adam and its schedule (:class:`~mtdense.train.schema.OptimizerConfig`
+            or its keys as a mapping). Default: the recipe defaults.
         pretrained: Encoder initialisation for a fresh run (``True``: ImageNet, a path: local
             weights, ``False``: random). Not needed when weights are loaded afterwards.
         stage: Plain description of the stage being trained (saved, for the record).
@@ -62,8 +66,8 @@ class MultiTaskModule(L.LightningModule):
         self,
         model_config: dict[str, Any],
         lr: float,
-        loss_config: dict[str, Any] | None = None,
-        optimizer_config: dict[str, Any] | None = None,
+        loss_config: LossConfig | dict[str, Any] | None = None,
+        optimizer_config: OptimizerConfig | dict[str, Any] | None = None,
         pretrained: bool | str = False,
         stage: dict[str, Any] | None = None,
         depth_init_m: float | None = None,
@@ -73,6 +77,8 @@ class MultiTaskModule(L.LightningModule):
         super().__init__()
         self.model = create_model(**{**model_config, "pretrained": pretrained})
         self.channels_last = bool(channels_last)
+        self.loss_config = LossConfig.model_validate(loss_config or {})
+        self.optimizer_config = OptimizerConfig.model_validate(optimizer_config or {})
         if bn_momentum is not None:
             if not 0 < bn_momentum <= 1:
                 raise ValueError(f"bn_momentum must be in (0, 1], got {bn_momentum!r}")
@@ -89,26 +95,41 @@ class MultiTaskModule(L.LightningModule):
             {
                 "model_config": dict(self.model.config),
                 "lr": float(lr),
-                "loss_config": dict(loss_config or {}),
-                "optimizer_config": dict(optimizer_config or {}),
+                "loss_config": self.loss_config.model_dump(),
+                "optimizer_config": self.optimizer_config.model_dump(),
                 "stage": dict(stage or {}),
             }
         )
-        loss_config = dict(loss_config or {})
         loss_tasks = [t for t in self.model.tasks if t in ("seg", "depth")]
         if len(loss_tasks) != len(self.model.tasks):
             extra = sorted(set(self.model.tasks) - set(loss_tasks))
             raise ValueError(f"model tasks {extra} have no training loss in mtdense.losses; train with tasks seg and/or depth")
-        self.criterion = MultiTaskLoss(
-            tasks=loss_tasks,
-            depth_loss=loss_config.get("depth", "mse"),
-            weighting=loss_config.get("weighting", "fixed"),
-            weights=loss_config.get("weights"),
-            dwa_temperature=loss_config.get("dwa_temperature", 2.0),
-            class_weights=loss_config.get("class_weights"),
-        )
+        self.criterion = MultiTaskLoss.from_config(self.loss_config, tasks=loss_tasks)
         self.val_seg = SegMetrics(num_classes=self.model.tasks["seg"], ignore_index=IGNORE_INDEX) if "seg" in self.model.tasks else None
         self.val_depth = DepthMetrics() if "depth" in self.model.tasks else None
+
+    @classmethod
+    def from_config(cls, recipe: Recipe, stage: dict[str, Any], fresh: bool = True) -> MultiTaskModule:
+        """The module for one stage of a recipe.
+
+        Args:
+            recipe: The recipe; ``loss.class_weights`` resolved to numbers (not ``enet``).
+            stage: The stage's record (``index``, ``name``, sizes, ...), saved in the checkpoint.
+            fresh: The first stage of a new run: initialise from ``model.pretrained`` and
+                ``model.depth_init_m`` (later stages load the previous stage's weights).
+        """
+        m = recipe.model
+        return cls(
+            m.network(),
+            lr=recipe.stages[stage["index"]].lr,
+            loss_config=recipe.loss,
+            optimizer_config=recipe.optimizer,
+            pretrained=m.pretrained if fresh else False,
+            stage=stage,
+            depth_init_m=m.depth_init_m if fresh else None,
+            bn_momentum=m.bn_momentum,
+            channels_last=recipe.trainer.channels_last,
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``B x 3 x H x W`` normalised images -> ``{task: B x C x H x W}`` (see MultiTaskNet)."""
@@ -166,13 +187,12 @@ class MultiTaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Adam over the trainable parameters (network and learned loss weights) + OneCycleLR (cosine, per step)."""
-        oc = self.hparams.optimizer_config
+        oc = self.optimizer_config
         params = [p for p in self.parameters() if p.requires_grad]
         # the fused kernel (one pass over all parameters) where the device has one: same update, fewer passes
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
         optimizer = torch.optim.Adam(
-            params, lr=self.hparams.lr, betas=tuple(oc.get("betas", (0.9, 0.999))), weight_decay=oc.get("weight_decay", 0.0),
-            fused=fused or None,
+            params, lr=self.hparams.lr, betas=(oc.betas[0], oc.betas[1]), weight_decay=oc.weight_decay, fused=fused or None,
         )
         total = int(self.trainer.estimated_stepping_batches)
         if total < 1:
@@ -181,9 +201,9 @@ class MultiTaskModule(L.LightningModule):
             optimizer,
             max_lr=self.hparams.lr,
             total_steps=total,
-            pct_start=oc.get("pct_start", 0.3),
+            pct_start=oc.pct_start,
             anneal_strategy="cos",
-            div_factor=oc.get("div_factor", 25.0),
-            final_div_factor=oc.get("final_div_factor", 1e4),
+            div_factor=oc.div_factor,
+            final_div_factor=oc.final_div_factor,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

@@ -1,19 +1,19 @@
-"""Recipes are validated before training: keys by path, values, the data root, overrides."""
-
-from pathlib import Path
+"""Recipes are validated before training: keys by path, values, the data root."""
 
 import pytest
 import yaml
 
 from mtdense.cli import main
-from mtdense.train.recipes import (
+from mtdense.train.schema import (
+    DataConfig,
+    LossConfig,
+    OptimizerConfig,
     RecipeError,
-    apply_overrides,
+    StageConfig,
     load_recipe,
     packaged_configs,
     recipe_from_dict,
     recipe_to_dict,
-    write_run_config,
 )
 
 
@@ -57,6 +57,17 @@ def test_valid_recipe_fills_defaults(tiny_recipe, tiny_cityscapes):
         (lambda d: d["stages"][0].update(zoom_depth="yes"), r"stages\[0\]\.zoom_depth: expected true or false"),
         (lambda d: d["trainer"].update(channels_last=1), r"trainer\.channels_last: expected true or false"),
         (lambda d: d["data"].update(color_jitter=[0.3, 0.3, 0.3]), r"data\.color_jitter: must be"),
+        (lambda d: d["model"].update(pretrained=1), r"model\.pretrained: expected true or false or a string, got 1"),
+        (lambda d: d["trainer"].update(devices=0), r"trainer\.devices: must be >= 1, got 0"),
+        (lambda d: d["trainer"].update(limit_val_batches=0.0), r"trainer\.limit_val_batches: must be > 0"),
+        (lambda d: d["data"].update(generate={"size": [64]}), r"data\.generate\.size: must be \[H, W\]"),
+        (lambda d: d["stages"].append(dict(d["stages"][0])), r"stages: stage names must differ"),
+        (lambda d: d.update(stages=[]), r"stages: must have at least 1"),
+        (lambda d: d.update(loss={"class_weights": [1.0] * 3}), r"loss\.class_weights: 3 weights for the 19 classes"),
+        (lambda d: d.update(loss={"weights": {"normals": 1.0}}), r"loss\.weights: weights for tasks \['normals'\]"),
+        (lambda d: d["model"].update(tasks={"seg": 19}, depth_init_m=20.0), r"model\.depth_init_m: needs a depth task"),
+        (lambda d: d["optimizer"].update(betas=[0.9]) if "optimizer" in d else d.update(optimizer={"betas": [0.9]}),
+         r"optimizer\.betas: must be two numbers"),
     ],
 )
 def test_bad_recipes_name_the_key(tiny_recipe, tiny_cityscapes, edit, message):
@@ -64,6 +75,25 @@ def test_bad_recipes_name_the_key(tiny_recipe, tiny_cityscapes, edit, message):
     edit(d)
     with pytest.raises(RecipeError, match=message):
         recipe_from_dict(d)
+
+
+def test_one_task_recipe_and_class_weights_given_as_numbers(tiny_recipe, tiny_cityscapes):
+    d = tiny_recipe(tiny_cityscapes)
+    d["model"]["tasks"] = {"seg": 19}
+    d["loss"] = {"class_weights": [1.0] * 19}
+    r = recipe_from_dict(d)
+    assert r.loss.weights == {} and r.loss.class_weights == [1.0] * 19
+
+
+def test_sections_hold_the_recipe_defaults():
+    # The defaults that MultiTaskModule, CityscapesDataModule and the loss fall back to.
+    assert OptimizerConfig().model_dump() == {"name": "adam", "weight_decay": 0.0, "betas": [0.9, 0.999], "pct_start": 0.3,
+                                              "div_factor": 25.0, "final_div_factor": 1e4}
+    assert LossConfig().model_dump() == {"depth": "mse", "weighting": "fixed", "weights": {}, "dwa_temperature": 2.0,
+                                         "class_weights": None}
+    data = DataConfig()
+    assert (data.num_workers, data.depth_source, data.color_jitter) == (4, "disparity", [0.3, 0.3, 0.3, 0.05])
+    assert StageConfig(name="s", epochs=1, batch_size=1, lr=1.0, scale=0.5).crop_scale == [0.5, 1.0]
 
 
 def test_missing_or_unset_root_is_refused(tiny_recipe, tmp_path):
@@ -76,38 +106,6 @@ def test_missing_or_unset_root_is_refused(tiny_recipe, tmp_path):
     d["data"]["root"] = str(tmp_path)
     with pytest.raises(RecipeError, match="no leftImg8bit"):
         recipe_from_dict(d)
-
-
-def test_overrides_are_dotted_and_yaml_parsed():
-    d = {"stages": [{"name": "a", "epochs": 1}], "data": {"root": "/x"}}
-    out = apply_overrides(d, ["stages.0.epochs=2", "data.root=/y", "stages.0.size=[200, 512]", "model.pretrained=false"])
-    assert out["stages"][0] == {"name": "a", "epochs": 2, "size": [200, 512]}
-    assert out["data"]["root"] == "/y" and out["model"]["pretrained"] is False
-    assert d["stages"][0]["epochs"] == 1  # the input is untouched
-    with pytest.raises(RecipeError, match="stages.3"):
-        apply_overrides(d, ["stages.3.epochs=2"])
-    with pytest.raises(RecipeError, match="key=value"):
-        apply_overrides(d, ["stages.0.epochs"])
-
-
-def test_load_recipe_with_overrides_names_the_file(tiny_recipe, tmp_path, tiny_cityscapes):
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(tiny_recipe(tiny_cityscapes)))
-    r, text = load_recipe(path, ["stages.0.epochs=3"])
-    assert r.stages[0].epochs == 3 and text == path.read_text()
-    with pytest.raises(RecipeError, match=r"r\.yaml: unknown key 'stages\[0\]\.epochz'"):
-        load_recipe(path, ["stages.0.epochz=3"])
-
-
-def test_run_config_saves_recipe_as_given_and_resolved(tiny_recipe, tmp_path, tiny_cityscapes):
-    d = tiny_recipe(tiny_cityscapes)
-    text = yaml.safe_dump(d)
-    r = recipe_from_dict(d)
-    write_run_config(r, tmp_path, text, ["stages.0.epochs=1"])
-    assert (tmp_path / "recipe.yaml").read_text() == text
-    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert recipe_from_dict(resolved) == r
-    assert "stages.0.epochs=1" in (tmp_path / "config.yaml").read_text().splitlines()[0]
 
 
 def test_cli_refuses_bad_recipe_before_training(tiny_recipe, tmp_path, tiny_cityscapes, capsys):

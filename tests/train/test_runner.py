@@ -13,7 +13,8 @@ import yaml
 from mtdense import load_model
 from mtdense.cli import main
 from mtdense.data.labels import TRAIN_CLASS_NAMES
-from mtdense.train.recipes import recipe_from_dict, train
+from mtdense.train import load_recipe, recipe_from_dict, train
+from mtdense.train.runner import write_run_config
 
 
 class _StopAfterFirstEpoch(L.Callback):
@@ -50,6 +51,30 @@ def test_two_stages_each_start_from_the_previous_weights(tiny_recipe, tmp_path, 
     assert (tmp_path / "run" / "recipe.yaml").read_text() == yaml.safe_dump(d)
     assert recipe_from_dict(yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())) == recipe_from_dict(d)
     assert load_model(tmp_path / "run" / "model.pth").config["decoder_channels"] == 16
+
+
+def test_run_config_saves_recipe_as_given_and_resolved(tiny_recipe, tmp_path, tiny_cityscapes):
+    d = tiny_recipe(tiny_cityscapes)
+    text = yaml.safe_dump(d)
+    r = recipe_from_dict(d)
+    write_run_config(r, tmp_path, text, ["stages.0.epochs=1"])
+    assert (tmp_path / "recipe.yaml").read_text() == text
+    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert recipe_from_dict(resolved) == r
+    assert "stages.0.epochs=1" in (tmp_path / "config.yaml").read_text().splitlines()[0]
+
+
+def test_run_folder_keeps_the_recipe_with_its_overrides(tiny_recipe, tmp_path, tiny_cityscapes):
+    d = tiny_recipe(tiny_cityscapes)
+    d["data"]["root"] = None  # as in the packaged recipes
+    path = tmp_path / "given.yaml"
+    path.write_text("# the data root comes from --set\n" + yaml.safe_dump(d, sort_keys=False))
+    overrides = [f"data.root={tiny_cityscapes}", "stages.0.epochs=2"]
+    recipe, text = load_recipe(path, overrides)
+    write_run_config(recipe, tmp_path / "run", text, overrides)
+    saved, _ = load_recipe(tmp_path / "run" / "recipe.yaml")  # validates, data root included
+    assert saved == recipe and saved.data.root == str(tiny_cityscapes) and saved.stages[0].epochs == 2
+    assert not list((tmp_path / "run").glob(".*"))  # written atomically: no temporary file left
 
 
 def test_last_checkpoint_holds_the_final_epoch_when_validation_is_sparse(tiny_recipe, tmp_path, tiny_cityscapes):
@@ -107,6 +132,8 @@ def test_train_and_evaluate_commands(tiny_recipe, tmp_path, tiny_cityscapes, cap
     assert main(["train", str(cfg), "--out", str(run), "--set", "stages.0.lr=1e-3", "--precision", "32"]) == 0
     assert "final model" in capsys.readouterr().out
     assert yaml.safe_load((run / "config.yaml").read_text())["stages"][0]["lr"] == 1e-3
+    saved, _ = load_recipe(run / "recipe.yaml")  # the recipe as trained, overrides and all
+    assert saved.stages[0].lr == 1e-3 and saved.trainer.precision == "32"
     out = tmp_path / "eval"
     ckpt = run / "stage0-s0" / "checkpoints" / "last.ckpt"
     assert main(["evaluate", str(ckpt), "--data", str(tiny_cityscapes), "--out", str(out), "--save-predictions",
@@ -164,19 +191,3 @@ def test_enet_class_weights_are_counted_on_the_train_split_and_saved(tiny_recipe
     np.testing.assert_allclose(hp["loss_config"]["class_weights"], expected.numpy(), rtol=1e-5)
     road, car = TRAIN_CLASS_NAMES.index("road"), TRAIN_CLASS_NAMES.index("car")
     assert hp["loss_config"]["class_weights"][car] > hp["loss_config"]["class_weights"][road]  # the car is rarer
-
-
-def test_recipe_colour_jitter_reaches_the_training_transform(tiny_cityscapes):
-    from torchvision.transforms import v2
-
-    from mtdense.train.datamodule import CityscapesDataModule
-
-    def jitters(color_jitter):
-        dm = CityscapesDataModule(tiny_cityscapes, batch_size=2, train_size=(32, 64), color_jitter=color_jitter)
-        return [t for t in dm.train_dataset().transform.pipeline.transforms if isinstance(t, v2.ColorJitter)]
-
-    (no_hue,) = jitters((0.3, 0.2, 0.1, 0.0))
-    assert no_hue.hue is None and no_hue.brightness == (0.7, 1.3) and no_hue.contrast == (0.8, 1.2)
-    (default,) = jitters(True)
-    assert default.hue == (-0.05, 0.05)
-    assert jitters(False) == []

@@ -1,0 +1,288 @@
+"""The stage runner: every stage of a recipe, each with a fresh Lightning ``Trainer``.
+
+    recipe, text = load_recipe("cityscapes_mobilenet_v3_small", ["data.root=/data/cityscapes"])
+    result = train(recipe, "runs/cs", recipe_text=text)
+
+Stage ``i`` (folder :func:`stage_dir`) starts from stage ``i-1``'s last checkpoint; the first
+starts from ``model.pretrained``. The run folder keeps the recipe (``recipe.yaml``, with the
+``--set`` overrides applied) and its resolved form (``config.yaml``, every default filled in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from mtdense.io import write_text_atomic, write_yaml_atomic
+from mtdense.models import load_model, save_checkpoint
+from mtdense.train.config import apply_overrides, parse_mapping
+from mtdense.train.datamodule import CityscapesDataModule, native_size, scaled_size
+from mtdense.train.module import MultiTaskModule
+from mtdense.train.prepare import prepare_data
+from mtdense.train.schema import Recipe, StageConfig, TrainerConfig, recipe_to_dict
+
+__all__ = ["StageResult", "TrainResult", "train", "stage_dir", "stage_sizes", "write_run_config"]
+
+
+@dataclass
+class StageResult:
+    """What one stage left behind.
+
+    Attributes:
+        index: Stage position in the recipe.
+        name: Stage name.
+        dir: The stage's run folder (``checkpoints/``, ``tensorboard/``, ``csv/``).
+        last: Checkpoint after the last epoch (the next stage starts from it).
+        best: Checkpoint with the best validation score (mIoU; AbsRel without a seg task).
+        best_score: That score.
+        global_step: Optimiser steps taken in the stage.
+    """
+
+    index: int
+    name: str
+    dir: Path
+    last: Path
+    best: Path | None
+    best_score: float | None
+    global_step: int
+
+
+@dataclass
+class TrainResult:
+    """The stages of a run, in order; ``final`` is the last stage's last checkpoint."""
+
+    out_dir: Path
+    stages: list[StageResult]
+
+    @property
+    def final(self) -> Path:
+        return self.stages[-1].last
+
+
+def stage_dir(out_dir: str | Path, index: int, stage: StageConfig) -> Path:
+    """Run sub-folder of a stage: ``{out_dir}/stage{index}-{name}``."""
+    return Path(out_dir) / f"stage{index}-{stage.name}"
+
+
+def write_run_config(recipe: Recipe, out_dir: str | Path, text: str | None = None, overrides: list[str] | None = None) -> None:
+    """Save the recipe in ``out_dir``: ``recipe.yaml`` (if ``text``) and ``config.yaml`` (resolved).
+
+    ``recipe.yaml`` is the recipe as given with ``overrides`` applied, so that it trains (or
+    resumes) the same run again; where the overrides change nothing it is ``text`` itself,
+    comments included. ``config.yaml`` has every default filled in and names the overrides.
+    """
+    out_dir = Path(out_dir)
+    if text is not None:
+        given = parse_mapping(text, "the recipe as given")
+        effective = apply_overrides(given, list(overrides or []))
+        if effective == given:
+            write_text_atomic(out_dir / "recipe.yaml", text)
+        else:
+            write_yaml_atomic(out_dir / "recipe.yaml", effective)
+    header = "# Resolved recipe: every default filled in"
+    if overrides:
+        header += "; overrides: " + " ".join(overrides)
+    body = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None)
+    write_text_atomic(out_dir / "config.yaml", f"{header}\n{body}")
+
+
+def stage_sizes(recipe: Recipe, stage: StageConfig) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """``(train_size, val_size)`` of a stage.
+
+    ``train_size`` is ``stage.size``, else the native frame size (after ``crop_bottom``) times
+    ``stage.scale``. ``val_size`` is ``data.val_size``, else the native size times ``stage.scale``,
+    else ``stage.size``.
+    """
+    d = recipe.data
+    by_scale = None
+    if stage.scale is not None and (stage.size is None or d.val_size is None):
+        by_scale = scaled_size(native_size(str(d.root), "train", d.crop_bottom, d.depth_source), stage.scale)
+    train_size = (stage.size[0], stage.size[1]) if stage.size is not None else by_scale
+    if d.val_size is not None:
+        return train_size, (d.val_size[0], d.val_size[1])  # type: ignore[return-value]
+    return train_size, by_scale or train_size  # type: ignore[return-value]
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); it may be truncated") from exc
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise ValueError(f"{path}: not a Lightning checkpoint written by mtdense train (no state_dict / hyper_parameters)")
+    return ckpt
+
+
+def _resumed_stage(recipe: Recipe, resume: Path) -> int:
+    """The index of the stage that wrote ``resume``, checked against the recipe."""
+    hp = _read_checkpoint(resume)["hyper_parameters"]
+    stage = hp.get("stage") or {}
+    index = int(stage.get("index", -1))
+    if not 0 <= index < len(recipe.stages) or stage.get("name") != recipe.stages[index].name:
+        raise ValueError(
+            f"{resume}: written by stage {hp.get('stage')}, which this recipe's stages "
+            f"{[s.name for s in recipe.stages]} do not have at that position; resume with the recipe that wrote it"
+        )
+    saved = hp.get("model_config", {})
+    if saved.get("encoder") != recipe.model.encoder or saved.get("tasks") != recipe.model.tasks:
+        raise ValueError(f"{resume}: holds model {saved}, the recipe builds {recipe.model.network()}; resume with the same recipe")
+    return index
+
+
+def _with_class_weights(recipe: Recipe, root: Path) -> Recipe:
+    """The recipe with ``loss.class_weights: enet`` counted on the training split (numbers)."""
+    if recipe.loss.class_weights != "enet":
+        return recipe
+    from mtdense.data.cityscapes import class_pixel_counts
+    from mtdense.losses import enet_class_weights
+
+    counts = class_pixel_counts(root, "train", crop_bottom=recipe.data.crop_bottom, progress=recipe.trainer.progress_bar)
+    weights = [round(float(w), 6) for w in enet_class_weights(counts)]
+    return recipe.model_copy(update={"loss": recipe.loss.model_copy(update={"class_weights": weights})})
+
+
+def _trainer(t: TrainerConfig, sdir: Path, epochs: int, callbacks: list[Any], summary: bool) -> L.Trainer:
+    return L.Trainer(
+        default_root_dir=sdir,
+        max_epochs=epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,  # type: ignore[arg-type]  (checked against Lightning's names by the schema)
+        logger=[TensorBoardLogger(sdir, name="tensorboard"), CSVLogger(sdir, name="csv")],
+        callbacks=callbacks,
+        log_every_n_steps=t.log_every_n_steps,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        deterministic=t.deterministic,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=summary,
+    )
+
+
+def _checkpoints(sdir: Path, has_seg: bool) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """The best-validation checkpoint and ``last.ckpt``."""
+    best = ModelCheckpoint(
+        dirpath=sdir / "checkpoints",
+        filename="best",
+        monitor="val/miou" if has_seg else "val/abs_rel",
+        mode="max" if has_seg else "min",
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    # last.ckpt after every training epoch (after its validation, if any): the best-checkpoint
+    # callback writes only after validations, so with check_val_every_n_epoch > 1 its "last"
+    # would miss the epochs after the final validation, and the next stage would start from them.
+    last = ModelCheckpoint(
+        dirpath=sdir / "checkpoints", save_top_k=0, save_last=True, save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    return best, last
+
+
+def _run_stage(
+    recipe: Recipe,
+    index: int,
+    sdir: Path,
+    previous: Path | None,
+    resume: Path | None,
+    callbacks: list[Any],
+) -> StageResult:
+    """Train stage ``index`` from ``previous``'s weights, or continue it from ``resume``."""
+    stage = recipe.stages[index]
+    L.seed_everything(recipe.trainer.seed + index, workers=True, verbose=False)
+    train_size, val_size = stage_sizes(recipe, stage)
+    record = {"index": index, "name": stage.name, "epochs": stage.epochs, "batch_size": stage.batch_size,
+              "train_size": list(train_size), "val_size": list(val_size) if val_size else None}
+    module = MultiTaskModule.from_config(recipe, record, fresh=previous is None and resume is None)
+    if previous is not None and resume is None:
+        module.load_state_dict(_read_checkpoint(previous)["state_dict"], strict=True)
+    datamodule = CityscapesDataModule.from_config(recipe.data, stage, train_size, val_size)
+    best, last_checkpoint = _checkpoints(sdir, has_seg="seg" in recipe.model.tasks)
+    first_trained = previous is None or resume is not None  # the first stage this call trains
+    trainer = _trainer(recipe.trainer, sdir, stage.epochs, summary=first_trained, callbacks=[
+        best, last_checkpoint, LearningRateMonitor(logging_interval="step"), *callbacks,
+    ])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    last = sdir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise RuntimeError(f"stage {stage.name!r} finished without writing {last}; see the Lightning log above")
+    # Read back from the checkpoint: with ddp_spawn this process's trainer did not train.
+    saved = _read_checkpoint(last)
+    state = saved.get("callbacks", {}).get(best.state_key, {})
+    best_path = Path(state["best_model_path"]) if state.get("best_model_path") else None
+    score = None if state.get("best_model_score") is None else float(state["best_model_score"])
+    return StageResult(index, stage.name, sdir, last, best_path, score, int(saved["global_step"]))
+
+
+def _finished_stage(index: int, stage: StageConfig, sdir: Path) -> StageResult:
+    """A stage before the resumed one: its last checkpoint must be there."""
+    last = sdir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise FileNotFoundError(f"{last}: stage {stage.name!r} of the resumed run has no last checkpoint")
+    step = int(_read_checkpoint(last).get("global_step", 0))
+    return StageResult(index, stage.name, sdir, last, None, None, step)
+
+
+def train(
+    recipe: Recipe,
+    out_dir: str | Path,
+    resume: str | Path | None = None,
+    recipe_text: str | None = None,
+    overrides: list[str] | None = None,
+    callbacks: list[Any] | None = None,
+) -> TrainResult:
+    """Run every stage of a recipe, each with a fresh Lightning ``Trainer``.
+
+    Stage ``i`` (folder :func:`stage_dir`) starts from stage ``i-1``'s last checkpoint; the
+    first stage starts from ``model.pretrained``. Each stage keeps ``checkpoints/best.ckpt``
+    (best validation mIoU) and ``checkpoints/last.ckpt``, and logs to TensorBoard and CSV.
+    At the end, ``model.pth`` (the last weights, loadable with :func:`mtdense.load_model`)
+    is written to ``out_dir``.
+
+    Args:
+        recipe: A validated recipe.
+        out_dir: Run folder; ``recipe.yaml`` and ``config.yaml`` go there (:func:`write_run_config`).
+        resume: A checkpoint of this run (usually ``stage*/checkpoints/last.ckpt``); training
+            continues in its stage from its epoch and global step, then runs the later stages.
+        recipe_text: The recipe's YAML as given; with ``overrides`` applied, saved as ``recipe.yaml``.
+        overrides: The ``--set`` overrides the recipe was loaded with.
+        callbacks: Extra Lightning callbacks for every stage's ``Trainer``.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        RecipeError: bad data root. ValueError / FileNotFoundError: bad ``resume`` checkpoint.
+    """
+    root = prepare_data(recipe, progress=recipe.trainer.progress_bar)
+    out_dir = Path(out_dir)
+    resume_path = None if resume is None else Path(resume)
+    start = 0 if resume_path is None else _resumed_stage(recipe, resume_path)
+    if rank_zero_only.rank == 0:
+        write_run_config(recipe, out_dir, recipe_text, overrides)
+    recipe = _with_class_weights(recipe, root)
+    results: list[StageResult] = []
+    for i, stage in enumerate(recipe.stages):
+        sdir = stage_dir(out_dir, i, stage)
+        if i < start:
+            results.append(_finished_stage(i, stage, sdir))
+        else:
+            previous = results[-1].last if results else None
+            results.append(_run_stage(recipe, i, sdir, previous, resume_path if i == start else None, list(callbacks or [])))
+    if rank_zero_only.rank == 0:
+        final = results[-1].last
+        save_checkpoint(load_model(final), out_dir / "model.pth", extra={"source": str(final)})
+    return TrainResult(out_dir, results)

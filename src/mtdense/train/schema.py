@@ -1,0 +1,379 @@
+"""The training recipe: its schema (pydantic models) and how a YAML recipe becomes one.
+
+A recipe names the data, the model, the loss, the optimiser, a list of stages (each a
+resolution with its own epochs, batch size and one-cycle learning rate, starting from the
+previous stage's weights) and the Lightning trainer settings::
+
+    recipe, text = load_recipe("configs/synthetic_demo.yaml", overrides=["stages.0.epochs=2", "data.root=/data/cs"])
+
+Each field carries its type, default and check; the sections below hold every default of a
+recipe. Every key is checked before training starts: an unknown key, a wrong type or an
+impossible value (negative epochs, a missing dataset root) raises :class:`RecipeError` naming
+the file and the key by its path, e.g. ``stages[1].epochz``. Overrides are ``dotted.key=value``
+with the value parsed as YAML (``stages.0.size=[200,512]``, ``model.pretrained=false``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from mtdense.data.transforms import DEFAULT_COLOR_JITTER
+from mtdense.losses import DEPTH_LOSSES, WEIGHTINGS
+from mtdense.train.config import ConfigError, FieldError, Float, load_config, one_of, validate
+
+__all__ = [
+    "RecipeError", "SyntheticDataConfig", "DataConfig", "ModelConfig", "LossConfig", "OptimizerConfig", "StageConfig",
+    "TrainerConfig", "Recipe", "load_recipe", "recipe_from_dict", "recipe_to_dict",
+    "validate_paths", "resolve_config_path", "packaged_configs",
+]
+
+_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "64-true")
+
+RecipeError = ConfigError
+"""A recipe that cannot be trained; the message names the file, the key path and the fix."""
+
+
+# -- checks of values that a type alone cannot express ------------------------------------------
+def _size(value: list[int]) -> list[int]:
+    if len(value) != 2 or min(value) < 32:
+        raise ValueError(f"must be [H, W] with H, W >= 32, got {value}")
+    return value
+
+
+def _color_jitter(value: list[float]) -> list[float]:
+    if len(value) != 4 or any(v < 0 for v in value) or value[3] > 0.5:
+        raise ValueError(f"must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, got {value}")
+    return value
+
+
+def _betas(value: list[float]) -> list[float]:
+    if len(value) != 2 or not all(0 <= b < 1 for b in value):
+        raise ValueError(f"must be two numbers in [0, 1), got {value}")
+    return value
+
+
+def _crop_scale(value: list[float]) -> list[float]:
+    if len(value) != 2 or not 0 < value[0] <= value[1] <= 1:
+        raise ValueError(f"must be [min, max] with 0 < min <= max <= 1, got {value}")
+    return value
+
+
+def _class_weighting(value: str | list[float] | None) -> str | list[float] | None:
+    if isinstance(value, str) and value != "enet":
+        raise ValueError(f"unknown class weighting {value!r}; valid: null, enet, or a list of one weight per class")
+    return value
+
+
+def _distinct_names(stages: list[StageConfig]) -> list[StageConfig]:
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names must differ (they name the run folders), got {names}")
+    return stages
+
+
+Size = Annotated[list[int], AfterValidator(_size)]
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[Float, Field(ge=0)]
+BatchLimit = Annotated[int, Field(gt=0)] | Annotated[Float, Field(gt=0)] | None
+
+
+class Section(BaseModel):
+    """A part of a recipe: strict types (``1`` is no boolean, ``"2"`` no number), no unknown keys."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class SyntheticDataConfig(Section):
+    """How to generate the synthetic city into ``data.root`` (demo only)."""
+
+    n_train: Positive = 400
+    """Training frames."""
+    n_val: Positive = 100
+    """Validation frames (never used for training)."""
+    size: Size = [128, 256]
+    """Frame size ``[H, W]`` in pixels."""
+    seed: Annotated[int, Field(ge=0)] = 0
+    """Generator seed (the same seed gives the same city)."""
+
+
+class DataConfig(Section):
+    """Where the Cityscapes-layout data is and how it is read."""
+
+    root: str | None = None
+    """Dataset root holding ``leftImg8bit/``, ``gtFine/``, ``disparity/``, ``camera/``."""
+    depth_source: str = "disparity"
+    """Depth ground truth: ``"disparity"`` (the shipped SGBM maps) or a teacher name known to
+    :class:`mtdense.data.cityscapes.CityscapesDataset`."""
+    clean_disparity: bool = False
+    """Clean the SGBM disparity (border crop, median, inpainting)."""
+    crop_bottom: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+    """Fraction of image height removed at the bottom (ego vehicle)."""
+    num_workers: Annotated[int, Field(ge=0)] = 4
+    """DataLoader worker processes."""
+    val_size: Size | None = None
+    """``[H, W]`` the validation images are resized to during training; ``None``: the stage's
+    training size (``size``), or the native size scaled by ``scale``."""
+    generate: SyntheticDataConfig | None = None
+    """Generate the synthetic city into ``root`` first (``mtdense demo``); ``null``: read ``root`` as it is."""
+    color_jitter: Annotated[list[Float], AfterValidator(_color_jitter)] = list(DEFAULT_COLOR_JITTER)
+    """Training colour jitter ``[brightness, contrast, saturation, hue]`` as in
+    ``torchvision.transforms.v2.ColorJitter``; hue costs as much as the rest of the loading on a
+    CPU (0 skips it)."""
+    cache_in_memory: bool = False
+    """Keep decoded frames in memory after the first epoch (later epochs only augment); for
+    splits that fit in RAM, about ``H * W * 8`` bytes a frame."""
+
+
+class ModelConfig(Section):
+    """The network (arguments of :func:`mtdense.create_model`) and its initialisation."""
+
+    encoder: str = "mobilenet_v3_small"
+    """Encoder name (``mobilenet_v3_small``, ...)."""
+    decoder_channels: Positive = 256
+    """Light-Weight RefineNet width."""
+    pretrained: bool | str = True
+    """``true`` (ImageNet weights), ``false`` (random init) or a local weights path."""
+    freeze_encoder: bool = False
+    """Keep the encoder fixed."""
+    tasks: dict[str, Positive] = {"seg": 19, "depth": 1}
+    """Task -> output channels."""
+    depth_init_m: Annotated[Float, Field(gt=0)] | None = None
+    """A fresh depth head first predicts this depth (metres) everywhere (its output bias starts
+    at the encoded value); ``null``: default initialisation."""
+    bn_momentum: Annotated[Float, Field(gt=0, le=1)] | None = None
+    """BatchNorm running-statistics momentum while training (torchvision's MobileNetV3 uses
+    0.01; 0.1 suits short runs from random init); ``null``: keep it."""
+
+    @model_validator(mode="after")
+    def _depth_init_needs_depth(self) -> ModelConfig:
+        if self.depth_init_m is not None and "depth" not in self.tasks:
+            raise FieldError("depth_init_m", f"needs a depth task in model.tasks ({sorted(self.tasks)}), or null")
+        return self
+
+    def network(self) -> dict[str, Any]:
+        """Arguments of :func:`mtdense.create_model` but ``pretrained`` (the model's own ``config``)."""
+        return self.model_dump(include={"encoder", "decoder_channels", "freeze_encoder", "tasks"})
+
+
+class LossConfig(Section):
+    """The loss (arguments of :class:`mtdense.losses.MultiTaskLoss`)."""
+
+    depth: Annotated[str, one_of(DEPTH_LOSSES, "depth loss")] = "mse"
+    """Depth loss: ``mse``, ``l1``, ``berhu``, ``silog``."""
+    weighting: Annotated[str, one_of(WEIGHTINGS, "task weighting")] = "fixed"
+    """``fixed`` (1:1 unless ``weights``), ``uncertainty`` (Kendall 2018), ``dwa`` (Liu 2019)."""
+    weights: dict[str, NonNegative] = {}
+    """Fixed task weights (``fixed`` only); a task not named gets 1."""
+    dwa_temperature: Annotated[Float, Field(gt=0)] = 2.0
+    """DWA temperature ``T``."""
+    class_weights: Annotated[str | list[NonNegative] | None, AfterValidator(_class_weighting)] = None
+    """Cross-entropy class weights: ``null`` (unweighted), ``enet`` (``1 / ln(1.02 + p_k)`` from
+    the training split's class pixel shares, counted when training starts; the numbers are saved
+    with the run) or one weight per class."""
+
+
+class OptimizerConfig(Section):
+    """Adam with a one-cycle cosine schedule stepped every optimiser step."""
+
+    name: Literal["adam"] = "adam"
+    """The optimiser (Adam only)."""
+    weight_decay: NonNegative = 0.0
+    """L2 penalty of Adam."""
+    betas: Annotated[list[Float], AfterValidator(_betas)] = [0.9, 0.999]
+    """Adam ``(beta1, beta2)``."""
+    pct_start: Annotated[Float, Field(gt=0, lt=1)] = 0.3
+    """Fraction of a stage's steps spent warming up to the stage's ``lr``."""
+    div_factor: Annotated[Float, Field(gt=0)] = 25.0
+    """Start lr = ``lr / div_factor``."""
+    final_div_factor: Annotated[Float, Field(gt=0)] = 1e4
+    """End lr = start lr / ``final_div_factor``."""
+
+
+class StageConfig(Section):
+    """One training stage; each starts from the previous stage's final weights.
+
+    Give the training crop as ``size`` (``[H, W]`` pixels) or as ``scale`` (fraction of the
+    dataset's native frame size after ``crop_bottom``, rounded down to a multiple of 8), or both
+    (then ``size`` is the crop and ``scale`` only sizes validation).
+    """
+
+    name: str
+    """Stage name (run sub-folder)."""
+    epochs: Positive
+    """Epochs."""
+    batch_size: Positive
+    """Images per step and process."""
+    lr: Annotated[Float, Field(gt=0)]
+    """Peak learning rate of the one-cycle cosine schedule."""
+    size: Size | None = None
+    """Training crop ``[H, W]``."""
+    scale: Annotated[Float, Field(gt=0, le=1)] | None = None
+    """Resolution relative to the native frames."""
+    crop_scale: Annotated[list[Float], AfterValidator(_crop_scale)] = [0.5, 1.0]
+    """Random-resized-crop area range ``[min, max]`` relative to the image."""
+    zoom_depth: bool = False
+    """Divide the depth target by each crop's magnification (image width / crop width), so that
+    an enlarged crop, whose objects look nearer, is taught nearer depths; keeps apparent size and
+    depth consistent for a monocular network."""
+
+    @model_validator(mode="after")
+    def _has_resolution(self) -> StageConfig:
+        if self.size is None and self.scale is None:
+            raise ValueError("give the training resolution as size: [H, W] or scale: 0.25")
+        return self
+
+
+class TrainerConfig(Section):
+    """Lightning ``Trainer`` settings (see its documentation for each)."""
+
+    accelerator: str = "auto"
+    """``auto``, ``cpu``, ``gpu``, ..."""
+    devices: Positive | str = "auto"
+    """Devices per node (an int or ``auto``)."""
+    num_nodes: Positive = 1
+    """Machines."""
+    strategy: str = "auto"
+    """``auto``, ``ddp``, ``ddp_spawn``, ..."""
+    precision: Annotated[str, one_of(PRECISIONS, "precision")] = "32"
+    """``32``, ``16-mixed`` or ``bf16-mixed`` (or another of Lightning's)."""
+    seed: int = 0
+    """Seed of every process (``lightning.seed_everything``); stage ``i`` uses ``seed + i``."""
+    log_every_n_steps: Positive = 10
+    """Logging interval."""
+    limit_train_batches: BatchLimit = None
+    """Batches per epoch (int) or fraction; ``null`` = all (tests/smoke runs)."""
+    limit_val_batches: BatchLimit = None
+    """As above for validation."""
+    check_val_every_n_epoch: Positive = 1
+    """Validation interval in epochs."""
+    deterministic: bool = False
+    """Deterministic algorithms."""
+    progress_bar: bool = True
+    """Show Lightning's progress bar."""
+    channels_last: bool = True
+    """Train in NHWC memory format (about 2x faster steps for MobileNet on a CPU, and the layout
+    tensor cores prefer under mixed precision)."""
+
+
+class Recipe(Section):
+    """A whole training recipe. Build with :func:`load_recipe` or :func:`recipe_from_dict`."""
+
+    stages: Annotated[list[StageConfig], Field(min_length=1), AfterValidator(_distinct_names)]
+    """The stages, run in order."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """The dataset."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The network."""
+    loss: LossConfig = Field(default_factory=LossConfig)
+    """The loss."""
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    """The optimiser and its schedule."""
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    """The Lightning trainer."""
+    name: str = "mtdense"
+    """Recipe name (the default run folder is ``runs/<name>/<time>``)."""
+
+    @model_validator(mode="after")
+    def _loss_fits_the_tasks(self) -> Recipe:
+        tasks = self.model.tasks
+        unknown = set(self.loss.weights) - set(tasks)
+        if unknown:
+            raise FieldError("loss.weights", f"weights for tasks {sorted(unknown)} that model.tasks ({sorted(tasks)}) lacks")
+        weights = self.loss.class_weights
+        if weights is not None and "seg" not in tasks:
+            raise FieldError("loss.class_weights", "class weights need a seg task in model.tasks")
+        if isinstance(weights, list) and len(weights) != tasks["seg"]:
+            raise FieldError("loss.class_weights", f"{len(weights)} weights for the {tasks['seg']} classes of model.tasks.seg")
+        return self
+
+
+# -- from YAML -------------------------------------------------------------------------------
+def validate_paths(recipe: Recipe) -> None:
+    """Check that the dataset root is set and exists (unless it is to be generated).
+
+    Raises:
+        RecipeError: ``data.root`` unset, missing, or without ``leftImg8bit/``.
+    """
+    root = recipe.data.root
+    if not root:
+        raise RecipeError("data.root: not set; give the Cityscapes root, e.g. --set data.root=/data/cityscapes")
+    if recipe.data.generate is not None:
+        return
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise RecipeError(f"data.root: dataset root {str(path)!r} does not exist; point --set data.root=... at the Cityscapes folder")
+    if not (path / "leftImg8bit").is_dir():
+        raise RecipeError(
+            f"data.root: {str(path)!r} has no leftImg8bit/ folder; it must be the Cityscapes root holding leftImg8bit/, "
+            f"gtFine/, disparity/ and camera/"
+        )
+
+
+def recipe_from_dict(data: dict[str, Any], check_paths: bool = True) -> Recipe:
+    """Validate a recipe mapping (as read from YAML) into a :class:`Recipe`.
+
+    Args:
+        data: The mapping.
+        check_paths: Also check that ``data.root`` exists (:func:`validate_paths`).
+
+    Raises:
+        RecipeError: the first problem found, naming its key path.
+    """
+    recipe = validate(Recipe, data)
+    if check_paths:
+        validate_paths(recipe)
+    return recipe
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as plain types (every default filled in)."""
+    return recipe.model_dump()
+
+
+def packaged_configs() -> list[str]:
+    """Names of the recipes shipped with mtdense (``configs/*.yaml``)."""
+    return sorted(p.stem for p in _CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(config: str | Path) -> Path:
+    """A recipe path, or the name of a packaged recipe (``synthetic_demo``) -> its file.
+
+    Raises:
+        FileNotFoundError: neither a file nor a packaged recipe; lists the packaged ones.
+    """
+    path = Path(config).expanduser()
+    if path.is_file():
+        return path
+    packaged = _CONFIG_DIR / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if packaged.is_file():
+        return packaged
+    raise FileNotFoundError(f"recipe {str(config)!r} not found; give a YAML file or one of: {', '.join(packaged_configs())}")
+
+
+def load_recipe(config: str | Path, overrides: list[str] | None = None, check_paths: bool = True) -> tuple[Recipe, str]:
+    """Read, override and validate a recipe.
+
+    Args:
+        config: YAML path or packaged recipe name (``cityscapes_mobilenet_v3_small``).
+        overrides: ``dotted.key=value`` strings applied before validation.
+        check_paths: Check that ``data.root`` exists.
+
+    Returns:
+        ``(recipe, text)``: the validated recipe and the YAML text exactly as given.
+
+    Raises:
+        FileNotFoundError: no such recipe.
+        RecipeError: invalid YAML or recipe; the message names the file and key path.
+    """
+    path = resolve_config_path(config)
+    recipe, text = load_config(Recipe, path, list(overrides or []))
+    if check_paths:
+        try:
+            validate_paths(recipe)
+        except RecipeError as exc:
+            raise RecipeError(f"{path}: {exc}") from None
+    return recipe, text
