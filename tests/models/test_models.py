@@ -191,5 +191,21 @@ def test_checkpoint_never_unpickles_code(tmp_path):
 
     path = tmp_path / "evil.pth"
     torch.save({"format": "mtdense-model-v1", "config": Evil(), "state_dict": {}}, path)
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(ValueError, match="holds Python objects that could run code") as err:
         load_model(path)
+    assert "weights_only=False" not in str(err.value)
+
+
+def test_weights_that_do_not_fit_name_the_file_keys_and_cause(tmp_path):
+    from mtdense.models.weights import load_state_dict_checked
+
+    path = tmp_path / "other.pth"
+    small = mtdense.create_model(decoder_channels=16, tasks={"seg": 19, "depth": 1})
+    payload = {"format": "mtdense-model-v1", "config": small.config, "state_dict": {k: v for k, v in small.state_dict().items() if not k.startswith("heads.depth")}}
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=r"other.pth: its weights do not fit this model \(missing \d+ key\(s\): heads.depth") as err:
+        load_model(path)
+    assert "another encoder, decoder width or task set" in str(err.value)
+    wide = mtdense.create_model(decoder_channels=32, tasks={"seg": 19, "depth": 1})
+    with pytest.raises(ValueError, match=r"other shapes: .*\(16, .*vs \(32, "):
+        load_state_dict_checked(wide, small.state_dict(), path)

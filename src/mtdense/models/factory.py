@@ -10,7 +10,7 @@ import torch
 
 from mtdense.models.encoders import Pretrained, create_encoder
 from mtdense.models.net import MultiTaskNet
-from mtdense.models.weights import load_state_dict_file
+from mtdense.models.weights import load_state_dict_checked, load_state_dict_file, read_checkpoint, read_safetensors_metadata
 
 __all__ = ["create_model", "model_from_config", "save_checkpoint", "load_model", "export_safetensors", "DEFAULT_TASKS"]
 
@@ -64,14 +64,16 @@ def model_from_config(config: dict[str, Any]) -> MultiTaskNet:
 
 def save_checkpoint(model: MultiTaskNet, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Save weights plus the config that rebuilds the model (``.pth``, or ``.safetensors``)."""
+    from mtdense.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         return export_safetensors(model, path)
     payload = {"format": CHECKPOINT_FORMAT, "config": model.config, "state_dict": model.state_dict()}
     if extra:
         payload["extra"] = extra
-    torch.save(payload, path)
+    with atomic_path(path) as tmp:  # a killed save leaves the old file, never a part
+        torch.save(payload, tmp)
     return path
 
 
@@ -79,10 +81,12 @@ def export_safetensors(model: MultiTaskNet, path: str | Path) -> Path:
     """Write the weights as safetensors, with the model config as JSON metadata."""
     from safetensors.torch import save_file
 
+    from mtdense.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(model.config)})
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(model.config)})
     return path
 
 
@@ -103,28 +107,14 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Mu
         ValueError: truncated/corrupt file, or one that does not carry a model config.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable safetensors file ({exc}); it may be truncated.") from exc
+        meta = read_safetensors_metadata(path)
         if "config" not in meta:
-            raise ValueError(f"{path}: safetensors file has no mtdense model config in its metadata.")
+            raise ValueError(f"{path}: safetensors file has no mtdense model config in its metadata; export it with 'mtdense export --format safetensors'")
         config = json.loads(meta["config"])
         state = load_state_dict_file(path)
     else:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(
-                f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}). It may be truncated or not an "
-                f"mtdense/Lightning checkpoint."
-            ) from exc
+        ckpt = read_checkpoint(path)
         if not isinstance(ckpt, dict):
             raise ValueError(f"{path}: not a checkpoint dict")
         if ckpt.get("format") == CHECKPOINT_FORMAT:
@@ -140,5 +130,5 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Mu
                 f"model = mtdense.create_model(...); model.load_state_dict(torch.load(path, weights_only=True))"
             )
     model = model_from_config(config)
-    model.load_state_dict(state, strict=True)
+    load_state_dict_checked(model, state, path)
     return model.to(map_location).eval()
