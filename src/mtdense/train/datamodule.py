@@ -107,19 +107,10 @@ class CityscapesDataModule(L.LightningDataModule):
             train_size: The stage's training crop ``(H, W)``.
             val_size: The stage's validation size ``(H, W)``, ``None``: native.
         """
+        same_names = {"depth_source", "clean_disparity", "crop_bottom", "num_workers", "color_jitter", "cache_in_memory"}
         return cls(
-            Path(str(data.root)).expanduser(),
-            batch_size=stage.batch_size,
-            train_size=train_size,
-            val_size=val_size,
-            crop_scale=stage.crop_scale,
-            zoom_depth=stage.zoom_depth,
-            depth_source=data.depth_source,
-            clean_disparity=data.clean_disparity,
-            crop_bottom=data.crop_bottom,
-            num_workers=data.num_workers,
-            color_jitter=data.color_jitter,
-            cache_in_memory=data.cache_in_memory,
+            Path(str(data.root)).expanduser(), batch_size=stage.batch_size, train_size=train_size, val_size=val_size,
+            crop_scale=stage.crop_scale, zoom_depth=stage.zoom_depth, **data.model_dump(include=same_names),
         )
 
     def train_dataset(self) -> CityscapesDataset:

@@ -151,24 +151,20 @@ def _with_class_weights(recipe: Recipe, root: Path) -> Recipe:
     return recipe.model_copy(update={"loss": recipe.loss.model_copy(update={"class_weights": weights})})
 
 
+# TrainerConfig keys that are Lightning Trainer arguments of the same name.
+_TRAINER_ARGS = {"accelerator", "devices", "num_nodes", "strategy", "precision", "log_every_n_steps", "limit_train_batches",
+                 "limit_val_batches", "check_val_every_n_epoch", "deterministic"}
+
+
 def _trainer(t: TrainerConfig, sdir: Path, epochs: int, callbacks: list[Any], summary: bool) -> L.Trainer:
     return L.Trainer(
         default_root_dir=sdir,
         max_epochs=epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,  # type: ignore[arg-type]  (checked against Lightning's names by the schema)
         logger=[TensorBoardLogger(sdir, name="tensorboard"), CSVLogger(sdir, name="csv")],
         callbacks=callbacks,
-        log_every_n_steps=t.log_every_n_steps,
-        limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches,
-        check_val_every_n_epoch=t.check_val_every_n_epoch,
-        deterministic=t.deterministic,
         enable_progress_bar=t.progress_bar,
         enable_model_summary=summary,
+        **t.model_dump(include=_TRAINER_ARGS),
     )
 
 
