@@ -169,3 +169,17 @@ def test_predict_cli_video(ckpt, tmp_path, capsys):
         assert frame.shape[0] == 64 and frame.shape[1] > 3 * 128
     cap.release()
     assert frames == 5
+
+
+def test_predict_cli_backend_runs_the_checkpoint_on_that_runtime(model, ckpt, tmp_path):
+    image = rgb(64, 128, seed=5)
+    write_rgb(tmp_path / "street.png", image)
+    out = tmp_path / "ort"
+    assert main(["predict", str(ckpt), str(tmp_path / "street.png"), "--out", str(out), "--size", "64", "128", "--backend", "ort"]) == 0
+    want = Predictor(model, size=(64, 128)).predict(image)
+    got = cv2.imread(str(out / "street_trainIds.png"), cv2.IMREAD_UNCHANGED)
+    assert (got == want.seg).mean() >= 0.999
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    with pytest.raises(SystemExit):  # argparse lists the valid names
+        main(["predict", str(ckpt), str(tmp_path / "street.png"), "--out", str(out), "--backend", "nope"])
+    assert Predictor(ckpt, backend="ort", size=(64, 128)).model.name == "ort"

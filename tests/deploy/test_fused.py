@@ -1,6 +1,9 @@
 """The fused CPU path (``mtdense.deploy.fused``): same function as the network, clear errors."""
 
+import os
 import platform
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +160,68 @@ def test_fused_winograd_covers_partial_tiles_blocks_and_panels():
     net = FusedNet(model, threads=3)
     assert net.gemm_heads == ["seg", "normals", "parts"]
     _assert_matches(net, model, size=(70, 330), seed=5)
+
+
+# -- building the kernel safely -----------------------------------------------------------------
+@needs_compiler
+def test_two_processes_building_at_once_share_one_whole_library(tmp_path):
+    import subprocess
+    import sys
+
+    code = "from mtdense.deploy.fused.build import build_library, load_library; print(build_library()); load_library()"
+    env = {**__import__("os").environ, "MTDENSE_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs[0] == outs[1] and outs[0].startswith(str(tmp_path))
+    assert [p.name for p in tmp_path.glob("*.so")] == [Path(outs[0]).name]  # one library, no build leftovers
+    assert not list(tmp_path.glob(".build-*"))
+
+
+@needs_compiler
+def test_unwritable_cache_falls_back_to_a_private_folder(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MTDENSE_CACHE", str(blocker / "cache"))  # cannot be created: a file is in the way
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    path = build_library()
+    assert path.is_file() and path.parent == tmp_path / "tmp" / f"mtdense-cache-{os.getuid()}"
+
+
+@needs_compiler
+def test_broken_cached_library_is_rebuilt_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTDENSE_CACHE", str(tmp_path))
+    path = build_library()
+    whole = path.read_bytes()
+    broken = tmp_path / "broken.so"  # truncated, as by a full disk under an older version; a new file,
+    broken.write_bytes(whole[: len(whole) // 3])  # since this process has the library mapped
+    os.replace(broken, path)
+    assert build_library() == path and path.read_bytes() == whole
+
+
+def test_a_compiler_that_fails_half_way_leaves_nothing_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTDENSE_CACHE", str(tmp_path / "cache"))
+    cc = tmp_path / "badcc"  # writes half an output file, then fails
+    cc.write_text('#!/bin/sh\nfor a; do case "$prev" in -o) echo half > "$a";; esac; prev="$a"; done\necho "internal compiler error" >&2\nexit 1\n')
+    cc.chmod(0o755)
+    with pytest.raises(FusedUnavailable, match="internal compiler error"):
+        build_library(cc=str(cc))
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_the_compiler_version_is_part_of_the_cache_key(tmp_path, monkeypatch):
+    import mtdense.deploy.fused.build as build
+
+    monkeypatch.setenv("MTDENSE_CACHE", str(tmp_path))
+    names = []
+    for version in ("cc 12.2", "cc 13.1"):
+        cc = tmp_path / "fakecc"  # reports a version, "compiles" by copying a real library
+        real = build_library() if fused_available() else None
+        cc.write_text(f'#!/bin/sh\n[ "$1" = --version ] && {{ echo "{version}"; exit 0; }}\n'
+                      + (f'for a; do case "$prev" in -o) cp "{real}" "$a";; esac; prev="$a"; done\nexit 0\n' if real else "exit 1\n"))
+        cc.chmod(0o755)
+        try:
+            names.append(build.build_library(cc=str(cc)).name)
+        except FusedUnavailable:
+            names.append(version)  # no real library to copy here: the key is still checked below
+    assert names[0] != names[1]

@@ -8,7 +8,8 @@ keyed by the source, the compiler and its version, the flags and the CPU. The bu
   build happens in a private folder whose result is renamed into the cache, so nobody ever
   sees a partial library;
 - a compiler that fails half-way leaves nothing in the cache;
-- a cached library that does not load or lacks the kernel's functions is rebuilt, never used;
+- a cached library whose bytes differ from what was built (checked against the SHA-256 written
+  beside it, before it is loaded: a truncated library could crash the loader) is rebuilt, never used;
 - an unwritable cache (a read-only home) falls back to a private folder under the system's
   temporary directory, and where nothing can be written :class:`FusedUnavailable` says so.
 """
@@ -93,6 +94,19 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _intact(lib: Path) -> bool:
+    """Whether the cached ``lib`` is the file that was built: its digest matches the one beside it."""
+    stamp = lib.with_suffix(".sha256")
+    try:
+        return stamp.read_text().strip() == _digest(lib)
+    except OSError:
+        return False
+
+
 def _loads(path: Path) -> bool:
     """Whether ``path`` is a library that loads and has every function of the kernel."""
     try:
@@ -125,9 +139,9 @@ def build_library(cc: str | None = None, force: bool = False) -> Path:
     out = folder / f"libmtdense_finest-{key}.so"
     with _locked(folder / f".libmtdense_finest-{key}.lock"):
         if out.exists() and not force:
-            if _loads(out):
+            if _intact(out):
                 return out
-            out.unlink(missing_ok=True)  # broken (truncated, another architecture): rebuild
+            out.unlink(missing_ok=True)  # damaged, or from a build that never finished: rebuild
         with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as tmp:
             target = Path(tmp) / out.name
             for flags in (_FLAGS, tuple(f for f in _FLAGS if f != "-march=native")):  # some compilers lack -march=native
@@ -136,7 +150,10 @@ def build_library(cc: str | None = None, force: bool = False) -> Path:
                     break
             else:
                 raise FusedUnavailable(f"compiling {SOURCE} with {cc} failed:\n{proc.stderr.strip()[-2000:]}")
-            os.replace(target, out)  # atomic: a concurrent reader never sees a partial file
+            stamp = target.with_suffix(".sha256")
+            stamp.write_text(_digest(target) + "\n")
+            os.replace(stamp, out.with_suffix(".sha256"))
+            os.replace(target, out)  # atomic, and last: a library is only ever there with its digest
     return out
 
 
