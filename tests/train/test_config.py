@@ -83,8 +83,8 @@ def test_errors_name_the_key_path(data, message):
 
 
 def test_validate_names_the_source_and_converts_yaml11_numbers():
-    s = validate(_Settings, {"parts": [{"rate": "1e-3"}], "low": 1, "limit": 2})
-    assert s.parts[0].rate == 1e-3 and isinstance(s.low, float) and s.limit == 2
+    s = validate(_Settings, {"parts": ({"rate": "1e-3", "size": (2, 3)},), "low": 1, "limit": 2})
+    assert s.parts[0].rate == 1e-3 and isinstance(s.low, float) and s.limit == 2 and s.parts[0].size == [2, 3]
     with pytest.raises(ConfigError, match=r"^cfg\.yaml: missing key 'parts'"):
         validate(_Settings, {}, source="cfg.yaml")
     assert key_path(("stages", 0, "size", 1)) == "stages[0].size[1]" and key_path(()) == ""

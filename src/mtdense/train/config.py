@@ -250,8 +250,17 @@ def _first_problem(model: type[BaseModel], exc: ValidationError) -> str:
     return _at(key_path(union_path), f"expected {expected}, got {errors[0].get('input')!r}")
 
 
+def _lists(data: Any) -> Any:
+    """``data`` with tuples as lists, as YAML gives them (the strict schema takes lists only)."""
+    if isinstance(data, dict):
+        return {k: _lists(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_lists(v) for v in data]
+    return data
+
+
 def validate(model: type[M], data: Any, source: str | Path | None = None) -> M:
-    """Validate a plain mapping into ``model``.
+    """Validate a plain mapping into ``model`` (tuples count as lists).
 
     Args:
         model: The pydantic model (the schema).
@@ -262,7 +271,7 @@ def validate(model: type[M], data: Any, source: str | Path | None = None) -> M:
         ConfigError: the first problem, as ``source: key.path: what is wrong, got value``.
     """
     try:
-        return model.model_validate(data)
+        return model.model_validate(_lists(data))
     except ValidationError as exc:
         raise ConfigError(_at(str(source or ""), _first_problem(model, exc))) from None
 

@@ -22,6 +22,7 @@ from mtdense.data.labels import IGNORE_INDEX
 from mtdense.losses import MultiTaskLoss
 from mtdense.metrics import DepthMetrics, SegMetrics
 from mtdense.models import create_model
+from mtdense.train.config import validate
 from mtdense.train.schema import LossConfig, OptimizerConfig, Recipe
 
 __all__ = ["MultiTaskModule"]
@@ -77,8 +78,8 @@ class MultiTaskModule(L.LightningModule):
         super().__init__()
         self.model = create_model(**{**model_config, "pretrained": pretrained})
         self.channels_last = bool(channels_last)
-        self.loss_config = LossConfig.model_validate(loss_config or {})
-        self.optimizer_config = OptimizerConfig.model_validate(optimizer_config or {})
+        self.loss_config = validate(LossConfig, loss_config or {}, source="loss_config")
+        self.optimizer_config = validate(OptimizerConfig, optimizer_config or {}, source="optimizer_config")
         if bn_momentum is not None:
             if not 0 < bn_momentum <= 1:
                 raise ValueError(f"bn_momentum must be in (0, 1], got {bn_momentum!r}")

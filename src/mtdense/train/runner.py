@@ -212,15 +212,19 @@ def _run_stage(
         best, last_checkpoint, LearningRateMonitor(logging_interval="step"), *callbacks,
     ])
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    return _trained_stage(index, stage, sdir, best.state_key)
+
+
+def _trained_stage(index: int, stage: StageConfig, sdir: Path, best_key: str) -> StageResult:
+    """What a stage left, read back from its last checkpoint (with ddp_spawn this process did not train)."""
     last = sdir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise RuntimeError(f"stage {stage.name!r} finished without writing {last}; see the Lightning log above")
-    # Read back from the checkpoint: with ddp_spawn this process's trainer did not train.
     saved = _read_checkpoint(last)
-    state = saved.get("callbacks", {}).get(best.state_key, {})
-    best_path = Path(state["best_model_path"]) if state.get("best_model_path") else None
+    state = saved.get("callbacks", {}).get(best_key, {})
+    best = Path(state["best_model_path"]) if state.get("best_model_path") else None
     score = None if state.get("best_model_score") is None else float(state["best_model_score"])
-    return StageResult(index, stage.name, sdir, last, best_path, score, int(saved["global_step"]))
+    return StageResult(index, stage.name, sdir, last, best, score, int(saved["global_step"]))
 
 
 def _finished_stage(index: int, stage: StageConfig, sdir: Path) -> StageResult:
