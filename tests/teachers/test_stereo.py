@@ -272,7 +272,7 @@ def make_stereo_tree(root: Path, splits: dict[str, int], size: tuple[int, int] =
 
 
 def test_teacher_command_writes_a_resumable_depth_source_that_trains(tmp_path, capsys):
-    from mtdense.train.recipes import recipe_from_dict, train
+    from mtdense.train import recipe_from_dict, train
 
     root = tmp_path / "city"
     truth = make_stereo_tree(root, {"train": 4, "val": 2})["train"]

@@ -86,7 +86,7 @@ class CompileRuntime(EagerRuntime):
 
 
 @register
-class Fp16Runtime(EagerRuntime):
+class Fp16Runtime(ChannelsLastRuntime):
     """PyTorch fp16, channels-last, on CUDA (fp16 convolutions on a CPU are emulated and slow)."""
 
     name = "fp16"
@@ -94,11 +94,11 @@ class Fp16Runtime(EagerRuntime):
     devices = ("cuda",)
 
     def __init__(self, model: nn.Module, device: str = "cuda"):
-        super().__init__(copy.deepcopy(model), device)
-        self.model = self.model.half().to(memory_format=torch.channels_last)
+        super().__init__(model, device)
+        self.model = self.model.half()  # keeps the NHWC layout
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.device).half().contiguous(memory_format=torch.channels_last)
+        return super().prepare(x).half()
 
 
 @register

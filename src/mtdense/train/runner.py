@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from mtdense.models.weights import read_checkpoint
 from mtdense.io import write_text_atomic, write_yaml_atomic
 from mtdense.models import load_model, save_checkpoint
 from mtdense.train.config import apply_overrides, parse_mapping
@@ -112,12 +113,7 @@ def stage_sizes(recipe: Recipe, stage: StageConfig) -> tuple[tuple[int, int], tu
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); it may be truncated") from exc
+    ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise ValueError(f"{path}: not a Lightning checkpoint written by mtdense train (no state_dict / hyper_parameters)")
     return ckpt

@@ -45,7 +45,6 @@ from mtdense.data.synthetic.scene import (
     Scene,
 )
 from mtdense.data.synthetic.writer import (
-    _META_FILE,  # noqa: F401  (read by train/recipes.py until it calls city_settings)
     CITIES,
     SyntheticCity,
     city_settings,
