@@ -22,6 +22,7 @@ The registry (:data:`RUNTIMES`, filled by :func:`register`) is what ``Predictor`
 
 from __future__ import annotations
 
+import abc
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ def check_input(x: torch.Tensor, fixed_size: tuple[int, int] | None, what: str) 
                          f"resize the input (Predictor(size=...)) or build the runtime without a fixed size")
 
 
-class Runtime:
+class Runtime(abc.ABC):
     """Base class of every runtime (see the module docstring for the contract).
 
     Subclasses set the class attributes, implement :meth:`from_model` (and :meth:`from_file`
@@ -127,9 +128,9 @@ class Runtime:
         raise RuntimeUnavailable(f"the {cls.name} runtime has no export format")
 
     # -- running ------------------------------------------------------------------------------
+    @abc.abstractmethod
     def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Outputs for a checked batch (subclasses implement this)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement run()")
+        """Outputs for a batch that :meth:`__call__` has checked."""
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
