@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from mtdense.deploy.rewrite import DeployNet, NamedOutputs
-from mtdense.deploy.runtime import Runtime, RuntimeOptions, WorkDir, register
+from mtdense.deploy.runtime import Runtime, RuntimeOptions, WorkDir, register, run_in_chunks
 from mtdense.io import atomic_path
 from mtdense.models import MultiTaskNet
 
@@ -216,11 +216,7 @@ class OnnxModel(Runtime):
 
     @classmethod
     def from_file(cls, path: Path, options: RuntimeOptions) -> Runtime:
-        rt = cls(path, options.device, options.threads)
-        if options.size is not None and rt.fixed_size is not None and options.size != rt.fixed_size:
-            raise ValueError(f"{path} is a fixed-size export for {rt.fixed_size[0]}x{rt.fixed_size[1]}, not "
-                             f"{options.size[0]}x{options.size[1]}; drop the size or export again with that --size")
-        return rt
+        return cls(path, options.device, options.threads)  # its fixed size, if any, is the caller's to check
 
     @classmethod
     def exported(cls, model: nn.Module, options: RuntimeOptions, work: WorkDir, groups: int | None = None) -> Path:
@@ -251,11 +247,7 @@ class OnnxModel(Runtime):
         return export_onnx(model, path, size=size, deploy=deploy, dynamic=dynamic)
 
     def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        xs = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        chunks = [xs[i : i + 1] for i in range(len(xs))] if self.fixed_batch == 1 and len(xs) > 1 else [xs]
-        runs = [self.session.run(self.output_names, {self.input_name: c}) for c in chunks]
-        cat = (lambda k: runs[0][k]) if len(runs) == 1 else (lambda k: np.concatenate([r[k] for r in runs]))
-        return {n: torch.from_numpy(cat(k)).to(x.device) for k, n in enumerate(self.output_names)}
+        return run_in_chunks(x, self.fixed_batch, lambda c: self.session.run(self.output_names, {self.input_name: c}), self.output_names)
 
 
 @register

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mtdense.deploy.onnx import OnnxModel, export_onnx
-from mtdense.deploy.runtime import Runtime, RuntimeOptions, WorkDir, register
+from mtdense.deploy.runtime import Runtime, RuntimeOptions, WorkDir, register, run_in_chunks
 from mtdense.io import WriteError, prepare_dir
 
 __all__ = ["OPENVINO_INSTALL_HINT", "openvino_available", "export_openvino", "OpenVINORunner"]
@@ -149,17 +149,14 @@ class OpenVINORunner(Runtime):
 
     @classmethod
     def export(cls, model: nn.Module, path: Path, size: tuple[int, int], deploy: bool = True, dynamic: bool = True) -> Path:
-        work = WorkDir(None)
-        return export_openvino(export_onnx(model, work.path / "model.onnx", size=size, deploy=deploy, dynamic=dynamic), path)
+        with tempfile.TemporaryDirectory(prefix="mtdense-export-") as tmp:  # the ONNX step is not kept
+            return export_openvino(export_onnx(model, Path(tmp) / "model.onnx", size=size, deploy=deploy, dynamic=dynamic), path)
+
+    def _infer(self, c: np.ndarray) -> list[np.ndarray]:
+        # share_inputs: the request reads c in place (no copy); outputs are copied, so the
+        # returned arrays stay valid after the next call.
+        res = self.request.infer({0: c}, share_inputs=True)
+        return [res[out] for out in self.compiled.outputs]
 
     def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        xs = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        chunks = [xs[i : i + 1] for i in range(len(xs))] if self.fixed_batch == 1 and len(xs) > 1 else [xs]
-        outs = []
-        for c in chunks:
-            # share_inputs: the request reads c in place (no copy); outputs are copied, so the
-            # returned arrays stay valid after the next call.
-            res = self.request.infer({0: c}, share_inputs=True)
-            outs.append([res[out] for out in self.compiled.outputs])
-        cat = (lambda k: outs[0][k]) if len(outs) == 1 else (lambda k: np.concatenate([o[k] for o in outs]))
-        return {name: torch.from_numpy(cat(k)).to(x.device) for k, name in enumerate(self.output_names)}
+        return run_in_chunks(x, self.fixed_batch, self._infer, self.output_names)

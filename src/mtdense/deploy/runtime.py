@@ -35,7 +35,7 @@ from torch import nn
 
 __all__ = [
     "Runtime", "RuntimeOptions", "RuntimeUnavailable", "RUNTIMES", "register", "runtime_class", "create_runtime",
-    "open_runtime", "runtime_for_file", "runtime_for_format", "check_input",
+    "open_runtime", "runtime_for_file", "runtime_for_format", "check_input", "run_in_chunks",
 ]
 
 
@@ -71,6 +71,17 @@ def check_input(x: torch.Tensor, fixed_size: tuple[int, int] | None, what: str) 
     if fixed_size is not None and tuple(x.shape[-2:]) != tuple(fixed_size):
         raise ValueError(f"{what} is built for {fixed_size[0]}x{fixed_size[1]} inputs only, got {x.shape[-2]}x{x.shape[-1]}; "
                          f"resize the input (Predictor(size=...)) or build the runtime without a fixed size")
+
+
+def run_in_chunks(x: torch.Tensor, fixed_batch: int | None, run_one, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Run an exported graph on ``x``: whole, or one image at a time where the graph was exported
+    for batch 1; ``run_one(array) -> [output arrays]`` in ``names``' order. One run's outputs are
+    used as they are (no copy)."""
+    xs = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+    chunks = [xs[i : i + 1] for i in range(len(xs))] if fixed_batch == 1 and len(xs) > 1 else [xs]
+    runs = [run_one(c) for c in chunks]
+    cat = (lambda k: runs[0][k]) if len(runs) == 1 else (lambda k: np.concatenate([r[k] for r in runs]))
+    return {n: torch.from_numpy(cat(k)).to(x.device) for k, n in enumerate(names)}
 
 
 class Runtime(abc.ABC):
