@@ -74,7 +74,7 @@ def _tiny_recipe(root: Path, **stage) -> dict:
     }
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_recipe():
     """Factory: ``tiny_recipe(root, **stage_keys)`` -> a fresh recipe dict."""
     return _tiny_recipe

@@ -1,8 +1,10 @@
 """The LightningDataModule: Cityscapes-layout train/val splits at one stage's resolution.
 
 Listing and decoding are :class:`mtdense.data.cityscapes.CityscapesDataset`'s job, augmentation
-is :mod:`mtdense.data.transforms`' (one random draw shared by image, mask and depth). Lightning
-adds the distributed sampler when it runs on several processes.
+is :mod:`mtdense.data.transforms`' (one random draw shared by image, mask and depth). The train
+order and each sample's random draws come from ``(seed, epoch, sample)``
+(:class:`~mtdense.train.resume.EpochSampler`), so a resumed run replays them. Lightning wraps
+the sampler in a distributed one when it runs on several processes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from mtdense.data.cityscapes import CityscapesDataset
 from mtdense.data.transforms import EvalTransform, TrainTransform
+from mtdense.train.resume import EpochSampler, SeededSamples
 from mtdense.train.schema import DataConfig, StageConfig
 
 __all__ = ["CityscapesDataModule", "native_size", "scaled_size"]
@@ -62,6 +65,7 @@ class CityscapesDataModule(L.LightningDataModule):
         val_batch_size: Validation batch size (default ``batch_size``).
         cache_in_memory: Keep decoded frames in memory (see
             :class:`~mtdense.data.cityscapes.CityscapesDataset`).
+        seed: Seed of the training order and augmentation (:attr:`train_sampler`).
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class CityscapesDataModule(L.LightningDataModule):
         zoom_depth: bool = _STAGE["zoom_depth"],
         color_jitter: Sequence[float] | bool = True,
         cache_in_memory: bool = _DATA.cache_in_memory,
+        seed: int = 0,
     ):
         super().__init__()
         self.root = Path(root)
@@ -94,10 +99,12 @@ class CityscapesDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.train_set: CityscapesDataset | None = None
         self.val_set: CityscapesDataset | None = None
+        self.train_sampler = EpochSampler(seed)
 
     @classmethod
     def from_config(
-        cls, data: DataConfig, stage: StageConfig, train_size: tuple[int, int], val_size: tuple[int, int] | None
+        cls, data: DataConfig, stage: StageConfig, train_size: tuple[int, int], val_size: tuple[int, int] | None,
+        seed: int = 0,
     ) -> CityscapesDataModule:
         """The loaders of one stage of a recipe.
 
@@ -106,11 +113,12 @@ class CityscapesDataModule(L.LightningDataModule):
             stage: The stage (batch size, crop range, depth zoom).
             train_size: The stage's training crop ``(H, W)``.
             val_size: The stage's validation size ``(H, W)``, ``None``: native.
+            seed: Seed of the training order and augmentation.
         """
         same_names = {"depth_source", "clean_disparity", "crop_bottom", "num_workers", "color_jitter", "cache_in_memory"}
         return cls(
             Path(str(data.root)).expanduser(), batch_size=stage.batch_size, train_size=train_size, val_size=val_size,
-            crop_scale=stage.crop_scale, zoom_depth=stage.zoom_depth, **data.model_dump(include=same_names),
+            crop_scale=stage.crop_scale, zoom_depth=stage.zoom_depth, seed=seed, **data.model_dump(include=same_names),
         )
 
     def train_dataset(self) -> CityscapesDataset:
@@ -134,10 +142,12 @@ class CityscapesDataModule(L.LightningDataModule):
             self.val_set = self.val_dataset()
 
     def _loader(self, dataset: CityscapesDataset, batch_size: int, train: bool) -> DataLoader:
+        if train:
+            self.train_sampler.size = len(dataset)
         return DataLoader(
-            dataset,
+            SeededSamples(dataset) if train else dataset,
             batch_size=batch_size,
-            shuffle=train,
+            sampler=self.train_sampler if train else None,
             drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -6,10 +6,14 @@
 Stage ``i`` (folder :func:`stage_dir`) starts from stage ``i-1``'s last checkpoint; the first
 starts from ``model.pretrained``. The run folder keeps the recipe (``recipe.yaml``, with the
 ``--set`` overrides applied) and its resolved form (``config.yaml``, every default filled in).
+Each stage writes its resume point ``checkpoints/last.ckpt`` after every epoch and every
+``trainer.checkpoint_minutes`` (:mod:`mtdense.train.resume`); :func:`train` with ``resume`` set
+to the run folder continues from the newest one and ends as an uninterrupted run would.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from mtdense.models.weights import read_checkpoint
 from mtdense.io import write_text_atomic, write_yaml_atomic
@@ -28,9 +32,10 @@ from mtdense.train.config import apply_overrides, parse_mapping
 from mtdense.train.datamodule import CityscapesDataModule, native_size, scaled_size
 from mtdense.train.module import MultiTaskModule
 from mtdense.train.prepare import prepare_data
+from mtdense.train.resume import LAST, AtomicCheckpointIO, ResumePoint, newest_checkpoint
 from mtdense.train.schema import Recipe, StageConfig, TrainerConfig, recipe_to_dict
 
-__all__ = ["StageResult", "TrainResult", "train", "stage_dir", "stage_sizes", "write_run_config"]
+__all__ = ["StageResult", "TrainResult", "train", "resume_point", "stage_dir", "stage_sizes", "write_run_config"]
 
 
 @dataclass
@@ -160,13 +165,14 @@ def _trainer(t: TrainerConfig, sdir: Path, epochs: int, callbacks: list[Any], su
         callbacks=callbacks,
         enable_progress_bar=t.progress_bar,
         enable_model_summary=summary,
+        plugins=[AtomicCheckpointIO()],
         **t.model_dump(include=_TRAINER_ARGS),
     )
 
 
-def _checkpoints(sdir: Path, has_seg: bool) -> tuple[ModelCheckpoint, ModelCheckpoint]:
-    """The best-validation checkpoint and ``last.ckpt``."""
-    best = ModelCheckpoint(
+def _best_checkpoint(sdir: Path, has_seg: bool) -> ModelCheckpoint:
+    """``best.ckpt``: the best validation score (mIoU; AbsRel without a seg task)."""
+    return ModelCheckpoint(
         dirpath=sdir / "checkpoints",
         filename="best",
         monitor="val/miou" if has_seg else "val/abs_rel",
@@ -174,14 +180,6 @@ def _checkpoints(sdir: Path, has_seg: bool) -> tuple[ModelCheckpoint, ModelCheck
         save_top_k=1,
         enable_version_counter=False,
     )
-    # last.ckpt after every training epoch (after its validation, if any): the best-checkpoint
-    # callback writes only after validations, so with check_val_every_n_epoch > 1 its "last"
-    # would miss the epochs after the final validation, and the next stage would start from them.
-    last = ModelCheckpoint(
-        dirpath=sdir / "checkpoints", save_top_k=0, save_last=True, save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
-    return best, last
 
 
 def _run_stage(
@@ -201,23 +199,36 @@ def _run_stage(
     module = MultiTaskModule.from_config(recipe, record, fresh=previous is None and resume is None)
     if previous is not None and resume is None:
         module.load_state_dict(_read_checkpoint(previous)["state_dict"], strict=True)
-    datamodule = CityscapesDataModule.from_config(recipe.data, stage, train_size, val_size)
-    best, last_checkpoint = _checkpoints(sdir, has_seg="seg" in recipe.model.tasks)
+    seed = recipe.trainer.seed + index
+    datamodule = CityscapesDataModule.from_config(recipe.data, stage, train_size, val_size, seed=seed)
+    best = _best_checkpoint(sdir, has_seg="seg" in recipe.model.tasks)
+    # last.ckpt after every training epoch (after its validation, if any) and every
+    # checkpoint_minutes, whatever the validation interval: the resume point, and the weights
+    # the next stage starts from.
+    resume_point = ResumePoint(sdir / "checkpoints" / LAST, datamodule.train_sampler, stage.batch_size,
+                               recipe.trainer.checkpoint_minutes)
     first_trained = previous is None or resume is not None  # the first stage this call trains
     trainer = _trainer(recipe.trainer, sdir, stage.epochs, summary=first_trained, callbacks=[
-        best, last_checkpoint, LearningRateMonitor(logging_interval="step"), *callbacks,
+        best, resume_point, LearningRateMonitor(logging_interval="step"), *callbacks,
     ])
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    with warnings.catch_warnings():
+        # Lightning cannot see that the train sampler resumes mid-epoch (ResumePoint tells it).
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     return _trained_stage(index, stage, sdir, best.state_key)
 
 
-def _trained_stage(index: int, stage: StageConfig, sdir: Path, best_key: str) -> StageResult:
+def _trained_stage(index: int, stage: StageConfig, sdir: Path, best_key: str | None = None,
+                   last: Path | None = None) -> StageResult:
     """What a stage left, read back from its last checkpoint (with ddp_spawn this process did not train)."""
-    last = sdir / "checkpoints" / "last.ckpt"
+    last = last or sdir / "checkpoints" / LAST
     if not last.is_file():
         raise RuntimeError(f"stage {stage.name!r} finished without writing {last}; see the Lightning log above")
     saved = _read_checkpoint(last)
-    state = saved.get("callbacks", {}).get(best_key, {})
+    callbacks = saved.get("callbacks", {})
+    if best_key is None:  # a stage trained by an earlier call: its (only) best-checkpoint state
+        best_key = next((k for k in callbacks if k.startswith("ModelCheckpoint")), "")
+    state = callbacks.get(best_key, {})
     best = Path(state["best_model_path"]) if state.get("best_model_path") else None
     score = None if state.get("best_model_score") is None else float(state["best_model_score"])
     return StageResult(index, stage.name, sdir, last, best, score, int(saved["global_step"]))
@@ -225,11 +236,35 @@ def _trained_stage(index: int, stage: StageConfig, sdir: Path, best_key: str) ->
 
 def _finished_stage(index: int, stage: StageConfig, sdir: Path) -> StageResult:
     """A stage before the resumed one: its last checkpoint must be there."""
-    last = sdir / "checkpoints" / "last.ckpt"
+    last = sdir / "checkpoints" / LAST
     if not last.is_file():
         raise FileNotFoundError(f"{last}: stage {stage.name!r} of the resumed run has no last checkpoint")
-    step = int(_read_checkpoint(last).get("global_step", 0))
-    return StageResult(index, stage.name, sdir, last, None, None, step)
+    return _trained_stage(index, stage, sdir)
+
+
+def _stage_complete(checkpoint: Path, stage: StageConfig) -> bool:
+    """Whether ``checkpoint`` was written after the stage's last epoch."""
+    saved = _read_checkpoint(checkpoint)
+    position = saved.get("callbacks", {}).get("ResumePoint")
+    if position is not None:
+        return int(position["epoch"]) >= stage.epochs
+    return int(saved.get("epoch", -1)) + 1 >= stage.epochs
+
+
+def resume_point(recipe: Recipe, resume: str | Path | None) -> Path | None:
+    """The checkpoint to continue from: ``resume`` itself, or a run folder's newest one."""
+    if resume is None:
+        return None
+    resume = Path(resume)
+    if not resume.is_dir():
+        if not resume.is_file():
+            raise FileNotFoundError(f"{resume}: no such run folder or checkpoint; give the run folder of 'mtdense train'")
+        return resume
+    found = newest_checkpoint([stage_dir(resume, i, s) for i, s in enumerate(recipe.stages)])
+    if found is None:
+        rank_zero_info(f"{resume}: no checkpoint yet (killed in its first epoch); training the run from its start")
+        return None
+    return found[1]
 
 
 def train(
@@ -244,15 +279,17 @@ def train(
 
     Stage ``i`` (folder :func:`stage_dir`) starts from stage ``i-1``'s last checkpoint; the
     first stage starts from ``model.pretrained``. Each stage keeps ``checkpoints/best.ckpt``
-    (best validation mIoU) and ``checkpoints/last.ckpt``, and logs to TensorBoard and CSV.
-    At the end, ``model.pth`` (the last weights, loadable with :func:`mtdense.load_model`)
-    is written to ``out_dir``.
+    (best validation mIoU) and ``checkpoints/last.ckpt`` (after every epoch and every
+    ``trainer.checkpoint_minutes``), and logs to TensorBoard and CSV. At the end, ``model.pth``
+    (the last weights, loadable with :func:`mtdense.load_model`) is written to ``out_dir``.
 
     Args:
         recipe: A validated recipe.
         out_dir: Run folder; ``recipe.yaml`` and ``config.yaml`` go there (:func:`write_run_config`).
-        resume: A checkpoint of this run (usually ``stage*/checkpoints/last.ckpt``); training
-            continues in its stage from its epoch and global step, then runs the later stages.
+        resume: The run folder of a killed run (its newest checkpoint, in whichever stage, is
+            found), or one of its checkpoints. Training continues in that stage from its epoch,
+            batch and global step, then runs the later stages; the result equals an
+            uninterrupted run's on one process.
         recipe_text: The recipe's YAML as given; with ``overrides`` applied, saved as ``recipe.yaml``.
         overrides: The ``--set`` overrides the recipe was loaded with.
         callbacks: Extra Lightning callbacks for every stage's ``Trainer``.
@@ -265,7 +302,7 @@ def train(
     """
     root = prepare_data(recipe, progress=recipe.trainer.progress_bar)
     out_dir = Path(out_dir)
-    resume_path = None if resume is None else Path(resume)
+    resume_path = resume_point(recipe, resume)
     start = 0 if resume_path is None else _resumed_stage(recipe, resume_path)
     if rank_zero_only.rank == 0:
         write_run_config(recipe, out_dir, recipe_text, overrides)
@@ -275,6 +312,8 @@ def train(
         sdir = stage_dir(out_dir, i, stage)
         if i < start:
             results.append(_finished_stage(i, stage, sdir))
+        elif i == start and resume_path is not None and _stage_complete(resume_path, stage):
+            results.append(_trained_stage(i, stage, sdir, last=resume_path))  # killed between stages
         else:
             previous = results[-1].last if results else None
             results.append(_run_stage(recipe, i, sdir, previous, resume_path if i == start else None, list(callbacks or [])))

@@ -250,6 +250,9 @@ class TrainerConfig(Section):
     """As above for validation."""
     check_val_every_n_epoch: Positive = 1
     """Validation interval in epochs."""
+    checkpoint_minutes: NonNegative = 10.0
+    """Write the resume point (``checkpoints/last.ckpt``) every this many minutes within an
+    epoch, besides after every epoch; ``0``: after epochs only."""
     deterministic: bool = False
     """Deterministic algorithms."""
     progress_bar: bool = True
