@@ -84,6 +84,36 @@ def test_size_resizes_in_and_back(model):
     assert pred.seg.shape == (100, 150) and pred.depth.shape == (100, 150)
 
 
+def test_resized_labels_are_the_argmax_of_bilinear_logits(model):
+    """Resizing one class at a time gives the labels of resizing all logits, then the argmax."""
+    import torch.nn.functional as F
+
+    p = Predictor(model, size=(64, 96))
+    image = rgb(100, 150, seed=4)
+    x = p.preprocess([image])
+    with torch.no_grad():
+        out = model(x)
+    want_seg = F.interpolate(out["seg"], size=(100, 150), mode="bilinear", align_corners=False).argmax(1)[0].numpy()
+    want_depth = torch.exp(5 * F.interpolate(out["depth"], size=(100, 150), mode="bilinear", align_corners=False))[0, 0]
+    pred = p.predict(image)
+    np.testing.assert_array_equal(pred.seg, want_seg)
+    np.testing.assert_allclose(pred.depth, want_depth.numpy(), rtol=1e-5)
+
+
+def test_max_pixels_refuses_arrays_and_files_by_name(model, tmp_path):
+    p = Predictor(model, max_pixels=64 * 100)
+    with pytest.raises(ValueError, match=r"128 x 64 = 0.00819 MP is over --max-pixels 0.0064 MP"):
+        p.predict(rgb(64, 128))
+    path = write_rgb(tmp_path / "wide.png", rgb(64, 128))
+    with pytest.raises(mtdense.inference.ImageTooLarge, match="wide.png: 128 x 64"):
+        p.predict(path)
+    assert p.predict(rgb(64, 96)).seg.shape == (64, 96)
+    assert Predictor(model, max_pixels=0).predict(path).seg.shape == (64, 128)
+    assert Predictor(model).max_pixels == mtdense.inference.DEFAULT_MAX_PIXELS == 50_000_000
+    with pytest.raises(ValueError, match="max_pixels"):
+        Predictor(model, max_pixels=-1)
+
+
 def test_channels_last_matches(model):
     image = rgb()
     a, b = Predictor(model).predict(image), Predictor(model, channels_last=True).predict(image)
@@ -123,7 +153,7 @@ def test_predict_cli_images_folder_and_corrupt_file(ckpt, tmp_path, capsys):
     write_rgb(src / "two.jpg", rgb(64, 96, 2))
     (src / "broken.png").write_bytes(b"not an image at all")
     out = tmp_path / "out"
-    assert main(["predict", str(ckpt), str(src), "--out", str(out)]) == 0
+    assert main(["predict", str(ckpt), str(src), "--out", str(out)]) == 1  # one input failed, the others written
     captured = capsys.readouterr()
     assert "broken.png" in captured.err and "skipped" in captured.err
     assert "2 input(s) written" in captured.out and "1 skipped" in captured.out
@@ -142,10 +172,18 @@ def test_predict_cli_images_folder_and_corrupt_file(ckpt, tmp_path, capsys):
     np.testing.assert_array_equal(cv2.imread(str(out / "one_depth.png"), cv2.IMREAD_UNCHANGED), pred.depth_png16())
 
 
-def test_predict_cli_fails_only_if_nothing_worked(ckpt, tmp_path):
+def test_predict_cli_exit_codes(ckpt, tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"garbage")
     assert main(["predict", str(ckpt), str(bad), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped {bad}:" in err and f"skipped {tmp_path / 'missing.png'}:" in err
+    good = write_rgb(tmp_path / "good.png", rgb())
+    assert main(["predict", str(ckpt), str(good), "--out", str(tmp_path / "o")]) == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(ckpt), str(empty), "--out", str(tmp_path / "o")]) == 2  # nothing to do: refused
+    assert "no images" in capsys.readouterr().err
 
 
 def test_predict_cli_video(ckpt, tmp_path, capsys):

@@ -10,10 +10,18 @@ Segmentation is returned as Cityscapes train ids (0..18); depth in metres, decod
 network's ``log(depth) / 5`` output. Both are computed at the network's input size and
 resized (logits and encoded depth bilinearly, before the argmax and the decoding) to the
 size of the image that was passed in.
+
+Memory at the original size is bounded by its pixels, not pixels x classes: the logits are
+resized one class at a time into a running maximum (the same labels as a bilinear resize of
+all logits followed by an argmax), and depth is resized as its one channel. Images over
+``max_pixels`` (:data:`DEFAULT_MAX_PIXELS`, 50 MP) are refused by name before they are decoded
+where the file's header tells their size (:class:`ImageTooLarge`).
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +36,77 @@ from mtdense.data.image import normalize_images, read_image
 from mtdense.data.labels import train_ids_to_label_ids
 from mtdense.deploy.runtime import Runtime, open_runtime
 
-__all__ = ["Prediction", "Predictor"]
+__all__ = ["Prediction", "Predictor", "ImageTooLarge", "DEFAULT_MAX_PIXELS", "resize_labels"]
 
 ImageInput = str | Path | np.ndarray
 BatchInput = ImageInput | Sequence[ImageInput]
+
+DEFAULT_MAX_PIXELS = 50_000_000
+"""The largest image (H x W) :class:`Predictor` and ``mtdense predict`` accept by default: 50 MP."""
+
+
+class ImageTooLarge(ValueError):
+    """An image (or video frame) over the pixel limit; the message names it and how to go on."""
+
+
+def _mp(pixels: int) -> str:
+    return f"{pixels / 1e6:.3g} MP"
+
+
+def _header_pixels(path: str | Path) -> tuple[int, str | None] | None:
+    """``(pixels, "W x H")`` of an image file from its header, without decoding the pixels.
+
+    ``None`` where the header cannot be read this way (a format Pillow does not know, a damaged
+    header): the caller decodes the image and looks at its shape instead. For an image over twice
+    Pillow's own limit only the count is known (Pillow refuses it, naming the count).
+    """
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with torchvision
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        return (int(found.group(1)), None) if found else None
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return int(w) * int(h), f"{w} x {h}"
+
+
+def _check_pixels(name: str | Path, pixels: int, shape: str | None, max_pixels: int, what: str = "image") -> None:
+    if max_pixels and pixels > max_pixels:
+        size = f"{shape} = {_mp(pixels)}" if shape else _mp(pixels)
+        raise ImageTooLarge(f"{name}: {size} is over --max-pixels {_mp(max_pixels)}; "
+                            f"pass --max-pixels 0 to lift the limit (max_pixels=0 in Python) or resize the {what}")
+
+
+def resize_labels(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``B x C x h x w`` logits -> ``B x H x W`` uint8 argmax of their bilinear resize to ``size``.
+
+    The classes are resized one at a time into a running maximum, so the memory at ``size`` is
+    a few bytes per pixel whatever ``C`` (a resize of all logits at once asks for ``C x H x W``
+    floats: 8 GB for 19 classes on a 108 MP image). The labels are those of
+    ``F.interpolate(logits, size, mode="bilinear").argmax(1)``: each class is resized by the
+    same kernel, and ties go to the lower class as ``argmax`` gives them.
+    """
+    if logits.shape[1] > 256:
+        raise ValueError(f"resize_labels returns uint8 labels: at most 256 classes, got {logits.shape[1]}")
+
+    def one(c: int) -> torch.Tensor:
+        return F.interpolate(logits[:, c:c + 1], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+    best = one(0)
+    labels = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
+    for c in range(1, logits.shape[1]):
+        value = one(c)
+        labels.masked_fill_(value > best, c)
+        torch.maximum(best, value, out=best)
+        del value
+    return labels
 
 
 @dataclass
@@ -73,6 +148,9 @@ class Predictor:
             checkpoint: ``eager`` (default), ``ort``, ``fused``, ... An exported file is run
             by the runtime that reads it.
         threads: Intra-op threads of the runtime (``None``: its default).
+        max_pixels: The largest image (H x W) accepted; a larger one raises
+            :class:`ImageTooLarge` before any network work (for a file, before decoding where
+            its header tells the size). ``0`` or ``None``: no limit.
     """
 
     def __init__(
@@ -83,7 +161,11 @@ class Predictor:
         channels_last: bool = False,
         backend: str | None = None,
         threads: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ):
+        if max_pixels is not None and max_pixels < 0:
+            raise ValueError(f"max_pixels must be >= 0 (0: no limit), got {max_pixels}")
+        self.max_pixels = int(max_pixels or 0)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available here; use device='cpu'")
@@ -114,16 +196,39 @@ class Predictor:
         return self.runtime
 
     # -- input handling -------------------------------------------------------------------
-    @staticmethod
-    def _to_rgb(image: ImageInput) -> np.ndarray:
+    def check_size(self, hw: tuple[int, int], name: str | Path = "image", what: str = "image") -> None:
+        """Raise :class:`ImageTooLarge` naming ``name`` if ``hw`` (H, W) is over :attr:`max_pixels`
+        (``what``: the word for the input in the advice, ``"image"`` or ``"video"``)."""
+        h, w = int(hw[0]), int(hw[1])
+        _check_pixels(name, h * w, f"{w} x {h}", self.max_pixels, what)
+
+    def read_image(self, path: str | Path) -> np.ndarray:
+        """Read an image file as ``H x W x 3`` uint8 RGB, refusing one over :attr:`max_pixels`.
+
+        The size is read from the header first, so a huge file is refused without decoding it;
+        where the header cannot be read that way, the decoded image is checked instead.
+
+        Raises:
+            FileNotFoundError, ValueError (:class:`ImageTooLarge` among them): the message names the file.
+        """
+        if self.max_pixels and Path(path).is_file():
+            header = _header_pixels(path)
+            if header is not None:
+                _check_pixels(path, *header, self.max_pixels)
+        rgb = read_image(path)
+        self.check_size(rgb.shape[:2], path)
+        return rgb
+
+    def _to_rgb(self, image: ImageInput) -> np.ndarray:
         if isinstance(image, (str, Path)):
-            return read_image(image)
+            return self.read_image(image)
         if not isinstance(image, np.ndarray):
             raise TypeError(f"expected a path or an H x W x 3 uint8 RGB array, got {type(image).__name__}")
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an H x W x 3 RGB image, got an array of shape {image.shape}")
         if image.dtype != np.uint8:
             raise ValueError(f"expected a uint8 RGB image (0..255), got dtype {image.dtype}; convert with (img * 255).astype(np.uint8) if it is 0..1")
+        self.check_size(image.shape[:2])
         return image
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -141,13 +246,18 @@ class Predictor:
 
         Returns:
             ``(seg, depth)``: ``B x H x W`` uint8 train ids and ``B x H x W`` float32 metres.
+            At a size other than the network's, the labels come from :func:`resize_labels`
+            (bilinear logits, one class at a time) and depth is resized as its one channel, so
+            the memory at ``out_size`` grows with its pixels, not with pixels x classes. The
+            logits themselves, at the network's size: ``self.runtime(x)["seg"]``.
         """
         out = self.runtime(x)
-        logits, y = out["seg"], out["depth"]
+        logits, y = out["seg"], out["depth"][:, :1]
         if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
-            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
-            y = F.interpolate(y, size=out_size, mode="bilinear", align_corners=False)
-        seg = logits.argmax(1).to(torch.uint8)
+            seg = resize_labels(logits, tuple(out_size))
+            y = F.interpolate(y, size=tuple(out_size), mode="bilinear", align_corners=False)
+        else:
+            seg = logits.argmax(1).to(torch.uint8)
         depth = decode_depth(y[:, 0].float())
         return seg, depth
 
@@ -164,7 +274,8 @@ class Predictor:
 
         Raises:
             FileNotFoundError, ValueError: an unreadable file or a malformed array; the
-                message names it.
+                message names it. :class:`ImageTooLarge` (a ``ValueError``): an image over
+                :attr:`max_pixels`, refused before any network work.
         """
         single = isinstance(image, (str, Path)) or (isinstance(image, np.ndarray) and image.ndim == 3)
         if single:

@@ -4,7 +4,13 @@ For an image ``NAME``: ``NAME_panel.png`` (image | segmentation overlay | depth 
 ``NAME_trainIds.png`` (uint8 train ids), ``NAME_labelIds.png`` (uint8 Cityscapes label ids) and
 ``NAME_depth.png`` (uint16, ``round(depth_m * 256)``, 0 = invalid). For a video ``NAME``:
 ``NAME_annotated.mp4``, the panel of every frame with the measured model speed. Every file is
-written atomically (:mod:`mtdense.io`): a killed run leaves whole files or none.
+written atomically (:mod:`mtdense.io`): a killed run leaves whole files or none. An image
+is computed whole (labels, depth, panel) before its first file is written, so one that fails
+(too large, out of memory) leaves none of its files behind.
+
+Inputs over the predictor's pixel limit (``Predictor(max_pixels=...)``, ``--max-pixels``) are
+refused by name: an image by its header before it is decoded where the header tells the size,
+a video by its frame size before its first frame runs.
 
     >>> predictor = Predictor("model.pth")
     >>> write_image_outputs(predictor, "street.png", "out/", "street")
@@ -18,7 +24,7 @@ from pathlib import Path
 
 import cv2
 
-from mtdense.data.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image
+from mtdense.data.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from mtdense.io import atomic_path, write_png_atomic
 
 __all__ = ["expand_inputs", "UniqueStems", "write_image_outputs", "write_video_outputs"]
@@ -58,18 +64,24 @@ class UniqueStems:
 
 def write_image_outputs(predictor, path: str | Path, out: str | Path, stem: str, panels: bool = True,
                         depth_range: tuple[float, float] = (1.0, 100.0), alpha: float = 0.5) -> None:
-    """Predict one image file and write its panel and raw PNGs into ``out`` (atomically)."""
+    """Predict one image file and write its panel and raw PNGs into ``out`` (atomically).
+
+    Raises:
+        FileNotFoundError, ValueError: the image is missing, corrupt, or over the predictor's
+            ``max_pixels`` (:class:`~mtdense.inference.ImageTooLarge`); nothing is written.
+    """
     from mtdense.viz import make_panel
 
     out = Path(out)
-    rgb = read_image(path)
+    rgb = predictor.read_image(path)  # refused by its header when over the limit
     pred = predictor.predict(rgb)
-    write_png_atomic(out / f"{stem}_trainIds.png", pred.seg)
-    write_png_atomic(out / f"{stem}_labelIds.png", pred.label_ids())
-    write_png_atomic(out / f"{stem}_depth.png", pred.depth_png16())
+    files = {"trainIds": pred.seg, "labelIds": pred.label_ids(), "depth": pred.depth_png16()}
     if panels:
         panel = make_panel(rgb, pred.seg, pred.depth, tuple(depth_range), alpha)
-        write_png_atomic(out / f"{stem}_panel.png", cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        files["panel"] = cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)
+    del rgb, pred
+    for name, image in files.items():
+        write_png_atomic(out / f"{stem}_{name}.png", image)
 
 
 def write_video_outputs(predictor, path: str | Path, out_file: str | Path, depth_range: tuple[float, float] = (1.0, 100.0),
@@ -80,7 +92,9 @@ def write_video_outputs(predictor, path: str | Path, out_file: str | Path, depth
         ``(frames, mean model FPS)``.
 
     Raises:
-        ValueError: OpenCV cannot open or decode the video, or cannot write ``out_file``.
+        ValueError: OpenCV cannot open or decode the video, or cannot write ``out_file``, or
+            its frames are over the predictor's ``max_pixels``
+            (:class:`~mtdense.inference.ImageTooLarge`, before any frame runs).
     """
     from tqdm import tqdm
 
@@ -96,11 +110,14 @@ def write_video_outputs(predictor, path: str | Path, out_file: str | Path, depth
     writer = None
     frames, spent = 0, 0.0
     try:
+        predictor.check_size((int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))), path, what="video")
         with atomic_path(out_file) as tmp, tqdm(total=total, desc=path.name, unit="frame", leave=False) as bar:
             while True:
                 ok, bgr = cap.read()
                 if not ok:
                     break
+                if frames == 0:  # containers that do not tell the frame size
+                    predictor.check_size(bgr.shape[:2], path, what="video")
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 t0 = time.perf_counter()
                 pred = predictor.predict(rgb)

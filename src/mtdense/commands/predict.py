@@ -21,8 +21,12 @@ and videos {' '.join(VIDEO_SUFFIXES)}) and video files. For each image NAME, --o
 For each video NAME: NAME_annotated.mp4, the panels of every frame with the measured model
 speed (FPS, preprocessing + forward + decoding) written on them.
 
-An image or video that cannot be read (corrupt, truncated, not an image) is reported and
-skipped; the rest are processed. The exit status is non-zero only if nothing succeeded.
+An input that fails (corrupt, truncated, not an image, over --max-pixels, out of memory) is
+reported in one line, 'skipped FILE: what; what to do', and the rest are processed; a summary
+line ends the run. Every file is written whole (beside its target, then renamed): a killed run
+leaves no partial file. Exit status: 0 all inputs written; 1 some inputs failed (the others
+were written); 2 refused before any work (bad arguments, unreadable checkpoint, no inputs
+found, --out not writable); 130 interrupted.
 
 CHECKPOINT may also be a file written by 'mtdense export': an .onnx file (fp32 or int8) runs
 under ONNX Runtime, an OpenVINO .xml under OpenVINO; a --static export runs at the size it was
@@ -59,7 +63,67 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", metavar="NAME", choices=_backends(),
                    help=f"runtime for a checkpoint: {', '.join(_backends())} (default: eager; see above)")
     p.add_argument("--fused", action="store_true", help="the same as --backend fused")
+    p.add_argument("--max-pixels", type=_pixels, metavar="N",
+                   help="refuse images and video frames of more than N pixels (H x W), before decoding them where "
+                        "the header tells the size; 0: no limit (default: 50000000, 50 MP)")
     p.set_defaults(func=run)
+
+
+def _pixels(text: str) -> int:
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)  # 50e6 reads as 50000000
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels (0: no limit), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 0 (0: no limit), got {text!r}")
+    return value
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, torch's OutOfMemoryError, or the RuntimeError
+    PyTorch raises when the CPU allocator fails ("can't allocate memory")."""
+    if isinstance(exc, MemoryError):
+        return True
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        words in text for words in ("out of memory", "can't allocate memory", "cannot allocate memory"))
+
+
+def _one_line(path: Path, exc: BaseException) -> str:
+    """``FILE: what; what to do`` on one line, naming the input whether or not the message did."""
+    if _out_of_memory(exc):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        return (f"{path}: out of memory ({first}); pass a smaller --size, a lower --max-pixels, "
+                "or free memory (fewer jobs at once)")
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if text.startswith(str(path)) else f"{path}: {text}"
+
+
+def _free_memory(device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _check_writable(out: Path) -> None:
+    import tempfile
+
+    from mtdense.io import WriteError
+
+    try:
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise WriteError(exc.errno, f"{out}: cannot write files here ({exc.strerror or exc}); "
+                                    "choose an output folder you can write to") from exc
 
 
 def _backends() -> list[str]:
@@ -72,26 +136,32 @@ def _backends() -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mtdense.inference import Predictor
+    from mtdense.inference import DEFAULT_MAX_PIXELS, Predictor
     from mtdense.io import prepare_dir
     from mtdense.outputs import UniqueStems, expand_inputs, write_image_outputs, write_video_outputs
 
-    out = prepare_dir(args.out)
-    size = tuple(args.size) if args.size else None
     backend = args.backend
     if args.fused:
         if backend not in (None, "fused"):
-            print(f"error: --fused is --backend fused; it cannot be combined with --backend {backend}", file=sys.stderr)
+            print(f"mtdense predict: error: --fused is --backend fused; it cannot be combined with --backend {backend}", file=sys.stderr)
             return 2
         backend = "fused"
-    predictor = Predictor(args.checkpoint, device=args.device, size=size, backend=backend)
     items = list(expand_inputs(args.inputs))
+    if not items:
+        raise ValueError(f"{', '.join(args.inputs)}: no images ({' '.join(IMAGE_SUFFIXES)}) or videos found; "
+                         "give image or video files, or folders that hold some")
+    size = tuple(args.size) if args.size else None
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    predictor = Predictor(args.checkpoint, device=args.device, size=size, backend=backend, max_pixels=max_pixels)
+    out = prepare_dir(args.out)  # after the checkpoint is accepted: a refused run creates nothing
+    _check_writable(out)
     names = UniqueStems()
     done, failed = 0, []
     for path, kind in tqdm(items, desc="predict", unit="file", disable=len(items) < 2):
+        oom = False
         try:
             if kind == "missing":
-                raise FileNotFoundError(f"{path}: no such file or folder")
+                raise FileNotFoundError(f"{path}: no such file or folder; check the path")
             stem = names(path)
             if kind == "video":
                 target = out / f"{stem}_annotated.mp4"
@@ -100,11 +170,13 @@ def run(args: argparse.Namespace) -> int:
             else:
                 write_image_outputs(predictor, path, out, stem, not args.no_panels, args.depth_range, args.alpha)
             done += 1
-        except (ValueError, FileNotFoundError, OSError) as exc:
+        except (ValueError, OSError, MemoryError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+                raise  # not a fault of this input: the CLI reports it
             failed.append(path)
-            tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
+            tqdm.write(f"skipped {_one_line(path, exc)}", file=sys.stderr)
+            oom = _out_of_memory(exc)
+        if oom:  # outside the handler, so that the traceback's frames (and their tensors) are gone
+            _free_memory(predictor.device)
     print(f"{done} input(s) written to {out}; {len(failed)} skipped" + (f": {', '.join(map(str, failed))}" if failed else ""))
-    if done == 0:
-        print("error: nothing could be processed", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed else 0
