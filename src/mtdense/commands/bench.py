@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from mtdense.deploy.bench import BACKENDS, CPU_BACKENDS, GPU_BACKENDS
+from mtdense.deploy.machine import IDLE_LOAD
 from mtdense.deploy.runtime import RUNTIMES
 
 DESCRIPTION = f"""\
@@ -19,6 +20,13 @@ Every run also times the write-up's network (mtdense.deploy.reference: same weig
 Residual Pooling adds every pooled map as well) in eager fp32 and under ONNX Runtime fp32,
 so speed-ups are measured in the same process on the same input.
 
+Neighbours cannot skew it: PyTorch rows are timed apart from the others, PyTorch keeps one
+thread while ONNX Runtime or the fused kernel runs, and ONNX Runtime parks its threads after
+each run. The whole comparison is repeated (--repeats, default 3): speed-ups are the median
+over the repeats with their range, printed with the load average before and after, the CPU
+model and flags, and the thread counts. On a shared machine trust the ratios, not the
+milliseconds; --require-idle waits for a quiet machine or refuses to run.
+
 Backends (the runtimes of mtdense.deploy; ort_int8 is calibrated on --images, else on the
 random input: timing only):
 {chr(10).join(f"  {name:<14} {cls.description} ({', '.join(cls.devices)})" for name, cls in RUNTIMES.items())}
@@ -29,7 +37,7 @@ weights; agreement figures of an untrained model mean little)."""
 
 EPILOG = """\
 examples:
-  mtdense bench --size 400 1024
+  mtdense bench --size 400 1024 --require-idle
   mtdense bench runs/demo/model.pth --backends eager,ort,ort_int8 --images data/val_images --markdown docs/benchmarks.md
   mtdense bench --device cuda --backends eager,fp16,cuda_graph --runs 300 --warmup 10"""
 
@@ -49,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads for PyTorch and ONNX Runtime (default: library defaults)")
     p.add_argument("--images", help="folder of real images: the first is the input, up to 32 calibrate ort_int8")
     p.add_argument("--no-reference", action="store_true", help="skip the two reference rows")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="times the whole interleaved comparison is run; speed-ups are given as their median and range (default: 3)")
+    p.add_argument("--require-idle", nargs="?", type=float, const=300.0, metavar="SECONDS",
+                   help=f"wait up to SECONDS (default 300) for a 1-minute load average <= {IDLE_LOAD}, else refuse to run")
     p.add_argument("--markdown", metavar="FILE", help="also write the table (with the machine) into FILE, e.g. docs/benchmarks.md")
     p.set_defaults(func=run)
 
@@ -56,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mtdense.deploy.bench import benchmark, format_table, write_markdown
     from mtdense.deploy.int8 import calibration_images
+    from mtdense.deploy.machine import wait_for_idle
     from mtdense.models import create_model, load_model
 
     cuda = args.device == "cuda"
@@ -64,11 +77,16 @@ def run(args: argparse.Namespace) -> int:
     warmup = args.warmup if args.warmup is not None else (10 if cuda else 3)
     if runs < 1 or warmup < 0:
         raise ValueError(f"--runs must be >= 1 and --warmup >= 0, got {runs} and {warmup}")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.require_idle is not None:
+        wait_for_idle(timeout_s=args.require_idle, log=lambda s: print(s, file=sys.stderr))
     model = load_model(args.checkpoint) if args.checkpoint else create_model(args.encoder)
     images = calibration_images(args.images, 32) if args.images else None
     result = benchmark(
         model, size=tuple(args.size), backends=backends, device=args.device, warmup=warmup, runs=runs,
         reference=not args.no_reference, images=images, threads=args.threads, log=lambda s: print(s, file=sys.stderr),
+        repeats=args.repeats,
     )
     print(format_table(result))
     if args.markdown:

@@ -2,8 +2,14 @@
 
 One run times every requested backend on the same input, batch 1: warm-up runs, then timed
 runs (CUDA events and ``cudnn.benchmark`` on a GPU, ``time.perf_counter`` on a CPU), taken
-round-robin over the backends so that a change of machine load falls on all rows alike. Each
-row reports mean +- std and median latency, FPS, parameters, GFLOPs
+round-robin over the backends so that a change of machine load falls on all rows alike.
+
+No row is timed while another runtime's threads spin on its cores: the PyTorch rows are timed
+apart from the others, and while ONNX Runtime, OpenVINO or the fused kernel run, PyTorch keeps
+one thread (its idle OpenMP workers never wake, so they cannot spin); ONNX Runtime sessions
+park their threads after each run. The whole comparison is repeated (``repeats``, default 3)
+and every ratio is reported as its median over the repeats with the range, next to the load
+average before and after (:mod:`mtdense.deploy.machine`). Each row reports mean +- std and median latency, FPS, parameters, GFLOPs
 (:func:`mtdense.complexity.model_complexity`), achieved GFLOP/s, peak memory, and how far its
 outputs are from eager fp32 PyTorch on the same input (segmentation argmax agreement, depth
 difference in metres). Two ``reference`` rows time the write-up's network
@@ -37,9 +43,6 @@ memory allocated by any library (PyTorch, ONNX Runtime, OpenVINO), unlike ``trac
 from __future__ import annotations
 
 import copy
-import datetime
-import os
-import platform
 import re
 import statistics
 import tempfile
@@ -55,6 +58,7 @@ from tqdm import tqdm
 
 from mtdense.complexity import model_complexity
 from mtdense.data.image import normalize_images, read_image
+from mtdense.deploy.machine import load_average, machine_info
 from mtdense.deploy.openvino import openvino_available
 from mtdense.deploy.parity import Parity, compare_outputs
 from mtdense.deploy.reference import to_reference
@@ -87,6 +91,8 @@ class BenchRow:
         peak_mem_mb: Peak memory in MiB (see the module docstring for the method), or None.
         parity: Outputs compared with eager fp32 of the same network on the same input.
         note: Why a row has no timings, or what it ran exactly.
+        engine: What ran it (``PyTorch`` rows are timed apart from the others).
+        repeat_medians: Median latency of each repeat of the comparison.
     """
 
     model: str
@@ -97,6 +103,8 @@ class BenchRow:
     peak_mem_mb: float | None = None
     parity: Parity | None = None
     note: str = ""
+    engine: str = ""
+    repeat_medians: list[float] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -138,6 +146,10 @@ class BenchResult:
     runs: int
     machine: dict[str, str]
     input_desc: str
+    repeats: int = 1
+    load_before: float | None = None
+    load_after: float | None = None
+    threads: str = ""
 
     def row(self, model: str, backend: str) -> BenchRow | None:
         return next((r for r in self.rows if r.model == model and r.backend == backend), None)
@@ -148,50 +160,25 @@ class BenchResult:
         ref = self.row("reference", "ort")
         return ref if ref is not None and ref.ok else None
 
+    def ratios(self, row: BenchRow) -> list[float]:
+        """Speed-up of ``row`` over the reference under ONNX Runtime, one per repeat (same repeat, same phase of load)."""
+        base = self.baseline
+        if base is None or not row.ok:
+            return []
+        return [b / r for b, r in zip(base.repeat_medians, row.repeat_medians) if r > 0]
+
+    def ratio_text(self, row: BenchRow) -> str:
+        """``2.05x (1.98-2.11)``: the median speed-up over the repeats and its range; ``-`` without a baseline."""
+        ratios = self.ratios(row)
+        if not ratios:
+            return "-"
+        text = f"{statistics.median(ratios):.2f}x"
+        return text if len(ratios) == 1 else f"{text} ({min(ratios):.2f}-{max(ratios):.2f})"
+
     def fastest_accurate(self, min_agreement: float = 0.99, max_mean_rel: float = 0.01) -> BenchRow | None:
         """Fastest mtdense row whose outputs match eager fp32 (agreement and depth thresholds)."""
         ok = [r for r in self.rows if r.model == "mtdense" and r.ok and r.parity is not None and r.parity.ok(min_agreement, max_mean_rel)]
         return min(ok, key=lambda r: r.median_ms) if ok else None
-
-
-# -- machine ---------------------------------------------------------------------------------
-def machine_info(device: str = "cpu") -> dict[str, str]:
-    """CPU model, cores, library versions and (for CUDA) the GPU name."""
-    import onnxruntime as ort
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = re.search(r"model name\s*:\s*(.+)", text)
-        if found:
-            cpu = found.group(1).strip()
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "torch threads": str(torch.get_num_threads()),
-        "torch": torch.__version__,
-        "onnxruntime": ort.__version__,
-        **({"openvino": _openvino_version()} if openvino_available() else {}),
-        "python": platform.python_version(),
-        "date": datetime.date.today().isoformat(),
-    }
-    if hasattr(os, "getloadavg"):  # other processes on the machine slow every row
-        info["load"] = f"{os.getloadavg()[0]:.1f}"
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = str(torch.version.cuda)
-    return info
-
-
-def _openvino_version() -> str:
-    try:
-        import openvino
-
-        return openvino.get_version().split("-")[0]
-    except Exception:  # a broken install: the ov row reports why
-        return "unknown"
 
 
 # -- memory ----------------------------------------------------------------------------------
@@ -260,6 +247,7 @@ def benchmark(
     threads: int | None = None,
     workdir: str | Path | None = None,
     log: Callable[[str], None] = print,
+    repeats: int = 3,
 ) -> BenchResult:
     """Time ``model`` (and the write-up's reference network) on each backend, batch 1.
 
@@ -268,7 +256,8 @@ def benchmark(
         size: Input ``(H, W)``.
         backends: Subset of :data:`BACKENDS`, in the order to run.
         device: ``"cpu"`` or ``"cuda"``.
-        warmup, runs: Untimed runs per backend, then timed rounds (one run of every backend each).
+        warmup, runs: Untimed runs per backend, then timed rounds (one run of every backend each)
+            per repeat.
         reference: Add the ``reference eager`` and ``reference ort`` rows.
         images: Real images: the first is the timed input (resized to ``size``), all of them
             calibrate ``ort_int8``. ``None``: a fixed random RGB image (timing only; int8 is
@@ -276,6 +265,8 @@ def benchmark(
         threads: Intra-op threads for PyTorch and ONNX Runtime (``None``: library defaults).
         workdir: Where ONNX files are written (a temporary folder by default).
         log: Progress messages.
+        repeats: Times the whole interleaved comparison is run; ratios are reported as their
+            median over the repeats with the range.
 
     Returns:
         A :class:`BenchResult`; rows that could not run carry a ``note`` and no timings.
@@ -285,8 +276,11 @@ def benchmark(
         raise ValueError(f"unknown backends {unknown}; valid: {', '.join(BACKENDS)}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available here")
+    if repeats < 1 or runs < 1 or warmup < 0:
+        raise ValueError(f"repeats and runs must be >= 1 and warmup >= 0, got {repeats}, {runs} and {warmup}")
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
+    load_before = load_average()
     if threads is not None:
         torch.set_num_threads(threads)
     model = copy.deepcopy(model).cpu().eval()
@@ -336,7 +330,7 @@ def benchmark(
                 def run(runtime=runtime, inp=inp) -> dict[str, torch.Tensor]:
                     return runtime(inp)
 
-                row.note = runtime.note
+                row.note, row.engine = runtime.note, runtime.engine
                 with _PeakMemory(device) as mem:  # first run + warm-up: where the peak is reached
                     out = run()
                     for _ in range(warmup):
@@ -349,28 +343,55 @@ def benchmark(
             row.parity = compare_outputs({k: torch.as_tensor(v).float().cpu() for k, v in out.items()}, truth[name])
             log(f"[bench] {row.name}: vs eager fp32 {row.parity}")
             runners[len(rows) - 1] = run
-        # Timed runs round-robin over the rows (starting row rotating), so a change of load on a
-        # shared machine, or thermal drift, falls on every row alike.
-        order = list(runners)
-        for i in tqdm(range(runs if order else 0), desc="timed rounds", unit="round"):
-            for j in order[i % len(order):] + order[: i % len(order)]:
-                rows[j].times_ms.append(_time_once(runners[j], device))
+        torch_threads = _time_rows(rows, runners, device, runs, repeats)
         for r in rows:
             if r.ok:
                 log(f"[bench] {r.name}: median {r.median_ms:.1f} ms")
     finally:
         if tmp is not None:
             tmp.cleanup()
-    return BenchResult(rows, size, device, warmup, runs, machine_info(device), input_desc)
+    others = "ONNX Runtime " + (f"{threads} threads" if threads else "default threads (one per core)")
+    thread_note = f"PyTorch {torch_threads} threads" + (" (1 while the other rows run)" if device == "cpu" else "") + f"; {others}"
+    return BenchResult(rows, size, device, warmup, runs, machine_info(device), input_desc, repeats=repeats,
+                       load_before=load_before, load_after=load_average(), threads=thread_note)
+
+
+def _time_rows(rows: list[BenchRow], runners: dict[int, Callable[[], object]], device: str, runs: int, repeats: int) -> int:
+    """Timed runs of every ready row, ``repeats`` times over; returns PyTorch's thread count.
+
+    Each repeat times the PyTorch rows, then the others, each group round-robin with the first
+    row rotating, so a change of load on a shared machine, or thermal drift, falls on every row
+    of a group alike. While the other rows run, PyTorch keeps one thread: its idle OpenMP
+    workers are then never woken, and cannot spin on the cores that another runtime is using.
+    """
+    torch_threads = torch.get_num_threads()
+    groups = [[j for j in runners if rows[j].engine == "PyTorch"], [j for j in runners if rows[j].engine != "PyTorch"]]
+    bar = tqdm(total=repeats * runs * sum(1 for g in groups if g), desc="timed rounds", unit="round")
+    for _ in range(repeats):
+        for g, group in enumerate(groups):
+            if not group:
+                continue
+            quiet = g == 1 and device == "cpu"
+            if quiet:
+                torch.set_num_threads(1)
+                time.sleep(0.2)  # PyTorch's workers finish spinning after its last parallel region
+            times: dict[int, list[float]] = {j: [] for j in group}
+            try:
+                for i in range(runs):
+                    for j in group[i % len(group):] + group[: i % len(group)]:
+                        times[j].append(_time_once(runners[j], device))
+                    bar.update(1)
+            finally:
+                if quiet:
+                    torch.set_num_threads(torch_threads)
+            for j, t in times.items():
+                rows[j].times_ms += t
+                rows[j].repeat_medians.append(statistics.median(t))
+    bar.close()
+    return torch_threads
 
 
 # -- tables ----------------------------------------------------------------------------------
-def _ratio(row: BenchRow, base: BenchRow | None) -> str:
-    if base is None or not row.ok:
-        return "-"
-    return f"{base.median_ms / row.median_ms:.2f}x"
-
-
 def _fmt_parity(row: BenchRow) -> tuple[str, str]:
     if row.parity is None:
         return "-", "-"
@@ -380,28 +401,36 @@ def _fmt_parity(row: BenchRow) -> tuple[str, str]:
 def format_table(result: BenchResult) -> str:
     """A plain-text table of the rows (what ``mtdense bench`` prints)."""
     base = result.baseline
-    head = f"{'model':<10}{'backend':<14}{'mean+-std ms':>16}{'median':>9}{'FPS':>7}{'vs ref ORT':>11}{'GFLOP/s':>9}{'peak MiB':>9}{'agree %':>9}{'d rel %':>9}  note"
+    head = f"{'model':<10}{'backend':<14}{'mean+-std ms':>16}{'median':>9}{'FPS':>7}{'vs ref ORT (range)':>20}{'GFLOP/s':>9}{'peak MiB':>9}{'agree %':>9}{'d rel %':>9}  note"
     lines = [head, "-" * len(head)]
     for r in result.rows:
         agree, rel = _fmt_parity(r)
         if r.ok:
             lines.append(
                 f"{r.model:<10}{r.backend:<14}{f'{r.mean_ms:.1f} +- {r.std_ms:.1f}':>16}{r.median_ms:>9.1f}{r.fps:>7.1f}"
-                f"{_ratio(r, base):>11}{r.gflops_per_s:>9.1f}{(f'{r.peak_mem_mb:.0f}' if r.peak_mem_mb is not None else '-'):>9}"
+                f"{result.ratio_text(r):>20}{r.gflops_per_s:>9.1f}{(f'{r.peak_mem_mb:.0f}' if r.peak_mem_mb is not None else '-'):>9}"
                 f"{agree:>9}{rel:>9}  {r.note}"
             )
         else:
-            lines.append(f"{r.model:<10}{r.backend:<14}{'-':>16}{'-':>9}{'-':>7}{'-':>11}{'-':>9}{'-':>9}{'-':>9}{'-':>9}  {r.note}")
+            lines.append(f"{r.model:<10}{r.backend:<14}{'-':>16}{'-':>9}{'-':>7}{'-':>20}{'-':>9}{'-':>9}{'-':>9}{'-':>9}  {r.note}")
     rows = [r for r in result.rows if r.ok]
     if rows:
         r0 = rows[0]
         lines.append(f"params {r0.params:,}  GFLOPs {r0.gflops:.2f} at {result.size[0]}x{result.size[1]}, batch 1; "
-                     f"{result.warmup} warm-up + {result.runs} timed runs; input: {result.input_desc}")
+                     f"{result.warmup} warm-up + {result.runs} timed runs x {result.repeats} repeats; input: {result.input_desc}")
+    lines.append(f"{_load_text(result)}; {result.threads}; CPU {result.machine['cpu']} ({result.machine['cpu flags']})")
     best = result.fastest_accurate()
     if best is not None and base is not None:
         lines.append(f"fastest path with agreement >= 99% and depth mean rel <= 1%: {best.name} {best.median_ms:.1f} ms = "
-                     f"{base.median_ms / best.median_ms:.2f}x the reference under ORT fp32 ({base.median_ms:.1f} ms)")
+                     f"{result.ratio_text(best)} the reference under ORT fp32 ({base.median_ms:.1f} ms)")
     return "\n".join(lines)
+
+
+def _load_text(result: BenchResult) -> str:
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    return f"load average {fmt(result.load_before)} before, {fmt(result.load_after)} after"
 
 
 def format_markdown(result: BenchResult, command: str = "") -> str:
@@ -409,35 +438,36 @@ def format_markdown(result: BenchResult, command: str = "") -> str:
     base = result.baseline
     m = result.machine
     out = [MARK_BEGIN, ""]
-    out.append(f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch threads']} torch threads)"
+    out.append(f"Machine: {m['cpu']} ({m['cpu flags']}), {m['cores']} cores"
                + (f", GPU {m['gpu']} (CUDA {m['cuda']})" if "gpu" in m else "")
                + f"; torch {m['torch']}, onnxruntime {m['onnxruntime']}"
                + (f", openvino {m['openvino']}" if "openvino" in m else "")
-               + f", Python {m['python']}; {m['date']}"
-               + (f"; load average {m['load']} when the run ended (other processes share the CPU)." if "load" in m else "."))
+               + f", Python {m['python']}; {m['date']}; {_load_text(result)} (other processes share the CPU); "
+               + f"{result.threads}.")
     out.append("")
     out.append(f"Input {result.size[0]}x{result.size[1]}, batch 1, device `{result.device}`: {result.warmup} warm-up then "
-               f"{result.runs} timed runs per row, taken round-robin over the rows ({result.input_desc}). "
-               "ONNX Runtime sessions park their threads at the end of each run, so no row's idle threads spin on the "
-               "cores while the next row is timed.")
+               f"{result.runs} timed runs per row and repeat, taken round-robin over the rows ({result.input_desc}); the "
+               f"whole comparison repeated {result.repeats} times, speed-ups given as their median over the repeats with "
+               "the range. No row is timed while another runtime's threads spin: PyTorch rows are timed apart, PyTorch "
+               "keeps one thread while the others run, and ONNX Runtime sessions park their threads after each run.")
     if command:
         out.append(f"Command: `{command}`")
     out.append("")
-    out.append("| model | backend | mean +- std [ms] | median [ms] | FPS | speed-up vs reference ORT | params | GFLOPs | GFLOP/s | peak mem [MiB] | seg agreement [%] | depth mean rel diff [%] | note |")
+    out.append("| model | backend | mean +- std [ms] | median [ms] | FPS | speed-up vs reference ORT (range over repeats) | params | GFLOPs | GFLOP/s | peak mem [MiB] | seg agreement [%] | depth mean rel diff [%] | note |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in result.rows:
         agree, rel = _fmt_parity(r)
         if r.ok:
             mem = f"{r.peak_mem_mb:.0f}" if r.peak_mem_mb is not None else "-"
             out.append(f"| {r.model} | {r.backend} | {r.mean_ms:.1f} +- {r.std_ms:.1f} | {r.median_ms:.1f} | {r.fps:.1f} | "
-                       f"{_ratio(r, base)} | {r.params / 1e6:.2f} M | {r.gflops:.2f} | {r.gflops_per_s:.1f} | {mem} | {agree} | {rel} | {r.note} |")
+                       f"{result.ratio_text(r)} | {r.params / 1e6:.2f} M | {r.gflops:.2f} | {r.gflops_per_s:.1f} | {mem} | {agree} | {rel} | {r.note} |")
         else:
             out.append(f"| {r.model} | {r.backend} | - | - | - | - | {r.params / 1e6:.2f} M | {r.gflops:.2f} | - | - | - | - | {r.note} |")
     out.append("")
     best = result.fastest_accurate()
     if best is not None and base is not None:
         out.append(f"Fastest mtdense path whose outputs match eager fp32 PyTorch (agreement >= 99%, depth mean relative "
-                   f"difference <= 1%): **{best.backend}**, {best.median_ms:.1f} ms, **{base.median_ms / best.median_ms:.2f}x** "
+                   f"difference <= 1%): **{best.backend}**, {best.median_ms:.1f} ms, **{result.ratio_text(best)}** "
                    f"the reference network under ONNX Runtime fp32 ({base.median_ms:.1f} ms).")
         out.append("")
     out.append("Agreement and depth difference compare each row with eager fp32 PyTorch of the same network on the same "
