@@ -225,3 +225,70 @@ def test_the_compiler_version_is_part_of_the_cache_key(tmp_path, monkeypatch):
         except FusedUnavailable:
             names.append(version)  # no real library to copy here: the key is still checked below
     assert names[0] != names[1]
+
+
+# -- the cached graph: a second start skips the export ---------------------------------------------
+def _count_exports(monkeypatch):
+    calls = []
+    real = FusedNet._export
+
+    def counted(self, coarse, path):
+        calls.append(path)
+        real(self, coarse, path)
+
+    monkeypatch.setattr(FusedNet, "_export", counted)
+    return calls
+
+
+@needs_compiler
+def test_second_start_takes_the_graph_from_the_cache(tmp_path, monkeypatch):
+    exports = _count_exports(monkeypatch)
+    model = _model()
+    first = FusedNet(model, size=(64, 96), cache=tmp_path)
+    second = FusedNet(model, size=(64, 96), cache=tmp_path)
+    assert len(exports) == 1 and not first.graph_reused and second.graph_reused
+    assert second.onnx_path == first.onnx_path and first.onnx_path.parent.parent == tmp_path
+    _assert_matches(second, model)
+    # another size or other weights: another entry
+    FusedNet(model, size=(64, 128), cache=tmp_path)
+    other = _model()
+    with torch.no_grad():
+        other.decoder.proj[0].weight.mul_(1.5)
+    FusedNet(other, size=(64, 96), cache=tmp_path)
+    assert len(exports) == 3 and len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 3
+
+
+@needs_compiler
+@pytest.mark.parametrize("damage", ["truncated graph", "wrong digest", "no manifest"])
+def test_damaged_cache_entry_is_rebuilt_never_used(tmp_path, monkeypatch, damage):
+    model = _model()
+    path = FusedNet(model, size=(64, 96), cache=tmp_path).onnx_path
+    manifest = path.with_name("manifest.json")
+    if damage == "truncated graph":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "wrong digest":
+        manifest.write_text(manifest.read_text().replace('"sha256": "', '"sha256": "0'))
+    else:
+        manifest.unlink()
+    exports = _count_exports(monkeypatch)
+    net = FusedNet(model, size=(64, 96), cache=tmp_path)
+    assert len(exports) == 1 and not net.graph_reused
+    _assert_matches(net, model)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.is_dir()]  # no build folder left
+
+
+@needs_compiler
+def test_two_processes_starting_at_once_export_once(tmp_path):
+    import subprocess
+    import sys
+
+    ckpt = mtdense.save_checkpoint(_model(), tmp_path / "m.pth")
+    code = ("import sys, mtdense; from mtdense.deploy.fused import FusedNet; "
+            f"net = FusedNet(mtdense.load_model({str(ckpt)!r}), size=(64, 96), cache={str(tmp_path / 'graphs')!r}); "
+            "print(net.graph_reused)")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = sorted(p.communicate(timeout=300)[0].strip() for p in procs)
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs == ["False", "True"]  # one exported, the other waited and took it
+    entries = list((tmp_path / "graphs").iterdir())
+    assert len([e for e in entries if e.is_dir()]) == 1

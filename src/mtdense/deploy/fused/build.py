@@ -30,7 +30,10 @@ from pathlib import Path
 
 from mtdense.deploy.runtime import RuntimeUnavailable
 
-__all__ = ["SOURCE", "FusedUnavailable", "build_library", "load_library", "fused_available", "cache_dir"]
+__all__ = [
+    "SOURCE", "FusedUnavailable", "build_library", "load_library", "fused_available", "cache_dir", "writable_dir", "locked",
+    "digest", "cpu_signature",
+]
 
 SOURCE = Path(__file__).with_name("csrc") / "finest.c"
 _FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-pthread")
@@ -51,7 +54,7 @@ def cache_dir() -> Path:
     return Path(base) / "mtdense"
 
 
-def _cpu_signature() -> str:
+def cpu_signature() -> str:
     """What ``-march=native`` depends on: the CPU's model and feature flags."""
     try:
         info = Path("/proc/cpuinfo").read_text()
@@ -69,7 +72,7 @@ def _compiler_version(exe: str) -> str:
         return ""
 
 
-def _writable_dir(preferred: Path) -> Path:
+def writable_dir(preferred: Path) -> Path:
     """``preferred`` if it can be created and written, else a private folder under the temp dir."""
     for folder in (preferred, Path(tempfile.gettempdir()) / f"mtdense-cache-{os.getuid()}"):
         try:
@@ -84,7 +87,7 @@ def _writable_dir(preferred: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` (created), held for the block: one build at a time."""
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -94,7 +97,7 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _digest(path: Path) -> str:
+def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -102,7 +105,7 @@ def _intact(lib: Path) -> bool:
     """Whether the cached ``lib`` is the file that was built: its digest matches the one beside it."""
     stamp = lib.with_suffix(".sha256")
     try:
-        return stamp.read_text().strip() == _digest(lib)
+        return stamp.read_text().strip() == digest(lib)
     except OSError:
         return False
 
@@ -133,11 +136,11 @@ def build_library(cc: str | None = None, force: bool = False) -> Path:
     if exe is None:
         raise FusedUnavailable(f"no C compiler '{cc}' found to build {SOURCE.name}; install one (e.g. 'apt install gcc') "
                                "or set CC, or use the ONNX Runtime path ('mtdense export')")
-    parts = [SOURCE.read_bytes(), cc.encode(), _compiler_version(exe).encode(), " ".join(_FLAGS).encode(), _cpu_signature().encode()]
+    parts = [SOURCE.read_bytes(), cc.encode(), _compiler_version(exe).encode(), " ".join(_FLAGS).encode(), cpu_signature().encode()]
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
-    folder = _writable_dir(cache_dir())
+    folder = writable_dir(cache_dir())
     out = folder / f"libmtdense_finest-{key}.so"
-    with _locked(folder / f".libmtdense_finest-{key}.lock"):
+    with locked(folder / f".libmtdense_finest-{key}.lock"):
         if out.exists() and not force:
             if _intact(out):
                 return out
@@ -151,7 +154,7 @@ def build_library(cc: str | None = None, force: bool = False) -> Path:
             else:
                 raise FusedUnavailable(f"compiling {SOURCE} with {cc} failed:\n{proc.stderr.strip()[-2000:]}")
             stamp = target.with_suffix(".sha256")
-            stamp.write_text(_digest(target) + "\n")
+            stamp.write_text(digest(target) + "\n")
             os.replace(stamp, out.with_suffix(".sha256"))
             os.replace(target, out)  # atomic, and last: a library is only ever there with its digest
     return out

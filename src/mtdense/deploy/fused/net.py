@@ -7,12 +7,14 @@ import copy
 import ctypes
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from mtdense.deploy.fused.build import load_library
+from mtdense.deploy.fused.cache import cached_graph, graph_key
 from mtdense.deploy.onnx import ort_session
 from mtdense.deploy.rewrite import DeployNet, is_task_head, same_maxpool_size
 from mtdense.deploy.runtime import Runtime, RuntimeOptions, WorkDir, check_input, register
@@ -81,6 +83,11 @@ class FusedNet(Runtime):
         size: ``(H, W)`` to build the ONNX Runtime graph for. With fixed shapes ONNX Runtime
             keeps every upsampling in its blocked layout, which is faster; the net then takes
             only that size (any batch). ``None``: any size.
+        cache: Keep the exported graph in the cache (:mod:`mtdense.deploy.fused.cache`), keyed by
+            the weights, the size, the exporter and the CPU, and take it from there next time:
+            a second start skips the export (most of the start-up). ``False``: export into a
+            temporary folder; a path: the folder of cached graphs (default
+            :func:`~mtdense.deploy.fused.cache.graph_cache_dir`).
 
     Raises:
         FusedUnavailable: The kernel cannot be compiled here.
@@ -92,7 +99,8 @@ class FusedNet(Runtime):
     description = ("ONNX Runtime fp32 up to the finest decoder level, then a kernel compiled here for that level "
                    "and the heads (needs a C compiler)")
 
-    def __init__(self, model: nn.Module, threads: int | None = None, size: tuple[int, int] | None = None):
+    def __init__(self, model: nn.Module, threads: int | None = None, size: tuple[int, int] | None = None,
+                 cache: bool | str | Path = True):
         self.lib = load_library()
         model = copy.deepcopy(model).cpu().eval()
         deploy = DeployNet(model, groups=1, tap_heads=False)
@@ -129,10 +137,17 @@ class FusedNet(Runtime):
         self.ddir = _f32(torch.stack([heads[t][0].weight.flatten() for t in self.direct_heads])) if self.direct_heads else np.zeros((0, c), np.float32)
         self.kdir = _f32(torch.stack([heads[t][2].weight[0].reshape(c, 9) for t in self.direct_heads])) if self.direct_heads else np.zeros((0, c, 9), np.float32)
         self.channels = c
-        self._work = WorkDir(None)
-        self.onnx_path = self._work.path / "coarse.onnx"
         self.fixed_size = (int(size[0]), int(size[1])) if size is not None else None
-        self._export(_Coarse(deploy).eval())
+        coarse = _Coarse(deploy).eval()
+        self.graph_reused = False
+        if cache:  # the export is most of the start-up: kept, keyed by weights, size, exporter and CPU
+            key = graph_key(model, self.fixed_size)
+            root = None if cache is True else Path(cache)
+            self.onnx_path, self.graph_reused = cached_graph(key, lambda path: self._export(coarse, path), root)
+        else:
+            self._work = WorkDir(None)
+            self.onnx_path = self._work.path / "coarse.onnx"
+            self._export(coarse, self.onnx_path)
         # its threads must not spin after a run: the kernel needs the cores next
         self.session = ort_session(self.onnx_path, threads=self.threads, stop_spinning=True)
         self._buffers: dict[tuple[int, int], dict[str, np.ndarray]] = {}
@@ -154,7 +169,7 @@ class FusedNet(Runtime):
     def from_model(cls, model: nn.Module, options: RuntimeOptions) -> Runtime:
         return cls(model, threads=options.threads, size=options.size)  # fixed shapes when a size is given: faster
 
-    def _export(self, coarse: nn.Module) -> None:
+    def _export(self, coarse: nn.Module, path: Path) -> None:
         x = torch.zeros(1, 3, *(self.fixed_size or (128, 128)))
         dims = None
         if self.fixed_size is None:
@@ -163,7 +178,7 @@ class FusedNet(Runtime):
             program = torch.onnx.export(coarse, (x,), None, dynamo=True, opset_version=18, input_names=["image"],
                                         output_names=["f0", "a8"], dynamic_shapes=dims, verbose=False)
         program.optimize()
-        program.save(str(self.onnx_path), external_data=False)
+        program.save(str(path), external_data=False)
 
     def _buffers_for(self, h: int, w: int) -> dict[str, np.ndarray]:
         buf = self._buffers.get((h, w))
