@@ -257,9 +257,6 @@ def evaluate_split(
     Returns:
         :func:`metrics_to_dict` output plus ``num_images``.
     """
-    import json
-
-    import cv2
     from torch.utils.data import DataLoader
     from torchvision.transforms.v2 import functional as TF
     from tqdm import tqdm
@@ -269,6 +266,7 @@ def evaluate_split(
     from mtdense.data.transforms import EvalTransform
     from mtdense.data.depth import depth_to_png16
     from mtdense.inference import Predictor
+    from mtdense.io import write_json_atomic, write_png_atomic
 
     predictor = Predictor(model, device=device)
     num_classes = predictor.model.tasks["seg"]
@@ -296,11 +294,10 @@ def evaluate_split(
         n += image.shape[0]
         if save_predictions:
             for name, s, d in zip(batch["name"], seg.cpu().numpy(), depth.cpu().numpy()):
-                cv2.imwrite(str(pred_dir / "labelIds" / f"{name}_pred_labelIds.png"), train_ids_to_label_ids(s))
-                cv2.imwrite(str(pred_dir / "depth" / f"{name}_pred_depth.png"), depth_to_png16(d))
+                write_png_atomic(pred_dir / "labelIds" / f"{name}_pred_labelIds.png", train_ids_to_label_ids(s))
+                write_png_atomic(pred_dir / "depth" / f"{name}_pred_depth.png", depth_to_png16(d))
     metrics = metrics_to_dict(seg_metric.compute(), depth_metric.compute())
     metrics["num_images"] = n
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_json_atomic(Path(out_dir) / "metrics.json", metrics)
     return metrics

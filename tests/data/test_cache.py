@@ -110,12 +110,15 @@ def test_depth_folders_and_settings(block_tree, tmp_path):
         cache_dataset(block_tree, block_tree, scale=0.5)
 
 
-def test_a_bad_source_file_stops_the_run_naming_it(block_tree, tmp_path):
+def test_a_bad_source_file_fails_its_frame_naming_it_and_the_rest_go_on(block_tree, tmp_path):
     label = next((block_tree / "gtFine" / "train").rglob("*.png"))
     cv2.imwrite(str(label), np.zeros((10, 10), np.uint8))
-    with pytest.raises(ValueError) as err:
-        cache_dataset(block_tree, tmp_path / "c", scale=0.5, progress=False)
-    assert str(label) in str(err.value)
+    seen = []
+    summary = cache_dataset(block_tree, tmp_path / "c", scale=0.5, progress=False, on_failure=seen.append)
+    assert list(summary.failed.values()) == seen and len(seen) == 1 and str(label) in seen[0]
+    frame = label.name.removesuffix("_gtFine_labelIds.png")
+    assert not list((tmp_path / "c").rglob(f"{frame}_*"))  # none of the failed frame's files
+    assert len(list((tmp_path / "c" / "leftImg8bit").rglob("*.png"))) == 2  # the other two frames
 
 
 def test_cli(block_tree, tmp_path, capsys):

@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "linear (enlarge) interpolation; labelIds and disparity with nearest neighbour; disparity values and "
             "the camera intrinsics (fx, fy, u0, v0) scaled by the same factors, so depth = baseline * fx / d is "
             "unchanged. Train on it by pointing the dataset root at OUT. An interrupted run continues where it "
-            "stopped when started again with the same settings."
+            "stopped when started again with the same settings. A frame with an unreadable file is reported in "
+            "one line ('skipped FILE: what; what to do'), none of its files is written, and the others go on; the "
+            "exit status is then 1."
         ),
         epilog=(
             "Examples:\n"
@@ -44,11 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mtdense.data.cache import cache_dataset
+    from mtdense.items import report_skipped
 
     summary = cache_dataset(
         args.root, args.out, scale=args.scale, size=tuple(args.size) if args.size else None, splits=args.splits,
         depth_folders=args.depth_folders, right=not args.no_right, workers=args.workers, overwrite=args.overwrite,
-        progress=not args.quiet,
+        progress=not args.quiet, on_failure=report_skipped,
     )
     if not args.quiet:
         frames = ", ".join(f"{k} {v}" for k, v in summary.frames.items())
@@ -56,4 +59,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"cached {frames} frames into {summary.out} ({sizes}; W x H) in {summary.seconds:.1f} s")
         print(f"files written {summary.written}, already there {summary.skipped}; "
               f"depth folders: {', '.join(summary.depth_folders) or 'none'}")
-    return 0
+        if summary.failed:
+            print(f"{len(summary.failed)} failed (not cached; fix or remove their files, then run again to add them)")
+    return 1 if summary.failed else 0

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "run (the command resumes); --overwrite relabels them, but never replaces a real annotation. "
             "Write into a separate folder (--out gtPseudo) to keep real and pseudo labels apart. "
             "The names labelled and a summary (kept-pixel share, class shares) are saved to "
-            "ROOT/OUT/SPLIT_pseudo_labels.json."
+            "ROOT/OUT/SPLIT_pseudo_labels.json. An image that cannot be read is reported in one line "
+            "('skipped FILE: what; what to do') and the others go on; the exit status is then 1."
         ),
         epilog=(
             "Examples:\n"
@@ -44,12 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mtdense.items import report_skipped
     from mtdense.teachers.model import PseudoLabeler, pseudo_label_split
 
     labeler = PseudoLabeler(args.checkpoint, threshold=args.threshold, size=tuple(args.size) if args.size else None, device=args.device)
     summary = pseudo_label_split(
         args.root, labeler, split=args.split, out=args.out, overwrite=args.overwrite, limit=args.limit, progress=not args.quiet,
+        on_failure=report_skipped,
     )
     if not args.quiet:
         print(summary.format())
-    return 0
+    return 1 if summary.failed else 0

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "fills the holes) and 'onnx' (any stereo network exported to ONNX, e.g. CREStereo, run "
             "with ONNX Runtime). The run is resumable: existing PNGs are kept unless --overwrite, and "
             "every file is written atomically. A coverage summary is printed and saved to "
-            "ROOT/OUT/SPLIT_summary.json."
+            "ROOT/OUT/SPLIT_summary.json. A pair that cannot be read is reported in one line "
+            "('skipped FILE: what; what to do') and the others go on; the exit status is then 1."
         ),
         epilog=(
             "Examples:\n"
@@ -86,16 +87,18 @@ def build_teacher(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from mtdense.items import report_skipped
     from mtdense.teachers.disparity import generate_teacher_disparity
 
     teacher = build_teacher(args)
     out = args.out or f"disparity_{args.method}"
     summary = generate_teacher_disparity(
         args.root, teacher, split=args.split, out=out, overwrite=args.overwrite, limit=args.limit, progress=not args.quiet,
+        on_failure=report_skipped,
     )
     if not args.quiet:
         print(summary.format())
         print(f"summary: {summary.out_dir.parent / f'{args.split}_summary.json'}")
         if summary.stats["mean_px"] is not None:
             print(f"train on it: --set data.depth_source={out}")
-    return 0
+    return 1 if summary.failed else 0

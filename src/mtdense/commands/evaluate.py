@@ -14,7 +14,12 @@ The network runs at --size (or each image's own size) and its outputs are resize
 label size before scoring. Prints a table and writes metrics.json to --out. With
 --save-predictions, also writes predictions/labelIds/{name}_pred_labelIds.png (label ids, for
 the official cityscapesscripts evaluation: CITYSCAPES_RESULTS=<out>/predictions/labelIds) and
-predictions/depth/{name}_pred_depth.png (16-bit, value = round(depth_m * 256))."""
+predictions/depth/{name}_pred_depth.png (16-bit, value = round(depth_m * 256)).
+
+Scores are over the whole split: a frame that cannot be read (a corrupt image, a label of
+the wrong size or with an unknown id, a bad camera file) stops the evaluation with one line
+naming the file, so that no score is computed on part of a split. 'mtdense data check ROOT'
+lists every such file at once."""
 
 EPILOG = """\
 examples:
@@ -45,11 +50,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_out_dir(out: str) -> None:
+    """Create ``out`` and check that files can be written in it, before the evaluation runs."""
+    import tempfile
+
+    from mtdense.io import WriteError, prepare_dir
+
+    folder = prepare_dir(out)
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise WriteError(exc.errno, f"{folder}: cannot write files here ({exc.strerror or exc}); "
+                                    "choose a folder you can write to") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     from mtdense.metrics import evaluate_split, format_metrics
 
     if args.save_predictions and not args.out:
         raise ValueError("--save-predictions needs --out DIR: the folder the PNGs are written to")
+    if args.out:
+        check_out_dir(args.out)
     metrics = evaluate_split(
         args.checkpoint,
         args.data,

@@ -30,7 +30,10 @@ checks it against PyTorch the same way, running OpenVINO on the CPU in fp32. Nee
 pip install "mtdense[openvino]".
 
 --format safetensors writes the weights with the model config in the metadata
-(mtdense.load_model reads it back)."""
+(mtdense.load_model reads it back).
+
+Every file is written beside its target and renamed into place when complete: a killed export
+leaves the earlier file or none, never a part. --out is checked before the (slow) export."""
 
 EPILOG = """\
 examples:
@@ -64,6 +67,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_out_file(out: Path) -> None:
+    """Fail early, naming ``out``, where a file cannot be written there (a folder, a path under a
+    regular file, a read-only folder)."""
+    import errno
+
+    from mtdense.io import WriteError, prepare_dir
+
+    if out.is_dir():
+        raise WriteError(errno.EISDIR, f"{out}: is a folder; give a file path, e.g. {out / ('model' + (out.suffix or '.onnx'))}")
+    prepare_dir(out.parent)
+    try:
+        tempfile.TemporaryFile(dir=out.parent).close()
+    except OSError as exc:
+        raise WriteError(exc.errno, f"{out}: cannot write files in {out.parent} ({exc.strerror or exc}); "
+                                    "choose a folder you can write to") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -74,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
     from mtdense.deploy.runtime import RuntimeOptions, runtime_for_format
     from mtdense.models import export_safetensors, load_model
 
-    model = load_model(args.checkpoint)
     out = Path(args.out)
+    check_out_file(out)
+    model = load_model(args.checkpoint)
     if args.format == "safetensors":
         if args.int8 or args.calibration:
             raise ValueError("--int8/--calibration apply to --format onnx only")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from mtdense.data.cityscapes import (
 )
 from mtdense.data.image import read_image
 from mtdense.io import encode_image, write_bytes_atomic, write_json_atomic
+from mtdense.items import item_failure, item_message
 
 __all__ = ["CACHE_META_FILE", "CacheSummary", "cache_dataset", "find_map_folders"]
 
@@ -56,6 +58,8 @@ class CacheSummary:
         skipped: Files already in the cache (left as they were).
         depth_folders: Disparity folders copied.
         label_folders: Label folders copied.
+        failed: Frames not cached (none of their files written): image path -> one-line
+            message naming the file at fault and the fix.
     """
 
     out: Path
@@ -66,6 +70,7 @@ class CacheSummary:
     skipped: int = 0
     depth_folders: list[str] = field(default_factory=list)
     label_folders: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def find_map_folders(root: str | Path, splits: Sequence[str], role: str) -> list[str]:
@@ -108,7 +113,10 @@ def _cache_frame(
     frame: Frame, files: list[tuple[str, Path, Path]], scale: float | None, size: tuple[int, int] | None,
     overwrite: bool,
 ) -> tuple[tuple[int, int], tuple[int, int], int, int]:
-    """Resize one frame's files; returns source size, cached size, files written, files skipped."""
+    """Resize one frame's files; returns source size, cached size, files written, files skipped.
+
+    Every file is encoded before any is written: a frame that fails leaves nothing in the cache.
+    """
     todo = [(role, src, dst) for role, src, dst in files if overwrite or not dst.is_file()]
     skipped = len(files) - len(todo)
     if not todo:
@@ -120,6 +128,7 @@ def _cache_frame(
     sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
     dsize = (dst_hw[1], dst_hw[0])
     shrink = sx <= 1 and sy <= 1
+    encoded: list[tuple[Path, bytes]] = []
     for role, src, dst in todo:
         if role in ("image", "right"):
             rgb = image if role == "image" else read_image(src, colour_only=True)
@@ -141,6 +150,8 @@ def _cache_frame(
                 data = encode_image(dst, depth_lib.encode_cityscapes_disparity(disparity))
         else:
             data = _scaled_camera(src, sx, sy)
+        encoded.append((dst, data))
+    for dst, data in encoded:
         # Atomic: an interrupted run never leaves a truncated file that a rerun would skip.
         write_bytes_atomic(dst, data)
     return src_hw, dst_hw, len(todo), skipped
@@ -157,6 +168,7 @@ def cache_dataset(
     workers: int = 2,
     overwrite: bool = False,
     progress: bool = True,
+    on_failure: Callable[[str], None] | None = None,
 ) -> CacheSummary:
     """Write a resized copy of a Cityscapes tree in the same layout (see the module docstring).
 
@@ -172,14 +184,18 @@ def cache_dataset(
         workers: Threads.
         overwrite: Rewrite files already in the cache.
         progress: Show a tqdm progress bar.
+        on_failure: Called with each failed frame's one-line message as it fails.
 
     Returns:
-        A :class:`CacheSummary`.
+        A :class:`CacheSummary`. A frame with a source file that is unreadable or of the wrong
+        size is not cached, and is listed in its ``failed`` (the message names the file); the
+        other frames go on.
 
     Raises:
-        ValueError: Bad settings, ``out`` is ``root``, ``out`` holds a cache made with other
-            settings, or a source file is unreadable or of the wrong size (the message names it).
+        ValueError: Bad settings, ``out`` is ``root``, or ``out`` holds a cache made with other
+            settings.
         FileNotFoundError: The root, a split or a named depth folder does not exist.
+        WriteError: An output that cannot be written (it would fail for every frame).
     """
     from tqdm import tqdm
 
@@ -236,11 +252,20 @@ def cache_dataset(
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_cache_frame, f, files, scale, size, overwrite) for f, files in jobs]
+        futures = {pool.submit(_cache_frame, f, files, scale, size, overwrite): f for f, files in jobs}
         try:
             for future in tqdm(as_completed(futures), total=len(futures), desc=f"cache {out.name}", unit="frame",
                                disable=not progress):
-                src_hw, dst_hw, written, skipped = future.result()
+                try:
+                    src_hw, dst_hw, written, skipped = future.result()
+                except Exception as exc:
+                    if not item_failure(exc):
+                        raise
+                    image = futures[future].image
+                    summary.failed[str(image)] = item_message(exc, image)
+                    if on_failure is not None:
+                        on_failure(summary.failed[str(image)])
+                    continue
                 summary.sizes[tuple(src_hw)] = tuple(dst_hw)
                 summary.written += written
                 summary.skipped += skipped

@@ -24,7 +24,13 @@ def _refusal(path: Path, exc: Exception) -> ValueError:
     if isinstance(exc, pickle.UnpicklingError) and ("Unsupported global" in text or "GLOBAL" in text):
         return ValueError(f"{path}: holds Python objects that could run code; mtdense loads tensors and plain settings only. "
                           "Save the weights with mtdense.save_checkpoint (or torch.save(model.state_dict())), or as .safetensors")
-    first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch.save's zip archive nor a pickle
+        return ValueError(f"{path}: not a checkpoint (neither a PyTorch file nor safetensors); give the .pth, .ckpt "
+                          "or .safetensors file that mtdense train or export wrote")
+    # The reader's first sentence only: what follows (e.g. PyTorch's guesses at the cause) is cut mid-word otherwise.
+    first = text.strip().splitlines()[0].split(". ")[0][:200] if text.strip() else type(exc).__name__
     return ValueError(f"{path}: cannot read it as a checkpoint ({first}); the file may be truncated or corrupt: "
                       "copy or save it again")
 

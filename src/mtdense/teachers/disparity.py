@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mtdense.data.depth import decode_cityscapes_disparity, encode_cityscapes_disparity
 from mtdense.data.image import read_image
 from mtdense.io import write_json_atomic, write_png_atomic
+from mtdense.items import item_failure, item_message
 from mtdense.teachers.layout import check_not_download_folder
 from mtdense.teachers.stereo import StereoTeacher
+
+if TYPE_CHECKING:
+    from mtdense.data.cityscapes import Frame
 
 __all__ = ["TeacherSummary", "generate_teacher_disparity"]
 
@@ -78,6 +83,8 @@ class TeacherSummary:
             with a disparity, 0..1), ``coverage_min`` and ``worst_frame`` (the frame with the
             least), ``mean_px`` / ``min_px`` / ``max_px`` over valid pixels (None when none).
         frame_coverage: Per frame name, its share of pixels with a disparity.
+        failed: Frames that could not be done: left image path -> one-line message naming the
+            file at fault and the fix (an unreadable image, views of different sizes, ...).
     """
 
     split: str
@@ -89,13 +96,14 @@ class TeacherSummary:
     seconds: float
     stats: dict[str, Any]
     frame_coverage: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
     def format(self) -> str:
         """A short human-readable report."""
         s = self.stats
         lines = [
             f"teacher {self.teacher.get('method')} on {self.split}: {self.frames} pairs, {self.written} computed, "
-            f"{self.skipped} kept from an earlier run ({self.seconds:.1f} s) -> {self.out_dir}",
+            f"{self.skipped} kept from an earlier run, {len(self.failed)} failed ({self.seconds:.1f} s) -> {self.out_dir}",
             f"coverage {100 * s['coverage']:.1f}% of pixels",
         ]
         if s["worst_frame"] is not None:
@@ -110,8 +118,19 @@ class TeacherSummary:
         return {
             "split": self.split, "out_dir": str(self.out_dir), "teacher": self.teacher, "frames": self.frames,
             "written": self.written, "skipped": self.skipped, "seconds": self.seconds, "stats": self.stats,
-            "frame_coverage": self.frame_coverage,
+            "frame_coverage": self.frame_coverage, "failed": self.failed,
         }
+
+
+def _teacher_png(teacher: StereoTeacher, f: Frame) -> np.ndarray:
+    """One frame's teacher disparity, encoded as a Cityscapes PNG array."""
+    left, right = read_image(f.image, colour_only=True), read_image(f.right, colour_only=True)
+    if left.shape != right.shape:
+        raise ValueError(f"{f.right}: {right.shape[1]} x {right.shape[0]} px, but its left view {f.image} is {left.shape[1]} x {left.shape[0]}")
+    disp = np.asarray(teacher(left, right))
+    if disp.shape != left.shape[:2]:
+        raise ValueError(f"{teacher!r} returned a map of shape {disp.shape} for {f.image} ({left.shape[0]} x {left.shape[1]})")
+    return encode_cityscapes_disparity(disp)
 
 
 def generate_teacher_disparity(
@@ -122,6 +141,7 @@ def generate_teacher_disparity(
     overwrite: bool = False,
     limit: int | None = None,
     progress: bool = True,
+    on_failure: Callable[[str], None] | None = None,
 ) -> TeacherSummary:
     """Run a stereo teacher over every left/right pair of a split and save its disparity.
 
@@ -130,6 +150,8 @@ def generate_teacher_disparity(
     ``leftImg8bit`` image with its ``rightImg8bit`` view, and ``ROOT/OUT/SPLIT_summary.json``
     (the teacher's settings, counts, coverage, per-frame coverage). Files are written
     atomically; PNGs that exist are kept unless ``overwrite``, so an interrupted run resumes.
+    A frame that fails (an unreadable image or disparity, views of different sizes) is recorded
+    in :attr:`TeacherSummary.failed` and the others go on.
 
     Args:
         root: Cityscapes root with ``leftImg8bit/`` and ``rightImg8bit/``.
@@ -140,14 +162,15 @@ def generate_teacher_disparity(
         overwrite: Recompute PNGs that already exist.
         limit: Only the first ``limit`` pairs (sorted by name).
         progress: Show a tqdm progress bar.
+        on_failure: Called with each failed frame's one-line message as it fails.
 
     Returns:
         A :class:`TeacherSummary`.
 
     Raises:
         FileNotFoundError: no left images in the split, or a left image without its right view
-            (the message names the file and the fix). ValueError: an unreadable image, views of different
-            sizes, a teacher output of the wrong shape, or a bad ``out`` name.
+            (the message names the file and the fix). ValueError: a bad ``out`` name.
+        WriteError: an output that cannot be written (it would fail for every frame).
     """
     from tqdm import tqdm
 
@@ -166,30 +189,33 @@ def generate_teacher_disparity(
     stats = _Stats()
     written = skipped = 0
     start = time.perf_counter()
+    failed: dict[str, str] = {}
     for f in tqdm(frames, desc=f"teacher {split}", unit="pair", disable=not progress):
         target = frame_file(root, out, split, f.city, f.name, "disparity")
-        if target.is_file() and not overwrite:
-            try:
-                png = read_disparity_png(target)
-            except ValueError as exc:
-                raise ValueError(f"{exc}; delete it or rerun with --overwrite to recompute it") from exc
-            skipped += 1
-        else:
-            left, right = read_image(f.image, colour_only=True), read_image(f.right, colour_only=True)
-            if left.shape != right.shape:
-                raise ValueError(f"{f.right}: {right.shape[1]} x {right.shape[0]} px, but its left view {f.image} is {left.shape[1]} x {left.shape[0]}")
-            disp = np.asarray(teacher(left, right))
-            if disp.shape != left.shape[:2]:
-                raise ValueError(f"{teacher!r} returned a map of shape {disp.shape} for {f.image} ({left.shape[0]} x {left.shape[1]})")
-            png = encode_cityscapes_disparity(disp)
-            write_png_atomic(target, png)
-            written += 1
+        try:
+            if target.is_file() and not overwrite:
+                try:
+                    png = read_disparity_png(target)
+                except ValueError as exc:
+                    raise ValueError(f"{exc}; delete it or rerun with --overwrite to recompute it") from exc
+                skipped += 1
+            else:
+                png = _teacher_png(teacher, f)
+                write_png_atomic(target, png)
+                written += 1
+        except Exception as exc:
+            if not item_failure(exc):
+                raise
+            failed[str(f.image)] = item_message(exc, f.image)
+            if on_failure is not None:
+                on_failure(failed[str(f.image)])
+            continue
         stats.add(f.name, png)
     describe = getattr(teacher, "describe", None)
     summary = TeacherSummary(
         split=split, out_dir=out_dir, teacher=describe() if callable(describe) else {"method": repr(teacher)},
         frames=len(frames), written=written, skipped=skipped, seconds=time.perf_counter() - start,
-        stats=stats.as_dict(), frame_coverage=stats.frames,
+        stats=stats.as_dict(), frame_coverage=stats.frames, failed=failed,
     )
     write_json_atomic(out_dir.parent / f"{split}_summary.json", summary.as_dict())
     return summary

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from torch import nn
 from mtdense.data.labels import IGNORE_INDEX, NUM_CLASSES, TRAIN_CLASS_NAMES, train_ids_to_label_ids
 from mtdense.data.image import read_image
 from mtdense.io import write_json_atomic, write_png_atomic
+from mtdense.items import item_failure, item_message
 from mtdense.teachers.layout import check_folder_name
 
 __all__ = ["PseudoLabeler", "PseudoLabelSummary", "pseudo_label_split", "manifest_path", "REAL_LABEL_FOLDER"]
@@ -129,6 +131,7 @@ class PseudoLabelSummary:
         kept_pixels: Of those, pixels at or above the threshold (the rest are label id 0).
         class_pixels: Kept pixels per train class name.
         seconds: Wall time.
+        failed: Images not labelled: image path -> one-line message naming the file and the fix.
     """
 
     split: str
@@ -142,6 +145,7 @@ class PseudoLabelSummary:
     kept_pixels: int = 0
     class_pixels: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def kept_share(self) -> float | None:
@@ -158,7 +162,8 @@ class PseudoLabelSummary:
         """A short human-readable report."""
         lines = [
             f"pseudo-labels for {self.split}: {self.frames} images, {self.labelled} labelled, {self.annotated} skipped "
-            f"(real annotation), {self.kept} kept from an earlier run ({self.seconds:.1f} s) -> {self.out_dir}"
+            f"(real annotation), {self.kept} kept from an earlier run, {len(self.failed)} failed ({self.seconds:.1f} s) "
+            f"-> {self.out_dir}"
         ]
         if self.kept_share is not None:
             top = ", ".join(f"{k} {100 * v:.1f}%" for k, v in list(self.class_shares().items())[:6])
@@ -171,7 +176,7 @@ class PseudoLabelSummary:
             "split": self.split, "out_dir": str(self.out_dir), "frames": self.frames, "labelled": self.labelled,
             "annotated": self.annotated, "kept": self.kept, "threshold": self.threshold, "pixels": self.pixels,
             "kept_pixels": self.kept_pixels, "kept_share": self.kept_share, "class_shares": self.class_shares(),
-            "seconds": self.seconds,
+            "seconds": self.seconds, "failed": self.failed,
         }
 
 
@@ -183,6 +188,7 @@ def pseudo_label_split(
     overwrite: bool = False,
     limit: int | None = None,
     progress: bool = True,
+    on_failure: Callable[[str], None] | None = None,
 ) -> PseudoLabelSummary:
     """Write pseudo-labels for the images of a split that have no fine annotation.
 
@@ -192,7 +198,9 @@ def pseudo_label_split(
     summary of the last run that labelled anything). Images with a real annotation (``ROOT/gtFine/SPLIT/CITY/{name}_gtFine_labelIds.png``
     that no pseudo-label run wrote) are skipped; with ``overwrite`` they are labelled too, into
     another ``out`` folder only: a real annotation is never replaced. Labels written by an
-    earlier run are kept unless ``overwrite``, so an interrupted run resumes.
+    earlier run are kept unless ``overwrite``, so an interrupted run resumes. An image that
+    fails (unreadable, or too large for the memory) is listed in the summary's ``failed`` and
+    the others go on.
 
     Args:
         root: Cityscapes root with ``leftImg8bit/``.
@@ -205,13 +213,14 @@ def pseudo_label_split(
             (into a folder other than ``gtFine``).
         limit: Only the first ``limit`` images (sorted by name).
         progress: Show a tqdm progress bar.
+        on_failure: Called with each failed image's one-line message as it fails.
 
     Returns:
         A :class:`PseudoLabelSummary`.
 
     Raises:
-        FileNotFoundError: no images in the split. ValueError: an unreadable image or record,
-            or a bad ``out`` name.
+        FileNotFoundError: no images in the split. ValueError: an unreadable record, or a bad
+            ``out`` name. WriteError: an output that cannot be written (it would fail for every image).
     """
     from tqdm import tqdm
 
@@ -257,7 +266,15 @@ def pseudo_label_split(
             if target.is_file() and not overwrite:
                 summary.kept += 1
                 continue
-            train_ids = labeler(read_image(f.image, colour_only=True))
+            try:
+                train_ids = labeler(read_image(f.image, colour_only=True))
+            except Exception as exc:
+                if not item_failure(exc):
+                    raise
+                summary.failed[str(f.image)] = item_message(exc, f.image)
+                if on_failure is not None:
+                    on_failure(summary.failed[str(f.image)])
+                continue
             write_png_atomic(target, train_ids_to_label_ids(train_ids))
             ours.add(f.name)
             summary.labelled += 1
