@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from mtdense.data.labels import NUM_CLASSES, TRAIN_CLASS_NAMES
 from mtdense.inference import Predictor
+from mtdense.io import write_json_atomic
 from mtdense.metrics import DepthMetrics, SegMetrics
 
 __all__ = ["DISTANCE_BINS_M", "Analysis", "analyze", "write_report"]
@@ -171,5 +171,5 @@ def write_report(analysis: Analysis, out: str | Path) -> list[Path]:
         plot_error_vs_distance(analysis.distance_edges, analysis.distance_abs_rel, analysis.distance_pixels, out / "error_vs_distance.png"),
     ]
     metrics = out / "metrics.json"
-    metrics.write_text(json.dumps(analysis.to_json(), indent=2))
+    write_json_atomic(metrics, analysis.to_json())
     return paths + [metrics]

@@ -14,13 +14,14 @@ selection: the figures come from the last checkpoint.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mtdense.io import atomic_path, write_json_atomic, write_text_atomic
 
 __all__ = ["DemoResult", "run_demo", "save_prediction_figure", "DEMO_CONFIG"]
 
@@ -93,8 +94,8 @@ def save_prediction_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     return path
 
 
@@ -153,7 +154,7 @@ def _report(out_dir: Path, metrics: dict[str, Any], wall_s: float, timings: dict
         "",
     ]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path
 
 
@@ -203,6 +204,6 @@ def run_demo(
     timings["evaluation"] = time.perf_counter() - t
     wall = time.perf_counter() - start
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps({**metrics, "wall_s": round(wall, 1), "checkpoint": str(checkpoint)}, indent=2) + "\n")
+    write_json_atomic(metrics_path, {**metrics, "wall_s": round(wall, 1), "checkpoint": str(checkpoint)})
     report = _report(out_dir, metrics, wall, timings, recipe, checkpoint, figures)
     return DemoResult(out_dir, metrics, wall, checkpoint, figures, report)

@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mtdense.data.labels import TRAIN_CLASS_NAMES, colorize_train_ids
+from mtdense.io import atomic_path
 
 __all__ = [
     "DEFAULT_DEPTH_RANGE", "overlay_segmentation", "colorize_depth", "depth_scale_bar", "make_panel", "put_label",
@@ -156,8 +157,8 @@ def make_panel(
 # -- analysis plots ---------------------------------------------------------------------------
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return path
 
 

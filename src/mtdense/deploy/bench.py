@@ -59,6 +59,7 @@ from tqdm import tqdm
 from mtdense.complexity import model_complexity
 from mtdense.data.image import normalize_images, read_image
 from mtdense.deploy.machine import load_average, machine_info
+from mtdense.io import write_text_atomic
 from mtdense.deploy.openvino import openvino_available
 from mtdense.deploy.parity import Parity, compare_outputs
 from mtdense.deploy.reference import to_reference
@@ -490,10 +491,9 @@ def write_markdown(result: BenchResult, path: str | Path, command: str = "") -> 
         text = path.read_text()
         if MARK_BEGIN in text and MARK_END in text:
             start, end = text.index(MARK_BEGIN), text.index(MARK_END) + len(MARK_END)
-            path.write_text(text[:start] + section + text[end:])
+            write_text_atomic(path, text[:start] + section + text[end:])
         else:
-            path.write_text(text.rstrip("\n") + "\n\n" + section + "\n")
+            write_text_atomic(path, text.rstrip("\n") + "\n\n" + section + "\n")
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Benchmarks\n\n" + section + "\n")
+    write_text_atomic(path, "# Benchmarks\n\n" + section + "\n")
     return path
