@@ -292,3 +292,23 @@ def test_two_processes_starting_at_once_export_once(tmp_path):
     assert outs == ["False", "True"]  # one exported, the other waited and took it
     entries = list((tmp_path / "graphs").iterdir())
     assert len([e for e in entries if e.is_dir()]) == 1
+
+
+@needs_compiler
+def test_export_format_fused_fills_the_cache_that_predict_starts_from(tmp_path, monkeypatch, capsys):
+    from mtdense.cli import main
+    from mtdense.deploy.fused import cache
+
+    monkeypatch.setattr(cache, "graph_cache_dir", lambda: tmp_path / "graphs")
+    ckpt = mtdense.save_checkpoint(_model(), tmp_path / "m.pth")
+    args = ["export", str(ckpt), "--format", "fused", "--size", "64", "96", "--check-images", "1"]
+    assert main(args) == 0
+    assert "graph exported" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "graph already in the cache" in capsys.readouterr().out
+    exports = _count_exports(monkeypatch)
+    from mtdense.inference import Predictor
+
+    predictor = Predictor(ckpt, size=(64, 96), backend="fused")
+    assert predictor.model.graph_reused and not exports
+    assert main(["export", str(ckpt), "--format", "fused", "--out", "x.onnx"]) == 2

@@ -32,6 +32,12 @@ pip install "mtdense[openvino]".
 --format safetensors writes the weights with the model config in the metadata
 (mtdense.load_model reads it back).
 
+--format fused prepares the fused CPU runtime ahead of time: it compiles the kernel and
+exports the runtime's graph for --size into the cache ($MTDENSE_CACHE, else ~/.cache/mtdense),
+keyed by the weights, the size and the CPU, then checks it against PyTorch. A later
+'mtdense predict CKPT --backend fused --size H W' on this machine then starts in a second or
+two instead of exporting first. No --out: the cache is the output.
+
 Every file is written beside its target and renamed into place when complete: a killed export
 leaves the earlier file or none, never a part. --out is checked before the (slow) export."""
 
@@ -40,7 +46,8 @@ examples:
   mtdense export runs/demo/model.pth --out model.onnx
   mtdense export runs/demo/model.pth --int8 --calibration data/leftImg8bit/val/frankfurt --out model.onnx
   mtdense export runs/demo/model.pth --format openvino --out model.xml
-  mtdense export runs/demo/model.pth --format safetensors --out model.safetensors"""
+  mtdense export runs/demo/model.pth --format safetensors --out model.safetensors
+  mtdense export runs/demo/model.pth --format fused --size 400 1024   # then: predict --backend fused --size 400 1024"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,9 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="model checkpoint (.pth / .ckpt / .safetensors)")
-    p.add_argument("--format", choices=("onnx", "openvino", "safetensors"), default="onnx",
-                   help="output format (default: %(default)s): onnx runs under the ort runtime, openvino under ov")
-    p.add_argument("--out", required=True, help="output file (.xml for --format openvino; the .bin goes next to it)")
+    p.add_argument("--format", choices=("onnx", "openvino", "safetensors", "fused"), default="onnx",
+                   help="output format (default: %(default)s): onnx runs under the ort runtime, openvino under ov, "
+                        "fused fills the fused runtime's cache")
+    p.add_argument("--out", help="output file (.xml for --format openvino; the .bin goes next to it); "
+                                 "not with --format fused")
     p.add_argument("--size", nargs=2, type=int, default=[400, 1024], metavar=("H", "W"),
                    help="example input size for tracing, checks and calibration (default: 400 1024)")
     p.add_argument("--plain", action="store_true", help="export the training graph as is instead of the inference rewrite")
@@ -94,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
     from mtdense.deploy.runtime import RuntimeOptions, runtime_for_format
     from mtdense.models import export_safetensors, load_model
 
+    if args.format == "fused":
+        return _prepare_fused(args)
+    if not args.out:
+        raise ValueError(f"--format {args.format} needs --out FILE")
     out = Path(args.out)
     check_out_file(out)
     model = load_model(args.checkpoint)
@@ -152,4 +165,38 @@ def run(args: argparse.Namespace) -> int:
             outs.append(int8(xi))
         cat = lambda rs: {k: np.concatenate([r[k].numpy() for r in rs]) for k in rs[0]}  # noqa: E731
         print(f"int8 vs fp32 on the {len(files)} calibration image(s): {compare_outputs(cat(outs), cat(refs))}")
+    return 0
+
+
+def _prepare_fused(args: argparse.Namespace) -> int:
+    """``--format fused``: the kernel built and the graph for ``--size`` cached, then checked."""
+    import time
+
+    import torch
+
+    from mtdense.deploy.fused import FusedNet
+    from mtdense.deploy.fused.cache import graph_cache_dir
+    from mtdense.deploy.parity import runtime_parity
+    from mtdense.deploy.runtime import RuntimeOptions
+    from mtdense.models import load_model
+
+    if args.out or args.int8 or args.plain or args.static:
+        raise ValueError("--format fused fills the cache for --size: it takes no --out, --int8, --plain or --static")
+    reason = FusedNet.unavailable(RuntimeOptions())
+    if reason:
+        raise ValueError(f"--format fused: {reason}")
+    model = load_model(args.checkpoint)
+    size = (int(args.size[0]), int(args.size[1]))
+    start = time.perf_counter()
+    net = FusedNet(model, size=size)
+    took = time.perf_counter() - start
+    state = "already in the cache" if net.graph_reused else "exported"
+    print(f"fused runtime for {args.checkpoint} at {size[0]}x{size[1]}: graph {state} ({net.onnx_path}), ready in {took:.1f} s")
+    x = torch.randn(args.check_images, 3, *size, generator=torch.Generator().manual_seed(0))
+    parity = runtime_parity(net, model, x)
+    print(f"fused vs PyTorch fp32 on {args.check_images} random input(s): {parity}")
+    if parity.depth_max_abs_m > args.max_depth_diff or parity.seg_agreement < args.min_agreement:
+        print("error: the fused runtime does not reproduce PyTorch; report this with the versions of torch and onnxruntime")
+        return 1
+    print(f"cache: {graph_cache_dir()}; 'mtdense predict {args.checkpoint} ... --backend fused --size {size[0]} {size[1]}' starts from it")
     return 0
