@@ -98,3 +98,106 @@ def test_missing_root_or_split_exit_2(tmp_path, hand_tree, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["data", "check", str(hand_tree.root), "--splits", "test"]) == 2
     assert "splits under" in capsys.readouterr().err
+
+
+# --- the folder format -----------------------------------------------------------------------------
+
+FH, FW = 24, 32
+
+
+def _folder_tree(root):
+    """train: a (mask, depth, normals), b (mask), c (no labels); val: v (mask). 3 classes."""
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    (root / "dataset.yaml").write_text("classes: [floor, wall, person]\n")
+    files = {}
+
+    def put(folder, split, name, array):
+        path = root / folder / split / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(path), array)
+        files[folder, name] = path
+
+    for split, name in (("train", "a"), ("train", "b"), ("train", "c"), ("val", "v")):
+        put("images", split, f"{name}.png", rng.integers(0, 256, (FH, FW, 3), dtype=np.uint8))
+        if name != "c":
+            put("masks", split, f"{name}.png", rng.integers(0, 3, (FH, FW)).astype(np.uint8))
+    put("depth", "train", "a.png", np.full((FH, FW), 512, np.uint16))  # 2 m
+    normals = np.zeros((FH, FW, 3), np.uint8)
+    normals[...] = (255, 128, 128)  # BGR of rgb (128, 128, 255): n = (0, 0, 1)
+    put("normals", "train", "a.png", normals)
+    return root, files
+
+
+def test_a_good_folder_tree_passes(tmp_path, capsys):
+    root, _ = _folder_tree(tmp_path / "mine")
+    report = check_dataset(root, progress=False)
+    assert report.format == "folder" and report.info.classes == ("floor", "wall", "person")
+    train, val = report.splits["train"], report.splits["val"]
+    assert (train.images, train.masks, train.depths, train.normals, train.checked) == (3, 2, 1, 1, 3)
+    assert train.depth_range == (2.0, 2.0) and train.valid_share_sum == 1.0
+    # val has masks but no depth / normals although the dataset has them: warnings, not errors
+    assert report.ok and {p.file for p in report.warnings} == {str(root / "depth" / "val"), str(root / "normals" / "val")}
+    assert (val.images, val.masks) == (1, 1)
+    assert main(["data", "check", str(root), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"Folder dataset {root} (3 classes, labels for seg, depth, normals)" in out and "OK: no errors, 2 warnings" in out
+
+
+def test_every_folder_problem_is_listed_with_its_file(tmp_path, capsys):
+    root, files = _folder_tree(tmp_path / "mine")
+    corrupt = files["images", "b.png"]
+    corrupt.write_bytes(corrupt.read_bytes()[:50])
+    bad_values = files["masks", "a.png"]
+    mask = np.zeros((FH, FW), np.uint8)
+    mask[0, :2] = (3, 200)
+    cv2.imwrite(str(bad_values), mask)
+    small = files["masks", "v.png"]
+    cv2.imwrite(str(small), np.zeros((FH - 4, FW), np.uint8))
+    eight_bit = files["depth", "a.png"]
+    cv2.imwrite(str(eight_bit), np.full((FH, FW), 2, np.uint8))
+    grey = files["normals", "a.png"]
+    cv2.imwrite(str(grey), np.full((FH, FW, 3), 128, np.uint8))
+    orphan = root / "masks" / "train" / "zz.png"
+    cv2.imwrite(str(orphan), np.zeros((FH, FW), np.uint8))
+    jpeg = root / "depth" / "train" / "c.jpg"
+    cv2.imwrite(str(jpeg), np.zeros((FH, FW), np.uint8))
+    cv2.imwrite(str(root / "images" / "train" / "c.jpg"), np.zeros((FH, FW, 3), np.uint8))
+    twin = files["images", "c.png"]  # the second in name order
+    lost_split = root / "masks" / "test"
+    lost_split.mkdir()
+    cv2.imwrite(str(lost_split / "t.png"), np.zeros((FH, FW), np.uint8))
+    (root / "images" / "train" / "notes.txt").write_text("not an image")
+
+    report = check_dataset(root, progress=False)
+    by_file = {p.file: p for p in report.errors}
+    assert set(by_file) == {str(p) for p in (corrupt, bad_values, small, eight_bit, grey, orphan, jpeg, twin, lost_split)}
+    assert "cannot decode" in by_file[str(corrupt)].message
+    assert "mask values 3, 200 on 2 pixels are not class indices 0..2" in by_file[str(bad_values)].message
+    assert "20x32" in by_file[str(small)].message and str(files["images", "v.png"]) in by_file[str(small)].message
+    assert "not a 16-bit single-channel depth PNG" in by_file[str(eight_bit)].message
+    assert "768 pixels encode no unit vector" in by_file[str(grey)].message
+    assert "no image zz.*" in by_file[str(orphan)].message
+    assert "must be PNG" in by_file[str(jpeg)].message
+    assert "a second image named 'c' (beside c.jpg)" in by_file[str(twin)].message
+    assert "labels of split 'test' but no images/test/" in by_file[str(lost_split)].message
+    assert str(root / "images" / "train" / "notes.txt") in {p.file for p in report.warnings}
+    assert main(["data", "check", str(root), "--quiet", "--max-problems", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: 9 errors" in out and "... and 6 more errors" in out
+
+
+def test_a_broken_dataset_yaml_is_listed_and_the_rest_still_checked(tmp_path):
+    root, files = _folder_tree(tmp_path / "mine")
+    (root / "dataset.yaml").write_text("classes: [floor, floor]\n")
+    cv2.imwrite(str(files["masks", "b.png"]), np.zeros((FH - 1, FW), np.uint8))
+    report = check_dataset(root, progress=False, limit=1)
+    assert report.info is None
+    assert {p.file for p in report.errors} >= {str(root / "dataset.yaml")}
+    yaml_error = next(p for p in report.errors if p.file == str(root / "dataset.yaml"))
+    assert "'classes' name 'floor' appears twice" in yaml_error.message and "unique" in yaml_error.fix
+    assert report.splits["train"].checked == 1 and report.splits["train"].images == 3
+    assert "dataset.yaml unreadable" in report.summary()
+    (root / "dataset.yaml").unlink()  # images/ without leftImg8bit/: still the folder format
+    report = check_dataset(root, progress=False)
+    assert report.format == "folder" and "no dataset description" in report.errors[0].message

@@ -1,10 +1,12 @@
-"""Check a Cityscapes tree: read every file and report what is wrong and how to fix it.
+"""Check a dataset tree (Cityscapes or folder format): read every file and report what is wrong
+and how to fix it.
 
-:func:`check_dataset` lists a tree with the helpers of :mod:`mtdense.data.cityscapes`, reads
-each frame's files (image, label, disparity, camera, right view) in threads and returns a
-:class:`DataCheckReport`: counts and disparity statistics per split, and a list of
+:func:`check_dataset` lists a tree with the helpers of its format's module
+(:mod:`mtdense.data.cityscapes`, :mod:`mtdense.data.folder`), reads each frame's files in threads
+and returns a :class:`DataCheckReport`: counts and depth statistics per split, and a list of
 :class:`Problem` s, each naming the file and the fix. ``mtdense data check`` prints its
-:meth:`DataCheckReport.summary`.
+:meth:`DataCheckReport.summary`. The format is told by the root: ``dataset.yaml`` (or ``images/``
+without ``leftImg8bit/``) is the folder format, anything else is checked as Cityscapes.
 """
 
 from __future__ import annotations
@@ -34,10 +36,25 @@ from mtdense.data.cityscapes import (
     read_disparity_png,
     read_label_ids,
 )
+from mtdense.data.description import DESCRIPTION_FILE, TASKS, DatasetInfo
+from mtdense.data.folder import (
+    IMAGE_FOLDER as FOLDER_IMAGES,
+    LABEL_FOLDERS,
+    FolderFrame,
+    folder_tasks,
+    list_folder_splits,
+    mask_to_seg,
+    read_folder_info,
+    read_depth_png,
+    read_mask,
+    read_normals_png,
+    scan_split,
+)
+from mtdense.data.folder import _check_root as _check_folder_root
 from mtdense.data.image import read_image
 from mtdense.data.labels import label_ids_to_train_ids
 
-__all__ = ["Problem", "SplitStats", "DataCheckReport", "check_dataset"]
+__all__ = ["Problem", "SplitStats", "DataCheckReport", "tree_format", "check_dataset", "check_folder_dataset"]
 
 
 def _read_colour(path: Path):
@@ -70,10 +87,11 @@ class SplitStats:
 
     Attributes:
         images: Images listed.
-        labels, disparities, cameras, rights: Images that have that counterpart.
+        labels, disparities, cameras, rights: Images that have that counterpart (Cityscapes).
+        masks, depths, normals: Images that have that label (folder format).
         checked: Frames whose files were read.
-        depth_checked: Read frames whose disparity map could be decoded.
-        valid_share_sum: Sum over read frames of the share of valid disparity pixels.
+        depth_checked: Read frames whose disparity (depth) map could be decoded.
+        valid_share_sum: Sum over read frames of the share of valid disparity (depth) pixels.
         disparity_range: ``(min, max)`` valid disparity in px over the read frames.
         depth_range: ``(min, max)`` valid depth in m over the read frames.
     """
@@ -83,6 +101,9 @@ class SplitStats:
     disparities: int = 0
     cameras: int = 0
     rights: int = 0
+    masks: int = 0
+    depths: int = 0
+    normals: int = 0
     checked: int = 0
     depth_checked: int = 0
     valid_share_sum: float = 0.0
@@ -100,15 +121,19 @@ class DataCheckReport:
 
     Attributes:
         root: The checked root.
-        depth_source: The checked disparity folder (None: depth not checked).
+        depth_source: The checked disparity folder (None: depth not checked; Cityscapes only).
         splits: Per-split counts and statistics.
         problems: Errors and warnings, each naming a file and a fix.
+        format: ``cityscapes`` or ``folder``.
+        info: The folder dataset's description (None: Cityscapes, or a broken ``dataset.yaml``).
     """
 
     root: Path
     depth_source: str | None
     splits: dict[str, SplitStats] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    format: str = "cityscapes"
+    info: DatasetInfo | None = None
 
     @property
     def errors(self) -> list[Problem]:
@@ -125,17 +150,7 @@ class DataCheckReport:
 
     def summary(self, max_problems: int = 20) -> str:
         """A table of counts per split, then the errors and warnings (``max_problems`` of each)."""
-        depth = f"{self.depth_source}/" if self.depth_source else "none"
-        lines = [f"Cityscapes tree {self.root} (depth from {depth})", ""]
-        header = f"{'split':<12}{'images':>8}{'labels':>8}{'disparity':>10}{'camera':>8}{'right':>7}{'read':>7}" \
-                 f"{'valid disp':>12}  {'disparity px':<16}{'depth m':<16}"
-        lines.append(header)
-        for name, s in self.splits.items():
-            share = f"{100 * s.valid_share_sum / s.depth_checked:.1f}%" if s.depth_checked else "-"
-            disp = f"{s.disparity_range[0]:.2f}..{s.disparity_range[1]:.2f}" if s.disparity_range else "-"
-            dep = f"{s.depth_range[0]:.1f}..{s.depth_range[1]:.1f}" if s.depth_range else "-"
-            lines.append(f"{name:<12}{s.images:>8}{s.labels:>8}{s.disparities:>10}{s.cameras:>8}{s.rights:>7}"
-                         f"{s.checked:>7}{share:>12}  {disp:<16}{dep:<16}")
+        lines = self._folder_table() if self.format == "folder" else self._cityscapes_table()
         for title, items in (("Errors", self.errors), ("Warnings", self.warnings)):
             if not items:
                 continue
@@ -150,6 +165,33 @@ class DataCheckReport:
         else:
             lines.append(f"OK: no errors, {n_warn} warning{'s' * (n_warn != 1)}")
         return "\n".join(lines)
+
+    def _folder_table(self) -> list[str]:
+        about = (f"{self.info.num_classes} classes, labels for {', '.join(self.info.tasks) or 'nothing'}"
+                 if self.info is not None else f"{DESCRIPTION_FILE} unreadable")
+        lines = [f"Folder dataset {self.root} ({about})", ""]
+        lines.append(f"{'split':<12}{'images':>8}{'masks':>8}{'depth':>8}{'normals':>9}{'read':>7}{'valid depth':>13}"
+                     f"  {'depth m':<16}")
+        for name, s in self.splits.items():
+            share = f"{100 * s.valid_share_sum / s.depth_checked:.1f}%" if s.depth_checked else "-"
+            dep = f"{s.depth_range[0]:.2f}..{s.depth_range[1]:.2f}" if s.depth_range else "-"
+            lines.append(f"{name:<12}{s.images:>8}{s.masks:>8}{s.depths:>8}{s.normals:>9}{s.checked:>7}{share:>13}"
+                         f"  {dep:<16}")
+        return lines
+
+    def _cityscapes_table(self) -> list[str]:
+        depth = f"{self.depth_source}/" if self.depth_source else "none"
+        lines = [f"Cityscapes tree {self.root} (depth from {depth})", ""]
+        header = f"{'split':<12}{'images':>8}{'labels':>8}{'disparity':>10}{'camera':>8}{'right':>7}{'read':>7}" \
+                 f"{'valid disp':>12}  {'disparity px':<16}{'depth m':<16}"
+        lines.append(header)
+        for name, s in self.splits.items():
+            share = f"{100 * s.valid_share_sum / s.depth_checked:.1f}%" if s.depth_checked else "-"
+            disp = f"{s.disparity_range[0]:.2f}..{s.disparity_range[1]:.2f}" if s.disparity_range else "-"
+            dep = f"{s.depth_range[0]:.1f}..{s.depth_range[1]:.1f}" if s.depth_range else "-"
+            lines.append(f"{name:<12}{s.images:>8}{s.labels:>8}{s.disparities:>10}{s.cameras:>8}{s.rights:>7}"
+                         f"{s.checked:>7}{share:>12}  {disp:<16}{dep:<16}")
+        return lines
 
 
 _FIX_REPLACE = "replace it with the file from the Cityscapes download (or regenerate the frame)"
@@ -248,9 +290,11 @@ def check_dataset(
     limit: int | None = None,
     progress: bool = True,
     workers: int | None = None,
+    format: str = "auto",
 ) -> DataCheckReport:
     """Check a Cityscapes tree: counts, missing or orphaned files, unreadable PNGs, label ids,
-    sizes, disparity coverage and range, camera sanity.
+    sizes, disparity coverage and range, camera sanity. A folder-format root is checked by
+    :func:`check_folder_dataset` instead (``depth_source`` does not apply there).
 
     Counterparts are matched by stem. Missing labels (disparity maps) are errors when some frames
     of a split have them, a warning when none does (an unlabelled split, or a split without depth);
@@ -263,13 +307,21 @@ def check_dataset(
         limit: Read at most this many evenly spaced frames per split (counts cover all).
         progress: Show a tqdm progress bar.
         workers: Reader threads (default: up to 4, one per CPU).
+        format: ``cityscapes``, ``folder`` or ``auto`` (:func:`tree_format`).
 
     Returns:
         The report: ``.ok`` is False when there are errors; ``.summary()`` is for people.
 
     Raises:
         FileNotFoundError: The root, its ``leftImg8bit/`` or a named split does not exist.
+        ValueError: A format other than these.
     """
+    if format == "auto":
+        format = tree_format(root)
+    if format == "folder":
+        return check_folder_dataset(root, splits, limit=limit, progress=progress, workers=workers)
+    if format != "cityscapes":
+        raise ValueError(f"'mtdense data check' reads the cityscapes and folder formats, not {format!r}")
     root = _check_root(Path(root))
     splits = list(splits) if splits else list_splits(root)
     report = DataCheckReport(root=root, depth_source=depth_source)
@@ -356,3 +408,146 @@ def _missing_problems(report: DataCheckReport, root: Path, split: str, frames: l
                 add(Problem("warning", str(frame_file(root, RIGHT_FOLDER, split, f.city, f.name, "right")),
                             f"right view missing for {f.image} (only stereo teachers need it)",
                             "extract rightImg8bit_trainvaltest.zip into the root"))
+
+
+# --- the folder format --------------------------------------------------------------------------
+
+_FOLDER_FIX = "replace it with a good copy, or delete the frame's files"
+
+
+def tree_format(root: str | Path) -> str:
+    """``folder`` for a root with ``dataset.yaml``, or with ``images/`` and no ``leftImg8bit/``;
+    ``cityscapes`` otherwise."""
+    root = Path(root)
+    if (root / DESCRIPTION_FILE).is_file():
+        return "folder"
+    return "folder" if (root / FOLDER_IMAGES).is_dir() and not (root / IMAGE_FOLDER).is_dir() else "cityscapes"
+
+
+def _read_into(problems: list[Problem], reader: Callable[[Path], Any], path: Path) -> Any:
+    """``reader(path)``, or None with its error added to ``problems`` as "what" and "fix"."""
+    try:
+        return reader(path)
+    except (ValueError, FileNotFoundError) as exc:
+        message = str(exc)
+        message = message[len(str(path)) + 2:] if message.startswith(f"{path}: ") else message
+        what, _, fix = message.partition("; ")
+        problems.append(Problem("error", str(path), what, fix or _FOLDER_FIX))
+        return None
+
+
+def _check_folder_frame(frame: FolderFrame, info: DatasetInfo | None) -> tuple[list[Problem], dict[str, Any]]:
+    """Read one frame of a folder dataset; return its problems and its depth statistics."""
+    problems: list[Problem] = []
+    stats: dict[str, Any] = {}
+    image = _read_into(problems, _read_colour, frame.image)
+    size = None if image is None else image.shape[:2]
+
+    def same_size(array: np.ndarray, path: Path) -> bool:
+        if size is not None and array.shape[:2] != size:
+            problems.append(Problem("error", str(path), f"{array.shape[0]}x{array.shape[1]} (H x W) but its image "
+                                    f"{frame.image} is {size[0]}x{size[1]}",
+                                    "labels must have their image's size (resize with nearest neighbour)"))
+            return False
+        return True
+
+    if frame.mask is not None:
+        mask = _read_into(problems, read_mask, frame.mask)
+        if mask is not None and same_size(mask, frame.mask) and info is not None:
+            _read_into(problems, lambda p: mask_to_seg(mask, info, p), frame.mask)
+    if frame.depth is not None:
+        scale = info.depth_scale if info is not None else 256.0
+        depth = _read_into(problems, lambda p: read_depth_png(p, scale), frame.depth)
+        if depth is not None and same_size(depth, frame.depth):
+            valid = depth > 0
+            stats["valid_share"] = float(valid.mean()) if valid.size else 0.0
+            if valid.any():
+                stats["depth"] = (float(depth[valid].min()), float(depth[valid].max()))
+    if frame.normals is not None:
+        normals = _read_into(problems, read_normals_png, frame.normals)
+        if normals is not None:
+            same_size(normals, frame.normals)
+    return problems, stats
+
+
+def check_folder_dataset(
+    root: str | Path,
+    splits: list[str] | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> DataCheckReport:
+    """Check a folder-format dataset: ``dataset.yaml``, layout, and every file of every frame.
+
+    Errors: a broken or missing ``dataset.yaml``; two images of one name; a label that is not a
+    PNG or has no image (also a label folder for a split ``images/`` lacks); a file that does not
+    decode; a mask that is not one 8-bit channel or holds values that are no class nor the ignore
+    index; a depth map that is not 16-bit; normals that encode no unit vector; a label whose size
+    differs from its image. Warnings: files that are not read (not an image, in a sub-folder), a
+    split without any label of a task the dataset has (the task is neither trained nor evaluated
+    there). A frame without some labels is fine (asymmetric annotations).
+
+    Args:
+        root: The folder that holds ``dataset.yaml`` and ``images/``.
+        splits: Splits to check (default: every folder under ``images/``).
+        limit: Read at most this many evenly spaced frames per split (counts and layout cover all).
+        progress: Show a tqdm progress bar.
+        workers: Reader threads (default: up to 4, one per CPU).
+
+    Raises:
+        FileNotFoundError: The root, its ``images/`` or a named split does not exist.
+    """
+    root = _check_folder_root(Path(root))
+    report = DataCheckReport(root=root, depth_source=None, format="folder")
+    add = report.problems.append
+    try:
+        report.info = read_folder_info(root)
+    except (ValueError, FileNotFoundError) as exc:
+        what, _, fix = str(exc).removeprefix(f"{root / DESCRIPTION_FILE}: ").partition("; ")
+        add(Problem("error", str(root / DESCRIPTION_FILE), what, fix or "fix the file"))
+    tasks = report.info.tasks if report.info is not None else folder_tasks(root)
+    known = list_folder_splits(root)
+    for name in LABEL_FOLDERS.values():
+        label_root = root / name
+        if not label_root.is_dir():
+            continue
+        for split_dir in sorted(p for p in label_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if split_dir.name not in known and next(split_dir.iterdir(), None) is not None:
+                add(Problem("error", str(split_dir), f"labels of split {split_dir.name!r} but no "
+                            f"{FOLDER_IMAGES}/{split_dir.name}/ folder",
+                            "restore the images, or rename the folder to the split its images are in"))
+    jobs: list[tuple[str, FolderFrame]] = []
+    for split in list(splits) if splits else known:
+        frames, issues = scan_split(root, split)
+        report.problems += [Problem(i.severity, str(i.file), i.message, i.fix) for i in issues]
+        stats = report.splits[split] = SplitStats(images=len(frames))
+        stats.masks = sum(f.mask is not None for f in frames)
+        stats.depths = sum(f.depth is not None for f in frames)
+        stats.normals = sum(f.normals is not None for f in frames)
+        if not frames:
+            add(Problem("error", str(root / FOLDER_IMAGES / split), "no images in this split",
+                        "put the frames there as NAME.png or NAME.jpg, or remove the folder"))
+        for task in TASKS:
+            count = {"seg": stats.masks, "depth": stats.depths, "normals": stats.normals}[task]
+            if task in tasks and frames and count == 0:
+                add(Problem("warning", str(root / LABEL_FOLDERS[task] / split),
+                            f"none of the {len(frames)} images of split {split!r} has a {LABEL_FOLDERS[task]}/ file: "
+                            f"{task} is neither trained nor evaluated on this split",
+                            f"fine for data without {task} labels; otherwise add {LABEL_FOLDERS[task]}/{split}/NAME.png"))
+        if limit is not None and len(frames) > limit:
+            frames = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, limit).round().astype(int)]
+        jobs += [(split, f) for f in frames]
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda job: _check_folder_frame(job[1], report.info), jobs)
+        for (split, _), (problems, frame_stats) in tqdm(zip(jobs, results), total=len(jobs), desc="data check",
+                                                         unit="frame", disable=not progress):
+            stats = report.splits[split]
+            stats.checked += 1
+            report.problems += problems
+            if "valid_share" in frame_stats:
+                stats.depth_checked += 1
+                stats.valid_share_sum += frame_stats["valid_share"]
+            if "depth" in frame_stats:
+                stats._extend("depth_range", *frame_stats["depth"])
+    return report

@@ -1,0 +1,111 @@
+"""One entry point for every dataset format: :func:`open_dataset`.
+
+Whatever the format, the dataset it returns is a torch ``Dataset`` with ``.info`` (a
+:class:`~mtdense.data.description.DatasetInfo`) and ``.classes`` (the class names), whose samples
+are dicts of ``image`` (H x W x 3 uint8), ``seg`` (H x W uint8, 255 = ignore), ``depth`` (H x W
+float32 metres, 0 = invalid) and ``normals`` (H x W x 3 float32 unit vectors, all-zero = invalid)
+where the data has them, with ``name`` and ``paths``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from mtdense.data.cityscapes import IMAGE_FOLDER as CITYSCAPES_IMAGE_FOLDER
+from mtdense.data.cityscapes import CityscapesDataset
+from mtdense.data.description import DESCRIPTION_FILE, FORMATS, DatasetInfo
+from mtdense.data.folder import FolderDataset
+from mtdense.data.nyuv2 import NYUV2_FOLDERS, NYUv2Dataset
+
+__all__ = ["detect_format", "open_dataset"]
+
+_KITTI_MARKERS = ("raw", "data_depth_annotated", "data_semantics")
+_NOT_YET = ("the kitti format is not supported yet (planned: raw images with LiDAR ground truth from the depth "
+            "benchmark, and the 200 semantic frames); convert the frames to the folder format meanwhile "
+            "(images/, masks/, depth/ as 16-bit PNGs of depth_m * 256)")
+
+
+class _Cityscapes(CityscapesDataset):
+    """:class:`CityscapesDataset` with the description every format's dataset carries."""
+
+    def __init__(self, root: str | Path, split: str, **kwargs: Any):
+        super().__init__(root, split, **kwargs)
+        tasks = ["seg"] + (["depth"] if self.depth_source is not None else [])
+        self.info = DatasetInfo.cityscapes(tasks=tasks)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info.classes)
+
+
+def detect_format(root: str | Path) -> str:
+    """The format of a dataset root, from its layout.
+
+    ``folder``: ``ROOT/dataset.yaml``; ``cityscapes``: ``ROOT/leftImg8bit/``; ``nyuv2``:
+    ``ROOT/{train,val,...}/image/*.npy``.
+
+    Raises:
+        FileNotFoundError: The root does not exist.
+        ValueError: A KITTI layout (not supported yet), or none of the above (the message says
+            what was looked for).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist")
+    if (root / DESCRIPTION_FILE).is_file():
+        return "folder"
+    if (root / CITYSCAPES_IMAGE_FOLDER).is_dir():
+        return "cityscapes"
+    image = NYUV2_FOLDERS["image"]
+    if any(next((p / image).glob("*.npy"), None) is not None for p in root.iterdir() if (p / image).is_dir()):
+        return "nyuv2"
+    if any((root / m).is_dir() for m in _KITTI_MARKERS):
+        raise ValueError(f"{root}: looks like KITTI ({', '.join(m + '/' for m in _KITTI_MARKERS if (root / m).is_dir())}); "
+                         + _NOT_YET)
+    raise ValueError(
+        f"{root}: not a dataset layout mtdense knows; looked for {DESCRIPTION_FILE} (folder format), "
+        f"{CITYSCAPES_IMAGE_FOLDER}/ (Cityscapes) and SPLIT/{image}/*.npy (preprocessed NYUv2). For your own data "
+        f"write {DESCRIPTION_FILE} ('classes: [name, ...]') beside images/SPLIT/; or name the format with "
+        f"format=... ({', '.join(FORMATS)})"
+    )
+
+
+def open_dataset(root: str | Path, split: str, format: str = "auto", **kwargs: Any) -> Dataset:
+    """Open one split of a dataset in any known format.
+
+    Args:
+        root: The dataset root.
+        split: The split (``train``, ``val``, ...; a folder name of the format).
+        format: ``auto`` (:func:`detect_format`), ``cityscapes``, ``folder`` or ``nyuv2``
+            (``kitti`` is not supported yet).
+        **kwargs: Passed to the format's dataset: ``transform`` and ``cache_in_memory`` for all;
+            ``tasks`` (folder); ``depth_source``, ``crop_bottom``, ``label_source``, ... (Cityscapes,
+            see :class:`~mtdense.data.cityscapes.CityscapesDataset`).
+
+    Returns:
+        A :class:`~mtdense.data.cityscapes.CityscapesDataset`, :class:`~mtdense.data.folder.FolderDataset`
+        or :class:`~mtdense.data.nyuv2.NYUv2Dataset`, each with ``.info`` and ``.classes``.
+
+    Raises:
+        ValueError: An unknown format name, ``kitti``, an undetectable layout, or what the
+            format's dataset raises.
+        FileNotFoundError: The root or split does not exist.
+    """
+    if format == "auto":
+        format = detect_format(root)
+    if format == "kitti":
+        raise ValueError(_NOT_YET)
+    classes = {"cityscapes": (_Cityscapes, CityscapesDataset), "folder": (FolderDataset, FolderDataset),
+               "nyuv2": (NYUv2Dataset, NYUv2Dataset)}
+    if format not in classes:
+        raise ValueError(f"unknown dataset format {format!r}; known: auto, {', '.join(FORMATS)}")
+    cls, documented = classes[format]
+    accepted = [n for n in inspect.signature(documented).parameters if n not in ("root", "split")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"the {format} format takes no {', '.join(unknown)}; its options: {', '.join(accepted)}")
+    return cls(root, split, **kwargs)
