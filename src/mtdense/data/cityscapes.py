@@ -27,10 +27,10 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from mtdense.data import depth as depth_lib
+from mtdense.data.frames import FrameDataset
 from mtdense.data.image import read_image
 from mtdense.data.labels import NUM_CLASSES, label_ids_to_train_ids
 
@@ -400,7 +400,7 @@ def load_frame(frame: Frame, clean_disparity: bool = False, crop_bottom: float =
     return sample
 
 
-class CityscapesDataset(Dataset):
+class CityscapesDataset(FrameDataset):
     """Samples of a Cityscapes-layout split: image, train-id segmentation, depth in metres.
 
     Args:
@@ -443,31 +443,14 @@ class CityscapesDataset(Dataset):
         self.root = Path(root)
         self.split = split
         self.depth_source = depth_source
-        self.transform = transform
         self.clean_disparity = bool(clean_disparity)
         self.crop_bottom = float(crop_bottom)
-        self.frames = list_frames(root, split, depth_source=depth_source, require_labels=require_labels,
-                                  load_right=load_right, label_source=label_source)
-        self._cache: dict[int, dict[str, Any]] | None = {} if cache_in_memory else None
+        frames = list_frames(root, split, depth_source=depth_source, require_labels=require_labels,
+                             load_right=load_right, label_source=label_source)
+        self._init_frames(frames, transform, cache_in_memory)
 
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def _load(self, index: int) -> dict[str, Any]:
-        sample = None if self._cache is None else self._cache.get(index)
-        if sample is None:
-            sample = load_frame(self.frames[index], clean_disparity=self.clean_disparity, crop_bottom=self.crop_bottom)
-            if self._cache is None:
-                return sample
-            self._cache[index] = sample
-        # copies (a memcpy, far cheaper than decoding): nothing a transform does reaches the cache
-        return {key: value.copy() if isinstance(value, (np.ndarray, dict)) else value for key, value in sample.items()}
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} frames")
-        sample = self._load(index % len(self))
-        return self.transform(sample) if self.transform is not None else sample
+    def load_frame(self, frame: Frame) -> dict[str, Any]:
+        return load_frame(frame, clean_disparity=self.clean_disparity, crop_bottom=self.crop_bottom)
 
     def __repr__(self) -> str:
         return (f"CityscapesDataset(root={str(self.root)!r}, split={self.split!r}, frames={len(self)}, "

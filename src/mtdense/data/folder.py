@@ -29,8 +29,8 @@ from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
-from torch.utils.data import Dataset
 
+from mtdense.data.frames import FrameDataset
 from mtdense.data.description import DESCRIPTION_FILE, TASKS, DatasetInfo, read_dataset_yaml
 from mtdense.data.image import IMAGE_SUFFIXES, read_image
 from mtdense.data.labels import IGNORE_INDEX
@@ -384,12 +384,7 @@ def load_folder_frame(frame: FolderFrame, info: DatasetInfo, tasks: Sequence[str
     return sample
 
 
-def _copy(sample: dict[str, Any]) -> dict[str, Any]:
-    # a memcpy, far cheaper than decoding: nothing a transform does reaches the cache
-    return {key: value.copy() if isinstance(value, (np.ndarray, dict)) else value for key, value in sample.items()}
-
-
-class FolderDataset(Dataset):
+class FolderDataset(FrameDataset):
     """Samples of one split of a ``folder`` dataset (see the module docstring).
 
     Args:
@@ -432,31 +427,14 @@ class FolderDataset(Dataset):
                                  f"has {', '.join(info.tasks) or 'no labels'}")
             info = DatasetInfo.from_dict({**info.to_dict(), "tasks": tasks})
         self.info = info
-        self.transform = transform
-        self.frames = list_folder_frames(self.root, split)
-        self._cache: dict[int, dict[str, Any]] | None = {} if cache_in_memory else None
+        self._init_frames(list_folder_frames(self.root, split), transform, cache_in_memory)
 
     @property
     def classes(self) -> list[str]:
         return list(self.info.classes)
 
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def _load(self, index: int) -> dict[str, Any]:
-        sample = None if self._cache is None else self._cache.get(index)
-        if sample is None:
-            sample = load_folder_frame(self.frames[index], self.info)
-            if self._cache is None:
-                return sample
-            self._cache[index] = sample
-        return _copy(sample)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} frames")
-        sample = self._load(index % len(self))
-        return self.transform(sample) if self.transform is not None else sample
+    def load_frame(self, frame: FolderFrame) -> dict[str, Any]:
+        return load_folder_frame(frame, self.info)
 
     def __repr__(self) -> str:
         return (f"FolderDataset(root={str(self.root)!r}, split={self.split!r}, frames={len(self)}, "

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from mtdense.data.description import DatasetInfo
+from mtdense.data.frames import FrameDataset
 from mtdense.data.labels import IGNORE_INDEX
 
 __all__ = ["NYUV2_CLASSES", "NYUV2_FOLDERS", "nyuv2_info", "NYUv2Frame", "list_nyuv2_splits", "list_nyuv2_frames",
@@ -228,7 +228,7 @@ def load_nyuv2_frame(frame: NYUv2Frame, num_classes: int = len(NYUV2_CLASSES)) -
     return sample
 
 
-class NYUv2Dataset(Dataset):
+class NYUv2Dataset(FrameDataset):
     """Samples of one split of the preprocessed NYUv2 (see the module docstring).
 
     Args:
@@ -254,32 +254,14 @@ class NYUv2Dataset(Dataset):
         self.root = Path(root)
         self.split = split
         self.info = nyuv2_info()
-        self.transform = transform
-        self.frames = list_nyuv2_frames(self.root, split)
-        self._cache: dict[int, dict[str, Any]] | None = {} if cache_in_memory else None
+        self._init_frames(list_nyuv2_frames(self.root, split), transform, cache_in_memory)
 
     @property
     def classes(self) -> list[str]:
         return list(self.info.classes)
 
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def _load(self, index: int) -> dict[str, Any]:
-        sample = None if self._cache is None else self._cache.get(index)
-        if sample is None:
-            sample = load_nyuv2_frame(self.frames[index], self.info.num_classes)
-            if self._cache is None:
-                return sample
-            self._cache[index] = sample
-        # copies: nothing a transform does reaches the cache
-        return {key: value.copy() if isinstance(value, (np.ndarray, dict)) else value for key, value in sample.items()}
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} frames")
-        sample = self._load(index % len(self))
-        return self.transform(sample) if self.transform is not None else sample
+    def load_frame(self, frame: NYUv2Frame) -> dict[str, Any]:
+        return load_nyuv2_frame(frame, self.info.num_classes)
 
     def __repr__(self) -> str:
         return f"NYUv2Dataset(root={str(self.root)!r}, split={self.split!r}, frames={len(self)})"
