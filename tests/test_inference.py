@@ -84,6 +84,17 @@ def test_size_resizes_in_and_back(model):
     assert pred.seg.shape == (100, 150) and pred.depth.shape == (100, 150)
 
 
+def test_argmax_labels_are_torch_argmax_ties_included():
+    from mtdense.inference import argmax_labels
+
+    logits = torch.randn(2, 19, 24, 40)
+    logits[:, 7] = logits[:, 3]  # ties go to the lower class, as argmax gives them
+    logits[0, :, 0, 0] = 1.0
+    got = argmax_labels(logits)
+    assert got.dtype == torch.uint8 and got.shape == (2, 24, 40)
+    torch.testing.assert_close(got, logits.argmax(1).to(torch.uint8), rtol=0, atol=0)
+
+
 def test_resized_labels_are_the_argmax_of_bilinear_logits(model):
     """Resizing one class at a time gives the labels of resizing all logits, then the argmax."""
     import torch.nn.functional as F

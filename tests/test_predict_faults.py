@@ -116,14 +116,14 @@ def test_out_of_memory_on_one_image_is_reported_and_the_next_runs(ckpt, tmp_path
     write_rgb(src / "a_huge.png", 96, 64)  # its own size picks it out below
     write_rgb(src / "b.png", 64, 96, seed=1)
     write_rgb(src / "c.png", 64, 96, seed=2)
-    real_predict = Predictor.predict
+    real_postprocess = Predictor.postprocess
 
-    def predict(self, image):
-        if isinstance(image, np.ndarray) and image.shape[:2] == (96, 64):
+    def postprocess(self, out, out_size=None):  # labels and metres at the image's size: where a large image runs out
+        if tuple(out_size) == (96, 64):
             raise OOMS[kind]()
-        return real_predict(self, image)
+        return real_postprocess(self, out, out_size)
 
-    monkeypatch.setattr(Predictor, "predict", predict)
+    monkeypatch.setattr(Predictor, "postprocess", postprocess)
     out = tmp_path / "out"
     assert main(["predict", str(ckpt), str(src), "--out", str(out)]) == 1
     captured = capsys.readouterr()
@@ -138,10 +138,10 @@ def test_an_unexpected_error_in_one_image_is_not_swallowed(ckpt, tmp_path, monke
     """Only faults of an input are skipped; a bug reaches the CLI's boundary."""
     write_rgb(tmp_path / "a.png")
 
-    def broken(self, image):
+    def broken(self, out, out_size=None):
         raise RuntimeError("some bug in the code")
 
-    monkeypatch.setattr(Predictor, "predict", broken)
+    monkeypatch.setattr(Predictor, "postprocess", broken)
     args = build_parser().parse_args(["predict", str(ckpt), str(tmp_path / "a.png"), "--out", str(tmp_path / "out")])
     with pytest.raises(RuntimeError, match="some bug"):
         args.func(args)

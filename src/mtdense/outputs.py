@@ -1,4 +1,4 @@
-"""Prediction files: what ``mtdense predict`` writes for images and videos, as library functions.
+"""Prediction files: what ``mtdense predict`` writes for images and videos.
 
 For an image ``NAME``: ``NAME_panel.png`` (image | segmentation overlay | depth colour map),
 ``NAME_trainIds.png`` (uint8 train ids), ``NAME_labelIds.png`` (uint8 Cityscapes label ids) and
@@ -14,20 +14,24 @@ a video by its frame size before its first frame runs.
 
     >>> predictor = Predictor("model.pth")
     >>> write_image_outputs(predictor, "street.png", "out/", "street")
+
+Whole videos and folders run through :mod:`mtdense.pipeline`, which overlaps decoding and
+writing with the network and uses :func:`image_files`, :func:`write_image_files` and
+:class:`VideoSink` from here.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from mtdense.data.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from mtdense.io import atomic_path, write_png_atomic
+from mtdense.io import WriteError, write_png_atomic
 
-__all__ = ["expand_inputs", "UniqueStems", "write_image_outputs", "write_video_outputs"]
+__all__ = ["expand_inputs", "UniqueStems", "image_files", "write_image_files", "write_image_outputs", "VideoSink"]
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> Iterator[tuple[Path, str]]:
@@ -62,82 +66,85 @@ class UniqueStems:
         return stem
 
 
+def image_files(rgb: np.ndarray, pred, panels: bool = True, depth_range: tuple[float, float] = (1.0, 100.0),
+                alpha: float = 0.5) -> dict[str, np.ndarray]:
+    """The images written for one input, by name: ``trainIds`` (uint8), ``labelIds`` (uint8),
+    ``depth`` (uint16, ``round(depth_m * 256)``) and, with ``panels``, ``panel`` (BGR uint8).
+
+    Args:
+        rgb: The input, ``H x W x 3`` uint8 RGB.
+        pred: Its :class:`~mtdense.inference.Prediction` at ``H x W``.
+    """
+    from mtdense.viz import make_panel
+
+    files = {"trainIds": pred.seg, "labelIds": pred.label_ids(), "depth": pred.depth_png16()}
+    if panels:
+        files["panel"] = cv2.cvtColor(make_panel(rgb, pred.seg, pred.depth, tuple(depth_range), alpha), cv2.COLOR_RGB2BGR)
+    return files
+
+
+def write_image_files(out: str | Path, stem: str, files: dict[str, np.ndarray]) -> None:
+    """Write :func:`image_files` as ``out/STEM_NAME.png``, each atomically."""
+    for name, image in files.items():
+        write_png_atomic(Path(out) / f"{stem}_{name}.png", image)
+
+
 def write_image_outputs(predictor, path: str | Path, out: str | Path, stem: str, panels: bool = True,
                         depth_range: tuple[float, float] = (1.0, 100.0), alpha: float = 0.5) -> None:
     """Predict one image file and write its panel and raw PNGs into ``out`` (atomically).
+
+    For many images, :func:`mtdense.pipeline.predict_images` overlaps the reading and writing
+    with the network.
 
     Raises:
         FileNotFoundError, ValueError: the image is missing, corrupt, or over the predictor's
             ``max_pixels`` (:class:`~mtdense.inference.ImageTooLarge`); nothing is written.
     """
-    from mtdense.viz import make_panel
-
-    out = Path(out)
     rgb = predictor.read_image(path)  # refused by its header when over the limit
-    pred = predictor.predict(rgb)
-    files = {"trainIds": pred.seg, "labelIds": pred.label_ids(), "depth": pred.depth_png16()}
-    if panels:
-        panel = make_panel(rgb, pred.seg, pred.depth, tuple(depth_range), alpha)
-        files["panel"] = cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)
-    del rgb, pred
-    for name, image in files.items():
-        write_png_atomic(out / f"{stem}_{name}.png", image)
+    files = image_files(rgb, predictor.predict(rgb), panels, depth_range, alpha)
+    del rgb
+    write_image_files(out, stem, files)
 
 
-def write_video_outputs(predictor, path: str | Path, out_file: str | Path, depth_range: tuple[float, float] = (1.0, 100.0),
-                        alpha: float = 0.5) -> tuple[int, float]:
-    """Annotate every frame of a video with its panel and the measured model FPS.
+class VideoSink:
+    """The annotated video: one panel per frame (image | segmentation | depth), in mp4v.
 
-    Returns:
-        ``(frames, mean model FPS)``.
+    The writer is opened at the first frame (its size is the panel's). Write into a temporary
+    path (:func:`mtdense.io.atomic_path`) and :meth:`close` before it replaces the target.
+
+    Args:
+        path: The file to write (the temporary one).
+        fps: Frame rate written into the container.
+        name: How errors name the file (the target).
+        depth_range, alpha: As :func:`mtdense.viz.make_panel`.
 
     Raises:
-        ValueError: OpenCV cannot open or decode the video, or cannot write ``out_file``, or
-            its frames are over the predictor's ``max_pixels``
-            (:class:`~mtdense.inference.ImageTooLarge`, before any frame runs).
+        WriteError: OpenCV cannot open an mp4v writer at ``path`` (at the first frame).
     """
-    from tqdm import tqdm
 
-    from mtdense.viz import make_panel
+    def __init__(self, path: str | Path, fps: float, name: str | Path | None = None,
+                 depth_range: tuple[float, float] = (1.0, 100.0), alpha: float = 0.5):
+        self.path, self.fps = Path(path), float(fps)
+        self.name = Path(name) if name is not None else self.path
+        self.depth_range, self.alpha = tuple(depth_range), alpha
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
 
-    path, out_file = Path(path), Path(out_file)
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise ValueError(f"{path}: OpenCV cannot open this video (corrupt, or a codec this OpenCV build lacks)")
-    fps_in = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    fps_in = fps_in if 0 < fps_in < 1000 else 25.0  # containers without a frame rate: write at 25 Hz
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer = None
-    frames, spent = 0, 0.0
-    try:
-        predictor.check_size((int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))), path, what="video")
-        with atomic_path(out_file) as tmp, tqdm(total=total, desc=path.name, unit="frame", leave=False) as bar:
-            while True:
-                ok, bgr = cap.read()
-                if not ok:
-                    break
-                if frames == 0:  # containers that do not tell the frame size
-                    predictor.check_size(bgr.shape[:2], path, what="video")
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                t0 = time.perf_counter()
-                pred = predictor.predict(rgb)
-                spent += time.perf_counter() - t0
-                frames += 1
-                title = f"model {frames / spent:.1f} FPS ({predictor.device.type})"
-                panel = cv2.cvtColor(make_panel(rgb, pred.seg, pred.depth, tuple(depth_range), alpha, title=title), cv2.COLOR_RGB2BGR)
-                if writer is None:
-                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (panel.shape[1], panel.shape[0]))
-                    if not writer.isOpened():
-                        raise ValueError(f"{out_file}: OpenCV cannot write an mp4v video here")
-                writer.write(panel)
-                bar.update(1)
-            if writer is not None:
-                writer.release()  # finish the file before it replaces the target
-                writer = None
-            if frames == 0:
-                raise ValueError(f"{path}: no frame could be decoded")
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-    return frames, frames / spent
+    def write(self, rgb: np.ndarray, seg: np.ndarray, depth: np.ndarray, title: str | None = None) -> None:
+        """Add the panel of one frame: ``rgb`` H x W x 3 uint8, ``seg`` train ids, ``depth`` metres."""
+        from mtdense.viz import make_panel
+
+        panel = cv2.cvtColor(make_panel(rgb, seg, depth, self.depth_range, self.alpha, title=title), cv2.COLOR_RGB2BGR)
+        if self.writer is None:
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (panel.shape[1], panel.shape[0]))
+            if not self.writer.isOpened():
+                self.writer = None
+                raise WriteError(0, f"{self.name}: OpenCV cannot write an mp4v video here; choose another --out")
+        self.writer.write(panel)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file (idempotent)."""
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None

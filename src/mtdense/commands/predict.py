@@ -18,15 +18,21 @@ and videos {' '.join(VIDEO_SUFFIXES)}) and video files. For each image NAME, --o
   NAME_trainIds.png  uint8 Cityscapes train ids 0..18
   NAME_labelIds.png  uint8 Cityscapes label ids (for the official evaluation scripts)
   NAME_depth.png     uint16 depth: value = round(depth_m * 256), 0 = invalid
-For each video NAME: NAME_annotated.mp4, the panels of every frame with the measured model
-speed (FPS, preprocessing + forward + decoding) written on them.
+For each video NAME: NAME_annotated.mp4, the panels of every frame with the measured speed
+of the network (FPS) written on them.
+
+Decoding and pre-processing, the network, and post-processing and writing run at the same time
+(three threads, at most 4 frames waiting between two of them), frames and images in their order.
+While the network runs on ONNX Runtime or the fused kernel, PyTorch (which pre- and
+post-processes) keeps one thread, so it never competes with the network's threads.
 
 An input that fails (corrupt, truncated, not an image, over --max-pixels, out of memory) is
-reported in one line, 'skipped FILE: what; what to do', and the rest are processed; a summary
-line ends the run. Every file is written whole (beside its target, then renamed): a killed run
-leaves no partial file. Exit status: 0 all inputs written; 1 some inputs failed (the others
-were written); 2 refused before any work (bad arguments, unreadable checkpoint, no inputs
-found, --out not writable); 130 interrupted.
+reported in one line, 'skipped FILE: what; what to do', and the rest are processed; so is a
+video frame that cannot be used ('skipped FILE frame N: ...'; the video is written without it).
+A summary line ends the run. Every file is written whole (beside its target, then renamed): a
+killed run leaves no partial file. Exit status: 0 all inputs written; 1 some inputs or video
+frames failed (the others were written); 2 refused before any work (bad arguments, unreadable
+checkpoint, no inputs found, --out not writable); 130 interrupted.
 
 CHECKPOINT may also be a file written by 'mtdense export': an .onnx file (fp32 or int8) runs
 under ONNX Runtime, an OpenVINO .xml under OpenVINO; a --static export runs at the size it was
@@ -79,41 +85,6 @@ def _pixels(text: str) -> int:
     return value
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    """A failed allocation: Python's MemoryError, torch's OutOfMemoryError, or the RuntimeError
-    PyTorch raises when the CPU allocator fails ("can't allocate memory")."""
-    if isinstance(exc, MemoryError):
-        return True
-    import torch
-
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom is not None and isinstance(exc, oom):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(
-        words in text for words in ("out of memory", "can't allocate memory", "cannot allocate memory"))
-
-
-def _one_line(path: Path, exc: BaseException) -> str:
-    """``FILE: what; what to do`` on one line, naming the input whether or not the message did."""
-    if _out_of_memory(exc):
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        return (f"{path}: out of memory ({first}); pass a smaller --size, a lower --max-pixels, "
-                "or free memory (fewer jobs at once)")
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if text.startswith(str(path)) else f"{path}: {text}"
-
-
-def _free_memory(device) -> None:
-    import gc
-
-    gc.collect()
-    if device.type == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
-
-
 def _check_writable(out: Path) -> None:
     import tempfile
 
@@ -133,12 +104,24 @@ def _backends() -> list[str]:
     return [name for name in RUNTIMES if name != "ort_int8"]  # int8 needs calibration images: 'mtdense export --int8'
 
 
+def _runs(items: list[tuple[Path, str]]) -> list[tuple[str, list[Path]]]:
+    """Consecutive images as one run (one pipeline), each video and each missing path alone."""
+    runs: list[tuple[str, list[Path]]] = []
+    for path, kind in items:
+        if kind == "image" and runs and runs[-1][0] == "image":
+            runs[-1][1].append(path)
+        else:
+            runs.append((kind, [path]))
+    return runs
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mtdense.inference import DEFAULT_MAX_PIXELS, Predictor
     from mtdense.io import prepare_dir
-    from mtdense.outputs import UniqueStems, expand_inputs, write_image_outputs, write_video_outputs
+    from mtdense.outputs import UniqueStems, expand_inputs
+    from mtdense.pipeline import describe_fault, is_input_fault, predict_images, predict_video
 
     backend = args.backend
     if args.fused:
@@ -156,27 +139,37 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_dir(args.out)  # after the checkpoint is accepted: a refused run creates nothing
     _check_writable(out)
     names = UniqueStems()
-    done, failed = 0, []
-    for path, kind in tqdm(items, desc="predict", unit="file", disable=len(items) < 2):
-        oom = False
-        try:
-            if kind == "missing":
-                raise FileNotFoundError(f"{path}: no such file or folder; check the path")
-            stem = names(path)
-            if kind == "video":
-                target = out / f"{stem}_annotated.mp4"
-                frames, fps = write_video_outputs(predictor, path, target, args.depth_range, args.alpha)
-                tqdm.write(f"{path}: {frames} frames, model {fps:.1f} FPS -> {target}")
-            else:
-                write_image_outputs(predictor, path, out, stem, not args.no_panels, args.depth_range, args.alpha)
-            done += 1
-        except (ValueError, OSError, MemoryError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
-                raise  # not a fault of this input: the CLI reports it
-            failed.append(path)
-            tqdm.write(f"skipped {_one_line(path, exc)}", file=sys.stderr)
-            oom = _out_of_memory(exc)
-        if oom:  # outside the handler, so that the traceback's frames (and their tensors) are gone
-            _free_memory(predictor.device)
-    print(f"{done} input(s) written to {out}; {len(failed)} skipped" + (f": {', '.join(map(str, failed))}" if failed else ""))
-    return 1 if failed else 0
+    done, failed, frames_skipped = 0, [], 0
+
+    def report(line: str) -> None:
+        tqdm.write(line, file=sys.stderr)
+
+    with tqdm(total=len(items), desc="predict", unit="file", disable=len(items) < 2) as files_bar:
+        for kind, paths in _runs(items):
+            if kind == "image":
+                summary = predict_images(predictor, [(p, names(p)) for p in paths], out, not args.no_panels, args.depth_range,
+                                         args.alpha, report=report, progress=files_bar.update)
+                done += summary.written
+                failed += summary.skipped_names
+                continue
+            path = paths[0]
+            try:
+                if kind == "missing":
+                    raise FileNotFoundError(f"{path}: no such file or folder; check the path")
+                target = out / f"{names(path)}_annotated.mp4"
+                with tqdm(desc=path.name, unit="frame", leave=False) as bar:
+                    summary = predict_video(predictor, path, target, args.depth_range, args.alpha, report=report, progress=bar.update)
+                skipped = f" ({summary.skipped} of {summary.read} frames skipped)" if summary.skipped else ""
+                tqdm.write(f"{path}: {summary.written} frames written{skipped}, model {summary.model_fps:.1f} FPS, "
+                           f"end to end {summary.fps:.1f} FPS -> {target}")
+                frames_skipped += summary.skipped
+                done += 1
+            except (ValueError, OSError, MemoryError, RuntimeError) as exc:
+                if not is_input_fault(exc):
+                    raise  # not a fault of this input: the CLI reports it
+                failed.append(str(path))
+                report(f"skipped {describe_fault(path, exc)}")
+            files_bar.update(1)
+    frames = f"; {frames_skipped} video frame(s) skipped" if frames_skipped else ""
+    print(f"{done} input(s) written to {out}; {len(failed)} skipped" + (f": {', '.join(failed)}" if failed else "") + frames)
+    return 1 if failed or frames_skipped else 0
