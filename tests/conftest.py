@@ -12,6 +12,23 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def model():
+    """A tiny random-init network (16-channel decoder), shared by a module's tests."""
+    import mtdense
+
+    torch.manual_seed(0)
+    return mtdense.create_model(decoder_channels=16).eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt(model, tmp_path_factory):
+    """:func:`model` saved as a checkpoint."""
+    import mtdense
+
+    return mtdense.save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "model.pth")
+
+
 @pytest.fixture
 def full_disk(tmp_path):
     """A folder on a file system with almost no space left (a 64 KiB tmpfs, where this process may

@@ -15,17 +15,6 @@ from mtdense.data.image import IMAGENET_MEAN, IMAGENET_STD, read_image
 from mtdense.inference import Prediction, Predictor
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return mtdense.create_model(decoder_channels=16).eval()
-
-
-@pytest.fixture(scope="module")
-def ckpt(model, tmp_path_factory):
-    return mtdense.save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "model.pth")
-
-
 def rgb(h=64, w=128, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 

@@ -29,17 +29,6 @@ LEVELS = [12 + 19 * i for i in range(12)]  # frame i is a solid grey of LEVELS[i
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return mtdense.create_model(decoder_channels=16).eval()
-
-
-@pytest.fixture(scope="module")
-def ckpt(model, tmp_path_factory):
-    return mtdense.save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "model.pth")
-
-
-@pytest.fixture(scope="module")
 def ort(model):
     return Predictor(model, size=(H, W), backend="ort")
 

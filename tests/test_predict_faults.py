@@ -27,17 +27,6 @@ from mtdense.inference import Predictor
 OUTPUTS = ("trainIds", "labelIds", "depth", "panel")
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return mtdense.create_model(decoder_channels=16).eval()
-
-
-@pytest.fixture(scope="module")
-def ckpt(model, tmp_path_factory):
-    return mtdense.save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "model.pth")
-
-
 def write_rgb(path: Path, h: int = 64, w: int = 96, seed: int = 0) -> Path:
     image = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     assert cv2.imwrite(str(path), image)
