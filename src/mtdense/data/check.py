@@ -351,12 +351,23 @@ def check_dataset(
                 report.problems.append(Problem(
                     "warning", str(files[key]), f"no image {frame_file(root, IMAGE_FOLDER, split, key[0], key[1], 'image')}",
                     f"delete the stray {folder}/ file, or restore its image (a misnamed file pairs with nothing)"))
-        if limit is not None and len(frames) > limit:
-            frames = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, limit).round().astype(int)]
-        jobs += [(split, f) for f in frames]
+        jobs += [(split, f) for f in _spread(frames, limit)]
+    _check_frames(report, jobs, lambda frame: _check_frame(frame, depth_source is not None), workers, progress)
+    return report
+
+
+def _spread(frames: list, limit: int | None) -> list:
+    """At most ``limit`` frames, spread evenly over the list."""
+    if limit is None or len(frames) <= limit:
+        return frames
+    return [frames[int(i)] for i in np.linspace(0, len(frames) - 1, limit).round().astype(int)]
+
+
+def _check_frames(report, jobs: list, check, workers: int | None, progress: bool) -> None:
+    """Decode and check every ``(split, frame)`` job in threads; problems and statistics go into ``report``."""
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda job: _check_frame(job[1], depth_source is not None), jobs)
+        results = pool.map(lambda job: check(job[1]), jobs)
         for (split, _), (problems, frame_stats) in tqdm(zip(jobs, results), total=len(jobs), desc="data check",
                                                          unit="frame", disable=not progress):
             stats = report.splits[split]
@@ -368,7 +379,6 @@ def check_dataset(
             for key, name in (("disparity", "disparity_range"), ("depth", "depth_range")):
                 if key in frame_stats:
                     stats._extend(name, *frame_stats[key])
-    return report
 
 
 def _missing_problems(report: DataCheckReport, root: Path, split: str, frames: list[Frame], stats: SplitStats,
@@ -534,20 +544,6 @@ def check_folder_dataset(
                             f"none of the {len(frames)} images of split {split!r} has a {LABEL_FOLDERS[task]}/ file: "
                             f"{task} is neither trained nor evaluated on this split",
                             f"fine for data without {task} labels; otherwise add {LABEL_FOLDERS[task]}/{split}/NAME.png"))
-        if limit is not None and len(frames) > limit:
-            frames = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, limit).round().astype(int)]
-        jobs += [(split, f) for f in frames]
-    workers = workers or min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda job: _check_folder_frame(job[1], report.info), jobs)
-        for (split, _), (problems, frame_stats) in tqdm(zip(jobs, results), total=len(jobs), desc="data check",
-                                                         unit="frame", disable=not progress):
-            stats = report.splits[split]
-            stats.checked += 1
-            report.problems += problems
-            if "valid_share" in frame_stats:
-                stats.depth_checked += 1
-                stats.valid_share_sum += frame_stats["valid_share"]
-            if "depth" in frame_stats:
-                stats._extend("depth_range", *frame_stats["depth"])
+        jobs += [(split, f) for f in _spread(frames, limit)]
+    _check_frames(report, jobs, lambda frame: _check_folder_frame(frame, report.info), workers, progress)
     return report
