@@ -234,3 +234,25 @@ def test_enet_class_weights_and_weighted_cross_entropy(seg_batch):
         MultiTaskLoss(tasks=["seg"], class_weights="enet")
     with pytest.raises(ValueError, match="non-negative"):
         enet_class_weights([-1, 2])
+
+
+@pytest.mark.parametrize("weighting", ["fixed", "uncertainty", "dwa"])
+def test_a_frame_without_labels_adds_nothing(weighting):
+    """A frame whose seg is all 255 and depth all 0 (no label): 0 loss alone, not NaN; beside a
+    labelled frame the loss is that frame's alone."""
+    from mtdense.losses import MultiTaskLoss
+
+    torch.manual_seed(0)
+    loss = MultiTaskLoss(tasks=["seg", "depth"], weighting=weighting)
+    outputs = {"seg": torch.randn(2, 5, 8, 8, requires_grad=True), "depth": torch.randn(2, 1, 8, 8, requires_grad=True)}
+    targets = {"seg": torch.randint(0, 5, (2, 8, 8)), "depth": torch.rand(2, 8, 8) * 10 + 1}
+    targets["seg"][1] = 255
+    targets["depth"][1] = 0
+    none = loss({k: v[1:] for k, v in outputs.items()}, {k: v[1:] for k, v in targets.items()})
+    assert all(float(v) == 0.0 and not math.isnan(float(v)) for v in none.values())
+    none["loss"].backward()
+    assert all(torch.isfinite(o.grad).all() and not o.grad.any() for o in outputs.values())
+    both = loss.task_losses(outputs, targets)
+    alone = loss.task_losses({k: v[:1] for k, v in outputs.items()}, {k: v[:1] for k, v in targets.items()})
+    for task in ("seg", "depth"):
+        torch.testing.assert_close(both[task], alone[task])

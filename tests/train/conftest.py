@@ -78,3 +78,38 @@ def _tiny_recipe(root: Path, **stage) -> dict:
 def tiny_recipe():
     """Factory: ``tiny_recipe(root, **stage_keys)`` -> a fresh recipe dict."""
     return _tiny_recipe
+
+
+FOLDER_CLASSES = ["floor", "wall", "person", "chair", "table"]
+FOLDER_COLORS = [[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40], [40, 220, 220]]
+
+
+def make_folder_dataset(root: Path, size: tuple[int, int] = (64, 96), n_train: int = 4, n_val: int = 2, seed: int = 0) -> Path:
+    """A 5-class ``folder`` dataset with its own colours: masks and 16-bit depth for every frame
+    but the first training one, which has neither (a frame without labels)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset.yaml").write_text(f"classes: {FOLDER_CLASSES}\ncolors: {FOLDER_COLORS}\n")
+    colors = np.array(FOLDER_COLORS, np.int16)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            mask = np.zeros((h, w), np.uint8)
+            for k in range(1, 5):  # a band per class, at a random height
+                top = int(rng.integers(0, h - 8))
+                mask[top : top + 8, (k - 1) * w // 4 : k * w // 4] = k
+            image = np.clip(colors[mask] + rng.integers(-15, 16, (h, w, 3)), 0, 255).astype(np.uint8)
+            depth = np.round((2.0 + mask.astype(np.float32)) * 256).astype(np.uint16)
+            files = {"images": cv2.cvtColor(image, cv2.COLOR_RGB2BGR)}
+            if not (split == "train" and i == 0):
+                files.update({"masks": mask, "depth": depth})
+            for folder, data in files.items():
+                d = root / folder / split
+                d.mkdir(parents=True, exist_ok=True)
+                assert cv2.imwrite(str(d / f"frame{i:03d}.png"), data)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    return make_folder_dataset(tmp_path_factory.mktemp("folder") / "data")

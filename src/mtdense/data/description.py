@@ -31,7 +31,8 @@ import numpy as np
 
 from mtdense.data.labels import IGNORE_INDEX, TRAIN_CLASS_NAMES, TRAIN_PALETTE
 
-__all__ = ["TASKS", "FORMATS", "DESCRIPTION_FILE", "DatasetInfo", "default_palette", "read_dataset_yaml"]
+__all__ = ["TASKS", "FORMATS", "DESCRIPTION_FILE", "DatasetInfo", "default_palette", "read_dataset_yaml",
+           "model_dataset_info"]
 
 TASKS = ("seg", "depth", "normals")
 """Every task a dataset may have labels for, in this canonical order."""
@@ -314,3 +315,32 @@ def read_dataset_yaml(path: str | Path, tasks: Sequence[str] = ("seg",), format:
         raise ValueError(f"{path}: the file is empty; write at least 'classes: [name, ...]'")
     _check_keys(data, _YAML_KEYS, str(path))
     return _build(data, str(path), tasks=tasks, format=format)
+
+
+def model_dataset_info(model: Any) -> DatasetInfo:
+    """The description of the data a model was trained on.
+
+    Args:
+        model: A :class:`~mtdense.models.MultiTaskNet` (or anything with ``dataset_info``, plain
+            data or ``None``, and ``tasks``, a mapping of task -> channels).
+
+    Returns:
+        Its saved :class:`DatasetInfo`; for a model without one (a checkpoint from before the
+        description was saved), the Cityscapes description with the model's tasks.
+
+    Raises:
+        ValueError: The saved description is broken, or its class count differs from the
+            model's segmentation channels.
+    """
+    tasks = dict(getattr(model, "tasks", None) or {"seg": len(TRAIN_CLASS_NAMES)})
+    saved = getattr(model, "dataset_info", None)
+    if saved is None:
+        return DatasetInfo.cityscapes(tasks=[t for t in TASKS if t in tasks])
+    if isinstance(saved, DatasetInfo):
+        info = saved
+    else:
+        info = DatasetInfo.from_dict(saved, source="the checkpoint's dataset_info")
+    if "seg" in tasks and tasks["seg"] != info.num_classes:
+        raise ValueError(f"the checkpoint's dataset_info names {info.num_classes} classes but the model has "
+                         f"{tasks['seg']} segmentation outputs")
+    return info

@@ -168,14 +168,19 @@ def _file(sample: dict[str, Any], role: str) -> str:
     return str(paths.get(role, sample.get("name", "the sample")))
 
 
-def to_tv_tensors(sample: dict[str, Any]) -> dict[str, torch.Tensor]:
+def to_tv_tensors(sample: dict[str, Any], num_classes: int = NUM_CLASSES) -> dict[str, torch.Tensor]:
     """A dataset sample's ``image`` / ``seg`` / ``depth`` as ``Image`` / ``Mask`` / :class:`DepthMap`.
 
     Non-finite or negative depths become 0 (invalid); the sample stays usable.
 
+    Args:
+        sample: The dataset sample.
+        num_classes: ``K``: seg values must be class indices ``0..K-1`` or 255 (default: the 19
+            Cityscapes train ids).
+
     Raises:
-        ValueError: The image is not H x W x 3 uint8, seg holds a value that is neither a train
-            id nor 255, or seg / depth differ in size from the image (the message names the file).
+        ValueError: The image is not H x W x 3 uint8, seg holds a value that is neither a class
+            index nor 255, or seg / depth differ in size from the image (the message names the file).
     """
     image = np.asarray(sample["image"])
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -194,11 +199,13 @@ def to_tv_tensors(sample: dict[str, Any]) -> dict[str, torch.Tensor]:
         if key == "seg":
             if array.dtype.kind not in "iu":
                 raise ValueError(f"{_file(sample, role)}: seg must hold integer train ids, got {array.dtype}")
-            bad = ((array >= NUM_CLASSES) & (array != IGNORE_INDEX)) | (array < 0)
+            bad = ((array >= num_classes) & (array != IGNORE_INDEX)) | (array < 0)
             if bad.any():
                 values = np.unique(array[bad])[:10].tolist()
-                raise ValueError(f"{_file(sample, role)}: seg holds {values}, neither train ids 0..{NUM_CLASSES - 1} "
-                                 f"nor {IGNORE_INDEX}; map label ids with mtdense.data.labels.label_ids_to_train_ids")
+                fix = ("map label ids with mtdense.data.labels.label_ids_to_train_ids" if num_classes == NUM_CLASSES
+                       else "the model has that many classes; match model.tasks.seg to the dataset's classes")
+                raise ValueError(f"{_file(sample, role)}: seg holds {values}, neither class indices 0..{num_classes - 1} "
+                                 f"nor {IGNORE_INDEX}; {fix}")
             out["seg"] = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(array, dtype=np.uint8))[None])
         else:
             depth = np.asarray(array, dtype=np.float32)
@@ -240,6 +247,7 @@ class TrainTransform:
         zoom_depth: Divide depth by the crop's magnification relative to evaluation, so that
             apparent size and depth agree (see :class:`JointResizedCrop`).
         reference_width: Width images are resized to at evaluation (``None``: native).
+        num_classes: Segmentation classes ``K`` (seg values ``0..K-1`` or 255); default 19.
     """
 
     def __init__(
@@ -251,8 +259,10 @@ class TrainTransform:
         hflip: float = 0.5,
         zoom_depth: bool = False,
         reference_width: int | None = None,
+        num_classes: int = NUM_CLASSES,
     ):
         self.size = _size_pair(size, "size")
+        self.num_classes = int(num_classes)
         if not 0.0 <= hflip <= 1.0:
             raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
         steps: list[v2.Transform] = [JointResizedCrop(self.size, scale=scale, ratio=ratio, random=True, zoom_depth=zoom_depth,
@@ -269,7 +279,7 @@ class TrainTransform:
         self.pipeline = v2.Compose(steps + _normalize())
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        return _finish(self.pipeline(to_tv_tensors(sample)), sample)
+        return _finish(self.pipeline(to_tv_tensors(sample, self.num_classes)), sample)
 
     def __repr__(self) -> str:
         return f"TrainTransform({self.pipeline})"
@@ -281,15 +291,17 @@ class EvalTransform:
 
     Args:
         size: Output ``(H, W)``; ``None`` keeps each image's size.
+        num_classes: Segmentation classes ``K`` (seg values ``0..K-1`` or 255); default 19.
     """
 
-    def __init__(self, size: int | Sequence[int] | None = None):
+    def __init__(self, size: int | Sequence[int] | None = None, num_classes: int = NUM_CLASSES):
+        self.num_classes = int(num_classes)
         self.size = None if size is None else _size_pair(size, "size")
         steps: list[v2.Transform] = [] if self.size is None else [JointResizedCrop(self.size, random=False)]
         self.pipeline = v2.Compose(steps + _normalize())
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        return _finish(self.pipeline(to_tv_tensors(sample)), sample)
+        return _finish(self.pipeline(to_tv_tensors(sample, self.num_classes)), sample)
 
     def __repr__(self) -> str:
         return f"EvalTransform({self.pipeline})"

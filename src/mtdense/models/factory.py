@@ -63,10 +63,20 @@ def model_from_config(config: dict[str, Any]) -> MultiTaskNet:
 
 
 def save_checkpoint(model: MultiTaskNet, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Save weights plus the config that rebuilds the model (``.pth``, or ``.safetensors``)."""
+    """Save weights plus the config that rebuilds the model (``.pth``, or ``.safetensors``).
+
+    ``extra`` is saved as given (plain data); the model's ``dataset_info`` (the description of
+    the data it was trained on, plain data) goes into ``extra["dataset_info"]`` unless ``extra``
+    names one itself.
+    """
     from mtdense.io import atomic_path
 
     path = Path(path)
+    extra = dict(extra or {})
+    if extra.get("dataset_info") is not None:
+        model.dataset_info = dict(extra["dataset_info"])
+    elif getattr(model, "dataset_info", None) is not None:
+        extra["dataset_info"] = dict(model.dataset_info)
     if path.suffix == ".safetensors":
         return export_safetensors(model, path)
     payload = {"format": CHECKPOINT_FORMAT, "config": model.config, "state_dict": model.state_dict()}
@@ -85,8 +95,11 @@ def export_safetensors(model: MultiTaskNet, path: str | Path) -> Path:
 
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": CHECKPOINT_FORMAT, "config": json.dumps(model.config)}
+    if getattr(model, "dataset_info", None) is not None:
+        metadata["dataset_info"] = json.dumps(model.dataset_info)
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(model.config)})
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 
@@ -102,6 +115,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Mu
     Accepts mtdense ``.pth`` checkpoints, ``.safetensors`` exports and Lightning ``.ckpt``
     files written by ``mtdense train``. Nothing is unpickled (``weights_only=True``).
 
+    The model's ``dataset_info`` is the description of the data it was trained on as plain data
+    (:meth:`mtdense.data.description.DatasetInfo.to_dict`), or ``None`` for a checkpoint from
+    before it was saved (a Cityscapes model; see
+    :func:`mtdense.data.description.model_dataset_info`).
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: truncated/corrupt file, or one that does not carry a model config.
@@ -112,6 +130,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Mu
         if "config" not in meta:
             raise ValueError(f"{path}: safetensors file has no mtdense model config in its metadata; export it with 'mtdense export --format safetensors'")
         config = json.loads(meta["config"])
+        info = json.loads(meta["dataset_info"]) if meta.get("dataset_info") else None
         state = load_state_dict_file(path)
     else:
         ckpt = read_checkpoint(path)
@@ -119,11 +138,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Mu
             raise ValueError(f"{path}: not a checkpoint dict")
         if ckpt.get("format") == CHECKPOINT_FORMAT:
             config, state = ckpt["config"], ckpt["state_dict"]
+            info = (ckpt.get("extra") or {}).get("dataset_info")
         elif "pytorch-lightning_version" in ckpt:
             config = _config_from_lightning(ckpt)
             if config is None:
                 raise ValueError(f"{path}: Lightning checkpoint without an mtdense model config in hyper_parameters")
             state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+            info = (ckpt.get("hyper_parameters") or {}).get("dataset_info")
         else:
             raise ValueError(
                 f"{path}: not an mtdense checkpoint (no model config). Plain state dicts need the model built first: "
@@ -131,4 +152,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Mu
             )
     model = model_from_config(config)
     load_state_dict_checked(model, state, path)
+    if info is not None and not isinstance(info, dict):
+        raise ValueError(f"{path}: dataset_info must be a mapping of plain data, got {type(info).__name__}")
+    model.dataset_info = None if info is None else dict(info)
     return model.to(map_location).eval()

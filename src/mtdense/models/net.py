@@ -24,6 +24,12 @@ class MultiTaskNet(nn.Module):
         decoder_channels: Width of the Light-Weight RefineNet decoder.
         config: The plain-typed arguments that rebuild this model (saved with checkpoints).
 
+    Attributes:
+        dataset_info: The description of the data the model was trained on, as plain data
+            (:meth:`mtdense.data.description.DatasetInfo.to_dict`: class names, colours, tasks),
+            saved with checkpoints; ``None`` when unknown (read it with
+            :func:`mtdense.data.description.model_dataset_info`, Cityscapes by default).
+
     ``forward(x)`` takes ``B x 3 x H x W`` ImageNet-normalised images (any H, W >= 32) and
     returns ``{task: B x C x H x W}`` at input resolution: segmentation logits, and for
     depth the encoded target ``log(clip(depth_m, 0, 250)) / 5`` (see :mod:`mtdense.data.depth`).
@@ -38,6 +44,7 @@ class MultiTaskNet(nn.Module):
         self.heads = nn.ModuleDict({name: TaskHead(decoder_channels, c) for name, c in tasks.items()})
         self.tasks = dict(tasks)
         self.config = dict(config or {})
+        self.dataset_info: dict[str, Any] | None = None
 
     def freeze_encoder(self, frozen: bool = True) -> None:
         """Stop training the encoder: no gradients, and BatchNorm statistics kept fixed."""

@@ -1,6 +1,7 @@
-"""The LightningDataModule: Cityscapes-layout train/val splits at one stage's resolution.
+"""The LightningDataModule: a dataset's train/val splits at one stage's resolution.
 
-Listing and decoding are :class:`mtdense.data.cityscapes.CityscapesDataset`'s job, augmentation
+Listing and decoding are the format's dataset's job (:class:`mtdense.data.cityscapes.CityscapesDataset`
+for ``cityscapes``, :func:`mtdense.data.open_dataset` for the other formats), augmentation
 is :mod:`mtdense.data.transforms`' (one random draw shared by image, mask and depth). The train
 order and each sample's random draws come from ``(seed, epoch, sample)``
 (:class:`~mtdense.train.resume.EpochSampler`), so a resumed run replays them. Lightning wraps
@@ -16,25 +17,42 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from torch.utils.data import Dataset
+
 from mtdense.data.cityscapes import CityscapesDataset
+from mtdense.data.description import DatasetInfo
+from mtdense.data.labels import NUM_CLASSES
+from mtdense.data.open import open_dataset
 from mtdense.data.transforms import EvalTransform, TrainTransform
 from mtdense.train.resume import EpochSampler, SeededSamples
 from mtdense.train.schema import DataConfig, StageConfig
 
-__all__ = ["CityscapesDataModule", "native_size", "scaled_size"]
+__all__ = ["CityscapesDataModule", "DenseDataModule", "dataset_info", "native_size", "scaled_size"]
 
 # Defaults for use without a recipe: the recipe's own, written once in mtdense.train.schema.
 _DATA = DataConfig()
 _STAGE = {k: f.default for k, f in StageConfig.model_fields.items() if not f.is_required()}
 
 
-def native_size(root: str | Path, split: str = "train", crop_bottom: float = 0.0, depth_source: str = "disparity") -> tuple[int, int]:
-    """``(H, W)`` of the split's first frame as the dataset yields it (after ``crop_bottom``)."""
-    ds = CityscapesDataset(root, split, depth_source=depth_source, crop_bottom=crop_bottom)
+def native_size(root: str | Path, split: str = "train", crop_bottom: float = 0.0, depth_source: str = "disparity",
+                format: str = "cityscapes") -> tuple[int, int]:
+    """``(H, W)`` of the split's first frame as the dataset yields it (after ``crop_bottom``, Cityscapes only)."""
+    if format == "cityscapes":
+        ds = CityscapesDataset(root, split, depth_source=depth_source, crop_bottom=crop_bottom)
+    else:
+        ds = open_dataset(root, split, format=format)
     if len(ds) == 0:
         raise ValueError(f"{root}: split {split!r} has no frames")
     h, w = ds[0]["image"].shape[:2]
     return int(h), int(w)
+
+
+def dataset_info(root: str | Path, format: str = "cityscapes", split: str = "train",
+                 depth_source: str | None = "disparity") -> DatasetInfo:
+    """The :class:`~mtdense.data.description.DatasetInfo` of a recipe's dataset (its train split)."""
+    if format == "cityscapes":
+        return DatasetInfo.cityscapes(tasks=("seg", "depth") if depth_source is not None else ("seg",))
+    return open_dataset(root, split, format=format).info
 
 
 def scaled_size(size: tuple[int, int], scale: float, multiple: int = 8) -> tuple[int, int]:
@@ -43,7 +61,7 @@ def scaled_size(size: tuple[int, int], scale: float, multiple: int = 8) -> tuple
 
 
 class CityscapesDataModule(L.LightningDataModule):
-    """Train and val loaders over a Cityscapes-layout root.
+    """Train and val loaders over a dataset root (Cityscapes layout by default).
 
     Build it from a recipe with :meth:`from_config`; the defaults are the recipe's.
 
@@ -66,6 +84,11 @@ class CityscapesDataModule(L.LightningDataModule):
         cache_in_memory: Keep decoded frames in memory (see
             :class:`~mtdense.data.cityscapes.CityscapesDataset`).
         seed: Seed of the training order and augmentation (:attr:`train_sampler`).
+        format: Dataset format (``cityscapes``, ``folder``, ``nyuv2``); the formats other than
+            ``cityscapes`` are opened with :func:`mtdense.data.open_dataset` and take no
+            ``depth_source`` / ``clean_disparity`` / ``crop_bottom``.
+        num_classes: Segmentation classes ``K`` the transforms accept (seg ``0..K-1`` or 255).
+        tasks: Tasks to load (``folder`` only; default: all the dataset has).
     """
 
     def __init__(
@@ -84,9 +107,14 @@ class CityscapesDataModule(L.LightningDataModule):
         color_jitter: Sequence[float] | bool = True,
         cache_in_memory: bool = _DATA.cache_in_memory,
         seed: int = 0,
+        format: str = "cityscapes",
+        num_classes: int = NUM_CLASSES,
+        tasks: Sequence[str] | None = None,
     ):
         super().__init__()
         self.root = Path(root)
+        self.format = format
+        self.num_classes = int(num_classes)
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size or batch_size)
         self.train_size = (int(train_size[0]), int(train_size[1]))
@@ -94,17 +122,22 @@ class CityscapesDataModule(L.LightningDataModule):
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.zoom_depth = bool(zoom_depth)
         self.color_jitter = color_jitter
-        self.dataset_kwargs = {"depth_source": depth_source, "clean_disparity": clean_disparity, "crop_bottom": crop_bottom,
-                               "cache_in_memory": bool(cache_in_memory)}
+        if format == "cityscapes":
+            self.dataset_kwargs = {"depth_source": depth_source, "clean_disparity": clean_disparity,
+                                   "crop_bottom": crop_bottom, "cache_in_memory": bool(cache_in_memory)}
+        else:
+            self.dataset_kwargs = {"cache_in_memory": bool(cache_in_memory)}
+            if format == "folder" and tasks is not None:
+                self.dataset_kwargs["tasks"] = list(tasks)
         self.num_workers = int(num_workers)
-        self.train_set: CityscapesDataset | None = None
-        self.val_set: CityscapesDataset | None = None
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
         self.train_sampler = EpochSampler(seed)
 
     @classmethod
     def from_config(
         cls, data: DataConfig, stage: StageConfig, train_size: tuple[int, int], val_size: tuple[int, int] | None,
-        seed: int = 0,
+        seed: int = 0, num_classes: int = NUM_CLASSES, tasks: Sequence[str] | None = None,
     ) -> CityscapesDataModule:
         """The loaders of one stage of a recipe.
 
@@ -114,26 +147,32 @@ class CityscapesDataModule(L.LightningDataModule):
             train_size: The stage's training crop ``(H, W)``.
             val_size: The stage's validation size ``(H, W)``, ``None``: native.
             seed: Seed of the training order and augmentation.
+            num_classes: The model's segmentation classes (``model.tasks.seg``).
+            tasks: The model's tasks (a ``folder`` dataset loads these).
         """
-        same_names = {"depth_source", "clean_disparity", "crop_bottom", "num_workers", "color_jitter", "cache_in_memory"}
+        same_names = {"depth_source", "clean_disparity", "crop_bottom", "num_workers", "color_jitter", "cache_in_memory",
+                      "format"}
         return cls(
             Path(str(data.root)).expanduser(), batch_size=stage.batch_size, train_size=train_size, val_size=val_size,
-            crop_scale=stage.crop_scale, zoom_depth=stage.zoom_depth, seed=seed, **data.model_dump(include=same_names),
+            crop_scale=stage.crop_scale, zoom_depth=stage.zoom_depth, seed=seed, num_classes=num_classes, tasks=tasks,
+            **data.model_dump(include=same_names),
         )
 
-    def train_dataset(self) -> CityscapesDataset:
+    def _dataset(self, split: str, transform: TrainTransform | EvalTransform) -> Dataset:
+        if self.format == "cityscapes":
+            return CityscapesDataset(self.root, split, transform=transform, **self.dataset_kwargs)
+        return open_dataset(self.root, split, format=self.format, transform=transform, **self.dataset_kwargs)
+
+    def train_dataset(self) -> Dataset:
         """The augmented training split."""
-        return CityscapesDataset(
-            self.root, "train", transform=TrainTransform(
-                size=self.train_size, scale=self.crop_scale, zoom_depth=self.zoom_depth, color_jitter=self.color_jitter,
-                reference_width=None if self.val_size is None else self.val_size[1],
-            ),
-            **self.dataset_kwargs,
-        )
+        return self._dataset("train", TrainTransform(
+            size=self.train_size, scale=self.crop_scale, zoom_depth=self.zoom_depth, color_jitter=self.color_jitter,
+            reference_width=None if self.val_size is None else self.val_size[1], num_classes=self.num_classes,
+        ))
 
-    def val_dataset(self) -> CityscapesDataset:
+    def val_dataset(self) -> Dataset:
         """The validation split (resized to ``val_size`` if set, no augmentation)."""
-        return CityscapesDataset(self.root, "val", transform=EvalTransform(size=self.val_size), **self.dataset_kwargs)
+        return self._dataset("val", EvalTransform(size=self.val_size, num_classes=self.num_classes))
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:
@@ -141,7 +180,7 @@ class CityscapesDataModule(L.LightningDataModule):
         if stage in ("fit", "validate") and self.val_set is None:
             self.val_set = self.val_dataset()
 
-    def _loader(self, dataset: CityscapesDataset, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         if train:
             self.train_sampler.size = len(dataset)
         return DataLoader(
@@ -168,3 +207,7 @@ class CityscapesDataModule(L.LightningDataModule):
         if self.val_set is None:
             self.setup("validate")
         return self._loader(self.val_set, self.val_batch_size, train=False)
+
+
+DenseDataModule = CityscapesDataModule
+"""The same data module under a name that does not suggest one format."""

@@ -58,6 +58,9 @@ class MultiTaskModule(L.LightningModule):
             them. ``None`` keeps the model's own.
         channels_last: Keep the network and its input batches in NHWC memory format (faster
             convolutions on CPUs and tensor cores; the weights and outputs are the same).
+        dataset_info: The description of the training data as plain data
+            (:meth:`~mtdense.data.description.DatasetInfo.to_dict`); saved in the checkpoint's
+            ``hyper_parameters["dataset_info"]`` and set as the network's ``dataset_info``.
 
     Batches are dicts: ``image`` ``B x 3 x H x W`` normalised, ``seg`` ``B x H x W`` int64
     (255 ignore), ``depth`` ``B x H x W`` metres (0 invalid).
@@ -74,9 +77,11 @@ class MultiTaskModule(L.LightningModule):
         depth_init_m: float | None = None,
         bn_momentum: float | None = None,
         channels_last: bool = False,
+        dataset_info: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.model = create_model(**{**model_config, "pretrained": pretrained})
+        self.model.dataset_info = None if dataset_info is None else dict(dataset_info)
         self.channels_last = bool(channels_last)
         self.loss_config = validate(LossConfig, loss_config or {}, source="loss_config")
         self.optimizer_config = validate(OptimizerConfig, optimizer_config or {}, source="optimizer_config")
@@ -99,6 +104,7 @@ class MultiTaskModule(L.LightningModule):
                 "loss_config": self.loss_config.model_dump(),
                 "optimizer_config": self.optimizer_config.model_dump(),
                 "stage": dict(stage or {}),
+                "dataset_info": self.model.dataset_info,
             }
         )
         loss_tasks = [t for t in self.model.tasks if t in ("seg", "depth")]
@@ -110,7 +116,8 @@ class MultiTaskModule(L.LightningModule):
         self.val_depth = DepthMetrics() if "depth" in self.model.tasks else None
 
     @classmethod
-    def from_config(cls, recipe: Recipe, stage: dict[str, Any], fresh: bool = True) -> MultiTaskModule:
+    def from_config(cls, recipe: Recipe, stage: dict[str, Any], fresh: bool = True,
+                    dataset_info: dict[str, Any] | None = None) -> MultiTaskModule:
         """The module for one stage of a recipe.
 
         Args:
@@ -118,6 +125,7 @@ class MultiTaskModule(L.LightningModule):
             stage: The stage's record (``index``, ``name``, sizes, ...), saved in the checkpoint.
             fresh: The first stage of a new run: initialise from ``model.pretrained`` and
                 ``model.depth_init_m`` (later stages load the previous stage's weights).
+            dataset_info: The training data's description as plain data (saved with the weights).
         """
         m = recipe.model
         return cls(
@@ -130,6 +138,7 @@ class MultiTaskModule(L.LightningModule):
             depth_init_m=m.depth_init_m if fresh else None,
             bn_momentum=m.bn_momentum,
             channels_last=recipe.trainer.channels_last,
+            dataset_info=dataset_info,
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -29,13 +29,17 @@ from mtdense.models.weights import read_checkpoint
 from mtdense.io import write_text_atomic, write_yaml_atomic
 from mtdense.models import load_model, save_checkpoint
 from mtdense.train.config import apply_overrides, parse_mapping
-from mtdense.train.datamodule import CityscapesDataModule, native_size, scaled_size
+from mtdense.data.description import DatasetInfo
+from mtdense.models.factory import DEFAULT_TASKS
+from mtdense.train.config import validate
+from mtdense.train.datamodule import CityscapesDataModule, dataset_info, native_size, scaled_size
 from mtdense.train.module import MultiTaskModule
 from mtdense.train.prepare import prepare_data
 from mtdense.train.resume import LAST, AtomicCheckpointIO, ResumePoint, newest_checkpoint
-from mtdense.train.schema import Recipe, StageConfig, TrainerConfig, recipe_to_dict
+from mtdense.train.schema import Recipe, RecipeError, StageConfig, TrainerConfig, recipe_to_dict
 
-__all__ = ["StageResult", "TrainResult", "train", "resume_point", "stage_dir", "stage_sizes", "write_run_config"]
+__all__ = ["StageResult", "TrainResult", "train", "fit_to_dataset", "resume_point", "stage_dir", "stage_sizes",
+           "write_run_config"]
 
 
 @dataclass
@@ -110,11 +114,54 @@ def stage_sizes(recipe: Recipe, stage: StageConfig) -> tuple[tuple[int, int], tu
     d = recipe.data
     by_scale = None
     if stage.scale is not None and (stage.size is None or d.val_size is None):
-        by_scale = scaled_size(native_size(str(d.root), "train", d.crop_bottom, d.depth_source), stage.scale)
+        by_scale = scaled_size(native_size(str(d.root), "train", d.crop_bottom, d.depth_source, d.format), stage.scale)
     train_size = (stage.size[0], stage.size[1]) if stage.size is not None else by_scale
     if d.val_size is not None:
         return train_size, (d.val_size[0], d.val_size[1])  # type: ignore[return-value]
     return train_size, by_scale or train_size  # type: ignore[return-value]
+
+
+def fit_to_dataset(recipe: Recipe) -> tuple[Recipe, DatasetInfo]:
+    """The recipe with ``model.tasks`` fitted to its dataset, and the dataset's description.
+
+    For ``cityscapes`` the recipe is kept as it is (19 classes). For the other formats the
+    dataset decides: ``model.tasks.seg`` at the default 19 becomes the dataset's number of
+    classes ``K``; with the default tasks (``{seg: 19, depth: 1}``) a task the dataset has no
+    labels for is left out.
+
+    Raises:
+        RecipeError: ``model.tasks.seg`` set to a number other than 19 and ``K``, a task the
+            dataset has no labels for named in ``model.tasks``, or no task left.
+    """
+    d = recipe.data
+    info = dataset_info(Path(str(d.root)).expanduser(), d.format, depth_source=d.depth_source)
+    if d.format == "cityscapes":
+        return recipe, DatasetInfo.cityscapes(tasks=[t for t in info.tasks if t in recipe.model.tasks])
+    given = dict(recipe.model.tasks)
+    default = given == DEFAULT_TASKS
+    tasks: dict[str, int] = {}
+    for task, channels in given.items():
+        if task not in info.tasks:
+            if default:
+                continue
+            raise RecipeError(f"model.tasks: {task} has no labels in {d.root} (it has {', '.join(info.tasks)}); "
+                              f"leave {task} out of model.tasks")
+        if task == "seg" and channels != info.num_classes:
+            if channels != DEFAULT_TASKS["seg"]:
+                raise RecipeError(f"model.tasks.seg: {channels} classes, but the dataset {d.root} has {info.num_classes} "
+                                  f"({', '.join(info.classes)}); --set model.tasks.seg={info.num_classes} or leave it at the "
+                                  f"default")
+            channels = info.num_classes
+        tasks[task] = channels
+    if not tasks:
+        raise RecipeError(f"model.tasks: none of {sorted(given)} has labels in {d.root} (it has {', '.join(info.tasks)})")
+    data = recipe_to_dict(recipe)
+    data["model"]["tasks"] = tasks
+    if data["model"].get("depth_init_m") is not None and "depth" not in tasks:
+        data["model"]["depth_init_m"] = None
+    fitted = validate(Recipe, data)
+    info = DatasetInfo.from_dict({**info.to_dict(), "tasks": [t for t in info.tasks if t in tasks]})
+    return fitted, info
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
@@ -147,7 +194,18 @@ def _with_class_weights(recipe: Recipe, root: Path) -> Recipe:
     from mtdense.data.cityscapes import class_pixel_counts
     from mtdense.losses import enet_class_weights
 
-    counts = class_pixel_counts(root, "train", crop_bottom=recipe.data.crop_bottom, progress=recipe.trainer.progress_bar)
+    if recipe.data.format == "cityscapes":
+        counts = class_pixel_counts(root, "train", crop_bottom=recipe.data.crop_bottom, progress=recipe.trainer.progress_bar)
+    else:
+        import numpy as np
+
+        from mtdense.data.open import open_dataset
+
+        k = recipe.model.tasks["seg"]
+        counts = np.zeros(k, dtype=np.int64)
+        for sample in open_dataset(root, "train", format=recipe.data.format):
+            seg = np.asarray(sample["seg"])
+            counts += np.bincount(seg[seg < k].ravel(), minlength=k)[:k]
     weights = [round(float(w), 6) for w in enet_class_weights(counts)]
     return recipe.model_copy(update={"loss": recipe.loss.model_copy(update={"class_weights": weights})})
 
@@ -189,6 +247,7 @@ def _run_stage(
     previous: Path | None,
     resume: Path | None,
     callbacks: list[Any],
+    info: DatasetInfo | None = None,
 ) -> StageResult:
     """Train stage ``index`` from ``previous``'s weights, or continue it from ``resume``."""
     stage = recipe.stages[index]
@@ -196,11 +255,14 @@ def _run_stage(
     train_size, val_size = stage_sizes(recipe, stage)
     record = {"index": index, "name": stage.name, "epochs": stage.epochs, "batch_size": stage.batch_size,
               "train_size": list(train_size), "val_size": list(val_size) if val_size else None}
-    module = MultiTaskModule.from_config(recipe, record, fresh=previous is None and resume is None)
+    module = MultiTaskModule.from_config(recipe, record, fresh=previous is None and resume is None,
+                                         dataset_info=None if info is None else info.to_dict())
     if previous is not None and resume is None:
         module.load_state_dict(_read_checkpoint(previous)["state_dict"], strict=True)
     seed = recipe.trainer.seed + index
-    datamodule = CityscapesDataModule.from_config(recipe.data, stage, train_size, val_size, seed=seed)
+    tasks = recipe.model.tasks
+    datamodule = CityscapesDataModule.from_config(recipe.data, stage, train_size, val_size, seed=seed,
+                                                  num_classes=tasks.get("seg", 19), tasks=list(tasks))
     best = _best_checkpoint(sdir, has_seg="seg" in recipe.model.tasks)
     # last.ckpt after every training epoch (after its validation, if any) and every
     # checkpoint_minutes, whatever the validation interval: the resume point, and the weights
@@ -301,6 +363,7 @@ def train(
         RecipeError: bad data root. ValueError / FileNotFoundError: bad ``resume`` checkpoint.
     """
     root = prepare_data(recipe, progress=recipe.trainer.progress_bar)
+    recipe, info = fit_to_dataset(recipe)
     out_dir = Path(out_dir)
     resume_path = resume_point(recipe, resume)
     start = 0 if resume_path is None else _resumed_stage(recipe, resume_path)
@@ -316,8 +379,10 @@ def train(
             results.append(_trained_stage(i, stage, sdir, last=resume_path))  # killed between stages
         else:
             previous = results[-1].last if results else None
-            results.append(_run_stage(recipe, i, sdir, previous, resume_path if i == start else None, list(callbacks or [])))
+            results.append(_run_stage(recipe, i, sdir, previous, resume_path if i == start else None, list(callbacks or []),
+                                       info))
     if rank_zero_only.rank == 0:
         final = results[-1].last
-        save_checkpoint(load_model(final), out_dir / "model.pth", extra={"source": str(final)})
+        save_checkpoint(load_model(final), out_dir / "model.pth",
+                        extra={"source": str(final), "dataset_info": info.to_dict()})
     return TrainResult(out_dir, results)

@@ -68,6 +68,19 @@ def _class_weighting(value: str | list[float] | None) -> str | list[float] | Non
     return value
 
 
+TRAIN_FORMATS = ("cityscapes", "folder", "nyuv2")
+"""Dataset formats a recipe trains on (``data.format``)."""
+
+
+def _data_format(value: str) -> str:
+    if value == "kitti":
+        raise ValueError("the kitti format is not supported yet; convert the frames to the folder format meanwhile "
+                         "(images/, masks/, depth/ as 16-bit PNGs of depth_m * 256, and dataset.yaml)")
+    if value not in TRAIN_FORMATS:
+        raise ValueError(f"unknown dataset format {value!r}; valid: {', '.join(TRAIN_FORMATS)}")
+    return value
+
+
 def _distinct_names(stages: list[StageConfig]) -> list[StageConfig]:
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
@@ -101,10 +114,16 @@ class SyntheticDataConfig(Section):
 
 
 class DataConfig(Section):
-    """Where the Cityscapes-layout data is and how it is read."""
+    """Where the data is, in which format, and how it is read."""
 
     root: str | None = None
-    """Dataset root holding ``leftImg8bit/``, ``gtFine/``, ``disparity/``, ``camera/``."""
+    """Dataset root: for ``cityscapes`` the folder holding ``leftImg8bit/``, ``gtFine/``,
+    ``disparity/``, ``camera/``; for ``folder`` the one holding ``dataset.yaml`` and ``images/``."""
+    format: Annotated[str, AfterValidator(_data_format)] = "cityscapes"
+    """Dataset format: ``cityscapes``, ``folder`` (your own data, see :mod:`mtdense.data.folder`)
+    or ``nyuv2`` (:mod:`mtdense.data.nyuv2`); the other formats read their splits with
+    :func:`mtdense.data.open_dataset` and ignore the Cityscapes-only keys (``depth_source``,
+    ``clean_disparity``, ``crop_bottom``)."""
     depth_source: str = "disparity"
     """Depth ground truth: ``"disparity"`` (the shipped SGBM maps) or a teacher name known to
     :class:`mtdense.data.cityscapes.CityscapesDataset`."""
@@ -140,7 +159,10 @@ class ModelConfig(Section):
     freeze_encoder: bool = False
     """Keep the encoder fixed."""
     tasks: dict[str, Positive] = {"seg": 19, "depth": 1}
-    """Task -> output channels."""
+    """Task -> output channels. For a format other than ``cityscapes`` the dataset decides:
+    ``seg: 19`` (the default) becomes the dataset's number of classes, and with the default
+    tasks a task the dataset has no labels for is left out (see
+    :func:`mtdense.train.runner.fit_to_dataset`)."""
     depth_init_m: Annotated[Float, Field(gt=0)] | None = None
     """A fresh depth head first predicts this depth (metres) everywhere (its output bias starts
     at the encoded value); ``null``: default initialisation."""
@@ -299,16 +321,28 @@ def validate_paths(recipe: Recipe) -> None:
     """Check that the dataset root is set and exists (unless it is to be generated).
 
     Raises:
-        RecipeError: ``data.root`` unset, missing, or without ``leftImg8bit/``.
+        RecipeError: ``data.root`` unset or missing; a Cityscapes root without ``leftImg8bit/``,
+            a folder root without ``dataset.yaml``.
     """
     root = recipe.data.root
+    fmt = recipe.data.format
     if not root:
-        raise RecipeError("data.root: not set; give the Cityscapes root, e.g. --set data.root=/data/cityscapes")
+        raise RecipeError(f"data.root: not set; give the dataset root, e.g. --set data.root=/data/{fmt}")
     if recipe.data.generate is not None:
+        if fmt != "cityscapes":
+            raise RecipeError(f"data.generate: generates the synthetic city in the cityscapes format, not {fmt}; "
+                              f"--set data.generate=null to read {root} as it is")
         return
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise RecipeError(f"data.root: dataset root {str(path)!r} does not exist; point --set data.root=... at the Cityscapes folder")
+        raise RecipeError(f"data.root: dataset root {str(path)!r} does not exist; point --set data.root=... at the {fmt} folder")
+    if fmt == "folder":
+        if not (path / "dataset.yaml").is_file():
+            raise RecipeError(f"data.root: {str(path)!r} has no dataset.yaml; a folder dataset describes itself there "
+                              f"('classes: [name, ...]') beside images/SPLIT/")
+        return
+    if fmt != "cityscapes":
+        return
     if not (path / "leftImg8bit").is_dir():
         raise RecipeError(
             f"data.root: {str(path)!r} has no leftImg8bit/ folder; it must be the Cityscapes root holding leftImg8bit/, "
