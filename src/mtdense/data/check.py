@@ -217,15 +217,7 @@ def _check_frame(frame: Frame, check_depth: bool) -> tuple[list[Problem], dict[s
         problems.append(Problem("warning", str(path), message, fix))
 
     def read(reader: Callable[[Path], Any], path: Path) -> Any:
-        try:
-            return reader(path)
-        except (ValueError, FileNotFoundError) as exc:
-            message = str(exc)
-            message = message[len(str(path)) + 2:] if message.startswith(f"{path}: ") else message
-            # the readers say "what is wrong; what to do"
-            what, _, fix = message.partition("; ")
-            error(path, what, fix or _FIX_REPLACE)
-            return None
+        return _read_into(problems, reader, path, _FIX_REPLACE)
 
     image = read(_read_colour, frame.image)
     size = None if image is None else image.shape[:2]
@@ -434,15 +426,16 @@ def tree_format(root: str | Path) -> str:
     return "folder" if (root / FOLDER_IMAGES).is_dir() and not (root / IMAGE_FOLDER).is_dir() else "cityscapes"
 
 
-def _read_into(problems: list[Problem], reader: Callable[[Path], Any], path: Path) -> Any:
-    """``reader(path)``, or None with its error added to ``problems`` as "what" and "fix"."""
+def _read_into(problems: list[Problem], reader: Callable[[Path], Any], path: Path, default_fix: str = _FOLDER_FIX) -> Any:
+    """``reader(path)``, or None with its error added to ``problems`` as "what" and "fix" (the
+    readers say "FILE: what is wrong; what to do"; ``default_fix`` where they give no fix)."""
     try:
         return reader(path)
     except (ValueError, FileNotFoundError) as exc:
         message = str(exc)
         message = message[len(str(path)) + 2:] if message.startswith(f"{path}: ") else message
         what, _, fix = message.partition("; ")
-        problems.append(Problem("error", str(path), what, fix or _FOLDER_FIX))
+        problems.append(Problem("error", str(path), what, fix or default_fix))
         return None
 
 
