@@ -14,9 +14,12 @@ from mtdense.inference import Predictor
 class FixedPredictor(Predictor):
     """A Predictor whose outputs are given (so every figure can be computed by hand)."""
 
-    def __init__(self, outputs):
+    def __init__(self, outputs, info=None):
+        from mtdense.data.description import DatasetInfo
+
         self.outputs = iter(outputs)
         self.device = torch.device("cpu")
+        self.info = info or DatasetInfo.cityscapes()
 
     def predict(self, image):
         return next(self.outputs)
@@ -70,3 +73,22 @@ def test_hist_samples_and_max_samples():
     assert result.confusion.sum() == 32
     with pytest.raises(ValueError, match="empty"):
         analyze(Predictor(model), [], progress=False)
+
+
+def test_classes_and_missing_labels_follow_the_model(tmp_path):
+    from mtdense.data.description import DatasetInfo
+    from mtdense.inference import Prediction
+
+    info = DatasetInfo(classes=("floor", "wall", "person"))
+    seg = np.array([[0, 1, 2, 2]], np.uint8)
+    pred = Prediction(seg, np.full((1, 4), 2.0, np.float32), info=info)
+    no_depth = {"image": np.zeros((1, 4, 3), np.uint8), "seg": seg}
+    no_seg = {"image": np.zeros((1, 4, 3), np.uint8), "depth": np.full((1, 4), 4.0, np.float32)}
+    result = analyze(FixedPredictor([pred, pred], info), [no_depth, no_seg], progress=False)
+    assert result.confusion.shape == (3, 3) and result.confusion.sum() == 4  # only the sample with a mask
+    assert result.depth["abs_rel"] == pytest.approx(0.5)  # only the sample with depth
+    assert result.hist_gt.sum() == 4
+    write_report(result, tmp_path)
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(data["segmentation"]["per_class_iou"]) == ["floor", "wall", "person"]
+    assert data["classes"] == ["floor", "wall", "person"]

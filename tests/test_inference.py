@@ -144,6 +144,33 @@ def test_depth_png16_and_label_ids():
     np.testing.assert_array_equal(png, [[0, 256], [2688, 65535]])
     seg = np.array([[0, 18], [5, 13]], np.uint8)
     np.testing.assert_array_equal(Prediction(seg, depth).label_ids(), train_ids_to_label_ids(seg))
+    from mtdense.data.description import DatasetInfo
+
+    other = Prediction(seg, depth, info=DatasetInfo(classes=("floor", "wall")))
+    assert other.classes == ("floor", "wall")
+    with pytest.raises(ValueError, match="only for the 19 Cityscapes classes; this model's classes are floor, wall"):
+        other.label_ids()
+
+
+def test_predictor_follows_the_checkpoints_dataset_info(tmp_path):
+    from mtdense.data.description import DatasetInfo
+    from mtdense.outputs import image_files
+
+    info = DatasetInfo(classes=("floor", "wall", "person"), colors=[[200, 30, 30], [30, 200, 30], [30, 30, 200]],
+                       tasks=("seg", "depth"))
+    net = mtdense.create_model(tasks={"seg": 3, "depth": 1}, decoder_channels=16).eval()
+    net.dataset_info = info.to_dict()
+    path = mtdense.save_checkpoint(net, tmp_path / "three.pth")
+    for source in (net, path):
+        predictor = Predictor(source)
+        assert predictor.info == info
+        pred = predictor.predict(rgb())
+        assert pred.info == info and pred.seg.max() < 3
+    files = image_files(rgb(), pred)
+    assert set(files) == {"trainIds", "depth", "panel"}  # no Cityscapes label ids
+    assert Predictor(mtdense.create_model(decoder_channels=16).eval()).info.classes[0] == "road"  # no description: Cityscapes
+    bare = mtdense.create_model(tasks={"seg": 4, "depth": 1}, decoder_channels=16).eval()
+    assert Predictor(bare).info.classes == ("class 0", "class 1", "class 2", "class 3")
 
 
 def test_predict_cli_images_folder_and_corrupt_file(ckpt, tmp_path, capsys):

@@ -121,7 +121,7 @@ def test_metrics_to_dict_keys_and_table():
     seg.update(torch.tensor([[[0, 1]]]), torch.tensor([[[0, 1]]]))
     depth = DepthMetrics()
     depth.update(torch.tensor([[2.0]]), torch.tensor([[2.0]]))
-    d = metrics_to_dict(seg.compute(), depth.compute())
+    d = metrics_to_dict(seg.compute(), depth.compute(), class_names=TRAIN_CLASS_NAMES)
     assert set(d) == {"miou", "pixel_acc", "abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3", "per_class_iou"}
     assert list(d["per_class_iou"]) == TRAIN_CLASS_NAMES
     assert d["per_class_iou"]["road"] == 1.0 and d["per_class_iou"]["car"] is None
@@ -179,3 +179,27 @@ def test_miou_agrees_with_official_cityscapes_evaluation(tmp_path):
     assert math.isnan(official["train"])
     assert got["miou"].item() == pytest.approx(result["averageScoreClasses"], rel=1e-12)
     assert not (tmp_path / "official.json").exists()
+
+
+def test_per_class_iou_is_named_by_the_given_classes():
+    names = ["floor", "wall", "person", "chair", "a rather long class name"]
+    seg = SegMetrics(num_classes=5)
+    seg.update(torch.tensor([[[0, 1, 2, 2]]]), torch.tensor([[[0, 1, 2, 3]]]))
+    d = metrics_to_dict(seg.compute(), None, class_names=names)
+    assert list(d["per_class_iou"]) == names and "abs_rel" not in d
+    assert d["per_class_iou"]["floor"] == 1.0 and d["per_class_iou"]["person"] == 0.5
+    assert d["per_class_iou"]["chair"] == 0.0 and d["per_class_iou"]["a rather long class name"] is None
+    table = format_metrics(d)
+    assert "a rather long class name" in table and "road" not in table
+    with pytest.raises(ValueError, match="pass class_names"):
+        metrics_to_dict(seg.compute(), None)
+    with pytest.raises(ValueError, match=r"19 class names .* for 5 classes"):
+        metrics_to_dict(seg.compute(), None, class_names=TRAIN_CLASS_NAMES)
+
+
+def test_dataset_of_other_classes_is_refused_naming_both():
+    from mtdense.metrics import check_same_classes
+
+    check_same_classes("data", ("a", "b"), ["a", "b"])
+    with pytest.raises(ValueError, match=r"data: the dataset's 2 classes \(b, a\) differ from the 2 .*\(a, b\)"):
+        check_same_classes("data", ["b", "a"], ["a", "b"])

@@ -68,3 +68,43 @@ def test_analysis_plots_write_files(tmp_path):
         plot_class_iou([0.5] * 3, tmp_path / "x.png")
     with pytest.raises(ValueError, match="bins"):
         plot_depth_histograms(edges, np.zeros(10), np.zeros(1000), tmp_path / "y.png")
+
+
+def test_overlay_and_panel_take_a_dataset_palette():
+    palette = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
+    image = np.full((2, 5, 3), 100, np.uint8)
+    seg = np.array([[0, 1, 2, 3, 255], [2, 2, 2, 200, 0]], np.uint8)  # 3 and 200: no class
+    out = overlay_segmentation(image, seg, alpha=0.5, palette=palette)
+    for (r, c), k in {(0, 0): 0, (0, 1): 1, (0, 2): 2, (1, 4): 0}.items():
+        np.testing.assert_array_equal(out[r, c], (image[r, c].astype(int) + palette[k]) // 2)
+    for r, c in ((0, 3), (0, 4), (1, 3)):  # ignore and values past K: the image shows through
+        np.testing.assert_array_equal(out[r, c], image[r, c])
+    wide = overlay_segmentation(image, seg.astype(np.int64) * 2 - 1, alpha=1.0, palette=palette)  # -1: no class
+    np.testing.assert_array_equal(wide[0, 0], image[0, 0])
+    np.testing.assert_array_equal(wide[0, 1], palette[1])
+    depth = np.full((2, 5), 5.0, np.float32)
+    panel = make_panel(image, seg, depth, alpha=0.5, palette=palette)
+    np.testing.assert_array_equal(panel[:, 5:10], out)
+    np.testing.assert_array_equal(make_panel(image, seg, depth)[:, 5:10], overlay_segmentation(image, seg))  # Cityscapes
+    with pytest.raises(ValueError, match="K x 3"):
+        overlay_segmentation(image, seg, palette=np.zeros((3, 4), np.uint8))
+
+
+def test_palette_table_colours_classes_only():
+    from mtdense.viz import palette_table
+
+    table, coloured = palette_table()
+    assert table.shape == (1, 256, 3) and coloured.shape == (256,)
+    np.testing.assert_array_equal(table[0, :19], TRAIN_PALETTE)
+    assert (coloured[:19] == 255).all() and (coloured[19:] == 0).all()
+    table, coloured = palette_table([[1, 2, 3]])
+    np.testing.assert_array_equal(table[0, 0], [1, 2, 3])
+    assert coloured[0] == 255 and (coloured[1:] == 0).all()
+
+
+def test_class_plots_take_the_names(tmp_path):
+    names = ["floor", "wall", "person"]
+    assert plot_class_iou([0.5, float("nan"), 0.2], tmp_path / "iou.png", names=names).is_file()
+    assert plot_confusion_matrix(np.eye(3) * 10, tmp_path / "cm.png", names=names).is_file()
+    with pytest.raises(ValueError, match="3 class names"):
+        plot_class_iou([0.5, 0.1], tmp_path / "bad.png", names=names)

@@ -1,11 +1,13 @@
 """Where a trained model is right and wrong over a dataset split.
 
-:func:`analyze` runs a :class:`~mtdense.inference.Predictor` over samples in the
-``CityscapesDataset`` format (``image`` uint8 RGB, ``seg`` train ids with 255 = ignore,
-``depth`` metres with 0 = invalid) and accumulates, over the whole split:
+:func:`analyze` runs a :class:`~mtdense.inference.Predictor` over the samples of any format
+of :func:`mtdense.data.open_dataset` (``image`` uint8 RGB, ``seg`` class indices with 255 =
+ignore, ``depth`` metres with 0 = invalid; a sample may lack either label) and accumulates,
+over the whole split:
 
 * segmentation: the confusion matrix, mIoU, per-class IoU, pixel accuracy
-  (:class:`mtdense.metrics.SegMetrics`);
+  (:class:`mtdense.metrics.SegMetrics`), over the classes of the model's dataset description
+  (:attr:`~mtdense.inference.Predictor.info`), named by it in the plots and the JSON file;
 * depth: AbsRel, SqRel, RMSE, RMSE log, delta accuracies (:class:`mtdense.metrics.DepthMetrics`),
   and the same per ground-truth distance bin (error against distance);
 * depth distributions: 1000-bin histograms of ground-truth and predicted depth over the same
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mtdense.data.labels import NUM_CLASSES, TRAIN_CLASS_NAMES
+from mtdense.data.labels import TRAIN_CLASS_NAMES
 from mtdense.inference import Predictor
 from mtdense.io import write_json_atomic
 from mtdense.metrics import DepthMetrics, SegMetrics
@@ -40,8 +42,8 @@ class Analysis:
     """Split-level results of :func:`analyze`.
 
     Attributes:
-        seg: ``{"miou", "pixel_acc"}`` floats and ``"per_class_iou"`` (19 floats, NaN = absent).
-        confusion: 19 x 19 pixel counts, ``[ground truth, prediction]``.
+        seg: ``{"miou", "pixel_acc"}`` floats and ``"per_class_iou"`` (K floats, NaN = absent).
+        confusion: K x K pixel counts, ``[ground truth, prediction]``.
         depth: ``{"abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3"}``.
         distance_edges: Bin edges in metres (:data:`DISTANCE_BINS_M`).
         distance_abs_rel: AbsRel per bin (NaN for an empty bin).
@@ -49,6 +51,7 @@ class Analysis:
         hist_edges: 1001 edges over 0..``max_depth`` m.
         hist_gt, hist_pred: Pixel counts per histogram bin.
         samples: Samples evaluated; ``hist_samples``: of which in the histograms.
+        class_names: The names of the K classes, in order (the model's ``DatasetInfo.classes``).
     """
 
     seg: dict
@@ -62,6 +65,12 @@ class Analysis:
     hist_pred: np.ndarray
     samples: int
     hist_samples: int
+    class_names: tuple[str, ...] = tuple(TRAIN_CLASS_NAMES)
+
+    def __post_init__(self) -> None:
+        k = len(self.seg["per_class_iou"])
+        if len(self.class_names) != k:
+            raise ValueError(f"Analysis: {len(self.class_names)} class names for {k} classes")
 
     def summary(self) -> str:
         d = self.depth
@@ -79,13 +88,14 @@ class Analysis:
             "samples": self.samples,
             "segmentation": {
                 "miou": clean(self.seg["miou"]), "pixel_acc": clean(self.seg["pixel_acc"]),
-                "per_class_iou": {n: clean(float(v)) for n, v in zip(TRAIN_CLASS_NAMES, self.seg["per_class_iou"])},
+                "per_class_iou": {n: clean(float(v)) for n, v in zip(self.class_names, self.seg["per_class_iou"])},
             },
             "depth": {k: clean(float(v)) for k, v in self.depth.items()},
             "error_vs_distance": [
                 {"from_m": float(a), "to_m": float(b), "abs_rel": clean(float(e)), "pixels": int(n)}
                 for a, b, e, n in zip(self.distance_edges[:-1], self.distance_edges[1:], self.distance_abs_rel, self.distance_pixels)
             ],
+            "classes": list(self.class_names),
             "confusion_matrix": self.confusion.tolist(),
         }
 
@@ -103,10 +113,12 @@ def analyze(
     """Evaluate ``predictor`` over ``dataset`` and collect what :func:`write_report` draws.
 
     Args:
-        predictor: Runs the model; its outputs come back at each sample's size.
-        dataset: Indexable samples with ``image`` (H x W x 3 uint8), ``seg`` (H x W train ids,
-            255 = ignore) and ``depth`` (H x W metres, 0 = invalid), e.g. a ``CityscapesDataset``
-            without transform.
+        predictor: Runs the model; its outputs come back at each sample's size. Its ``info``
+            (the model's dataset description) gives the classes.
+        dataset: Indexable samples with ``image`` (H x W x 3 uint8), ``seg`` (H x W class
+            indices, 255 = ignore) and ``depth`` (H x W metres, 0 = invalid), e.g. a dataset of
+            :func:`mtdense.data.open_dataset` without transform; a sample without ``seg`` or
+            ``depth`` counts for the other task only.
         max_samples: Evaluate only the first N samples (``None``: all).
         hist_samples: Samples that feed the depth histograms.
         hist_bins: Histogram bins over ``[0, max_depth]`` m.
@@ -118,7 +130,8 @@ def analyze(
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     if n == 0:
         raise ValueError("the dataset is empty: nothing to analyze")
-    seg_metric = SegMetrics(NUM_CLASSES)
+    info = predictor.info
+    seg_metric = SegMetrics(info.num_classes)
     depth_metric = DepthMetrics(max_depth=max_depth)
     edges = np.asarray(distance_edges, dtype=np.float64)
     per_bin = [DepthMetrics(max_depth=max_depth) for _ in range(len(edges) - 1)]
@@ -128,9 +141,11 @@ def analyze(
     for i in tqdm(range(n), desc="analyze", unit="sample", disable=not progress):
         sample = dataset[i]
         pred = predictor.predict(sample["image"])
-        gt_seg = torch.from_numpy(np.asarray(sample["seg"]))[None]
+        if "seg" in sample:
+            seg_metric.update(torch.from_numpy(pred.seg)[None], torch.from_numpy(np.asarray(sample["seg"]))[None])
+        if "depth" not in sample:
+            continue
         gt_depth = np.asarray(sample["depth"], dtype=np.float32)
-        seg_metric.update(torch.from_numpy(pred.seg)[None], gt_seg)
         p = torch.from_numpy(pred.depth)[None]
         g = torch.from_numpy(gt_depth)[None]
         depth_metric.update(p, g)
@@ -154,6 +169,7 @@ def analyze(
         hist_pred=hist_pred,
         samples=n,
         hist_samples=min(n, hist_samples),
+        class_names=tuple(info.classes),
     )
 
 
@@ -166,8 +182,8 @@ def write_report(analysis: Analysis, out: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [
         plot_depth_histograms(analysis.hist_edges, analysis.hist_gt, analysis.hist_pred, out / "depth_histogram.png"),
-        plot_class_iou(analysis.seg["per_class_iou"], out / "class_iou.png"),
-        plot_confusion_matrix(analysis.confusion, out / "confusion_matrix.png"),
+        plot_class_iou(analysis.seg["per_class_iou"], out / "class_iou.png", names=analysis.class_names),
+        plot_confusion_matrix(analysis.confusion, out / "confusion_matrix.png", names=analysis.class_names),
         plot_error_vs_distance(analysis.distance_edges, analysis.distance_abs_rel, analysis.distance_pixels, out / "error_vs_distance.png"),
     ]
     metrics = out / "metrics.json"

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtdense.data.depth import decode_depth, depth_to_png16
+from mtdense.data.description import DatasetInfo
 from mtdense.data.image import normalize_images, read_image
 from mtdense.data.labels import train_ids_to_label_ids
 from mtdense.deploy.runtime import Runtime, open_runtime
@@ -185,15 +186,34 @@ class Prediction:
     """The outputs for one image, at that image's size.
 
     Attributes:
-        seg: H x W uint8 Cityscapes train ids 0..18.
+        seg: H x W uint8 class indices ``0..K-1`` of the model's classes (for a Cityscapes
+            model the train ids 0..18).
         depth: H x W float32 depth in metres (> 0).
+        info: The description of the model's training data (class names, palette); ``None``:
+            Cityscapes, as for a checkpoint saved without one.
     """
 
     seg: np.ndarray
     depth: np.ndarray
+    info: DatasetInfo | None = None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The names of the class indices in :attr:`seg`."""
+        return (self.info or DatasetInfo.cityscapes()).classes
 
     def label_ids(self) -> np.ndarray:
-        """H x W uint8 Cityscapes label ids (for the official evaluation scripts)."""
+        """H x W uint8 Cityscapes label ids (for the official evaluation scripts).
+
+        Raises:
+            ValueError: The model's classes are not the 19 Cityscapes train classes (there are
+                no label ids to map them to; :attr:`seg` holds the class indices).
+        """
+        from mtdense.outputs import has_cityscapes_classes
+
+        if not has_cityscapes_classes(self.info):
+            raise ValueError(f"Cityscapes label ids exist only for the 19 Cityscapes classes; this model's classes are "
+                             f"{', '.join(self.info.classes)}: use the class indices in Prediction.seg")
         return train_ids_to_label_ids(self.seg)
 
     def depth_png16(self) -> np.ndarray:
@@ -208,7 +228,7 @@ class Predictor:
         model: A checkpoint path (anything :func:`mtdense.load_model` reads), a file from
             ``mtdense export`` (``.onnx`` run by ONNX Runtime, ``.xml`` by OpenVINO), a
             runtime (:class:`~mtdense.deploy.runtime.Runtime`, e.g. a ``FusedNet``), or a model
-            whose ``forward`` returns ``{"seg": B x 19 x h x w logits, "depth": B x 1 x h x w}``.
+            whose ``forward`` returns ``{"seg": B x K x h x w logits, "depth": B x 1 x h x w}``.
         device: ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         size: Network input size ``(H, W)``; images are resized to it and the outputs resized
             back. ``None`` runs each image at its own size (H, W >= 32), or at the size a
@@ -222,6 +242,13 @@ class Predictor:
         max_pixels: The largest image (H x W) accepted; a larger one raises
             :class:`ImageTooLarge` before any network work (for a file, before decoding where
             its header tells the size). ``0`` or ``None``: no limit.
+
+    Attributes:
+        info: The :class:`~mtdense.data.description.DatasetInfo` the model was trained with
+            (:func:`~mtdense.data.description.model_dataset_info`): its class names and palette
+            name and colour the predictions. Cityscapes for a checkpoint saved without one; for
+            a runtime or export that carries none and has another class count, classes named
+            ``class 0`` .. ``class K-1`` in the default palette.
     """
 
     def __init__(
@@ -248,7 +275,20 @@ class Predictor:
             if backend not in (None, "channels_last"):
                 raise ValueError(f"channels_last is the channels_last runtime; it cannot be combined with backend {backend!r}")
             backend = "channels_last"
+        from mtdense.data.description import model_dataset_info
+        from mtdense.deploy.runtime import runtime_for_file
+
+        if isinstance(model, (str, Path)) and runtime_for_file(Path(model)) is None:
+            from mtdense.models import load_model
+
+            model = load_model(model)  # read here: its dataset description names the classes
         self.runtime: Runtime = open_runtime(model, backend, device=self.device.type, size=size, threads=threads)
+        # A model carries its description; a runtime may (an export of one that does).
+        info = model_dataset_info(model if isinstance(model, nn.Module) else self.runtime)
+        k = self.runtime.tasks.get("seg")
+        if k is not None and info.num_classes != k:  # no description, and not 19 classes
+            info = DatasetInfo(classes=tuple(f"class {i}" for i in range(k)), tasks=info.tasks)
+        self.info: DatasetInfo = info
         fixed = self.runtime.fixed_size
         if fixed is not None:
             if size is not None and size != fixed:
@@ -391,5 +431,5 @@ class Predictor:
                 seg, depth = self.forward(self.preprocess([rgbs[i] for i in idx]), out_size=hw)
                 seg_np, depth_np = seg.cpu().numpy(), depth.cpu().numpy().astype(np.float32, copy=False)
                 for j, i in enumerate(idx):
-                    preds[i] = Prediction(seg=seg_np[j], depth=depth_np[j])
+                    preds[i] = Prediction(seg=seg_np[j], depth=depth_np[j], info=self.info)
         return preds[0] if single else preds  # type: ignore[return-value]

@@ -10,11 +10,16 @@ so ``update`` per batch, ``compute`` once per split gives the figure over the wh
   accuracy.
 * :class:`DepthMetrics`: AbsRel, SqRel, RMSE, RMSE log and the delta < 1.25^k accuracies, in
   metres, over the pixels with a valid ground-truth depth, pooled over all pixels of the split.
+
+The number of classes and their names come from the data the model was trained on (its
+:class:`~mtdense.data.description.DatasetInfo`), never from a global list: :func:`evaluate_split`
+reads them from the checkpoint, and :func:`metrics_to_dict` takes the names it is given.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,8 @@ from torchmetrics import Metric
 
 from mtdense.data.labels import IGNORE_INDEX, NUM_CLASSES
 
-__all__ = ["SegMetrics", "DepthMetrics", "DEPTH_METRIC_NAMES", "metrics_to_dict", "format_metrics", "evaluate_split"]
+__all__ = ["SegMetrics", "DepthMetrics", "DEPTH_METRIC_NAMES", "metrics_to_dict", "format_metrics", "check_same_classes",
+           "evaluate_split"]
 
 DEPTH_METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
 
@@ -32,7 +38,8 @@ class SegMetrics(Metric):
     """Confusion matrix over a split -> mIoU, per-class IoU, pixel accuracy.
 
     Args:
-        num_classes: Number of classes (19 Cityscapes train ids).
+        num_classes: Number of classes ``K`` (a dataset's ``DatasetInfo.num_classes``; default
+            19, the Cityscapes train ids).
         ignore_index: Ground-truth label that is not evaluated (255).
 
     ``update(preds, target)``: ``preds`` is ``B x C x H x W`` scores (arg-maxed here) or
@@ -173,11 +180,23 @@ class DepthMetrics(Metric):
         }
 
 
-def metrics_to_dict(seg: dict[str, torch.Tensor] | None, depth: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+def metrics_to_dict(
+    seg: dict[str, torch.Tensor] | None,
+    depth: dict[str, torch.Tensor] | None,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Plain-typed metrics (``metrics.json``): ``miou, pixel_acc, abs_rel, sq_rel, rmse, rmse_log,
-    delta1, delta2, delta3, per_class_iou`` (per class name; NaN -> ``None``)."""
-    from mtdense.data.labels import TRAIN_CLASS_NAMES
+    delta1, delta2, delta3, per_class_iou`` (per class name; NaN -> ``None``).
 
+    Args:
+        seg: :meth:`SegMetrics.compute` output, or ``None`` (no segmentation).
+        depth: :meth:`DepthMetrics.compute` output, or ``None`` (no depth).
+        class_names: The name of each class index, in order (``DatasetInfo.classes``); needed
+            with ``seg``.
+
+    Raises:
+        ValueError: ``seg`` without ``class_names``, or a name count other than the class count.
+    """
     def num(v: torch.Tensor) -> float | None:
         f = float(v)
         return None if math.isnan(f) else f
@@ -190,8 +209,12 @@ def metrics_to_dict(seg: dict[str, torch.Tensor] | None, depth: dict[str, torch.
         out.update({k: num(depth[k]) for k in DEPTH_METRIC_NAMES})
     if seg is not None:
         iou = seg["per_class_iou"]
-        names = TRAIN_CLASS_NAMES if len(iou) == len(TRAIN_CLASS_NAMES) else [str(i) for i in range(len(iou))]
-        out["per_class_iou"] = {n: num(v) for n, v in zip(names, iou)}
+        if class_names is None:
+            raise ValueError("metrics_to_dict: pass class_names (the model's DatasetInfo.classes) to name the per-class IoU")
+        if len(class_names) != len(iou):
+            raise ValueError(f"metrics_to_dict: {len(class_names)} class names ({', '.join(class_names)}) for "
+                             f"{len(iou)} classes")
+        out["per_class_iou"] = {str(n): num(v) for n, v in zip(class_names, iou)}
     return out
 
 
@@ -213,9 +236,25 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         lines.append("")
         lines.append("per-class IoU (n/a: class in neither ground truth nor prediction)")
         items = list(metrics["per_class_iou"].items())
+        width = max([14] + [len(n) + 1 for n, _ in items])
         for i in range(0, len(items), 4):
-            lines.append("  ".join(f"{n:<14}{fmt(v, True)}" for n, v in items[i : i + 4]))
+            lines.append("  ".join(f"{n:<{width}}{fmt(v, True)}" for n, v in items[i : i + 4]))
     return "\n".join(lines)
+
+
+def check_same_classes(root: str | Path, dataset_classes: Sequence[str], model_classes: Sequence[str]) -> None:
+    """Refuse to score a model on a dataset of other classes.
+
+    Raises:
+        ValueError: The class names (or their order) differ; the message names ``root`` and
+            both lists.
+    """
+    data, ours = tuple(dataset_classes), tuple(model_classes)
+    if data != ours:
+        raise ValueError(
+            f"{root}: the dataset's {len(data)} classes ({', '.join(data)}) differ from the {len(ours)} the "
+            f"checkpoint was trained on ({', '.join(ours)}); evaluate on data with the model's classes, in the same order"
+        )
 
 
 def evaluate_split(
@@ -231,72 +270,106 @@ def evaluate_split(
     num_workers: int = 2,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    format: str = "auto",
 ) -> dict[str, Any]:
-    """Evaluate a model on a Cityscapes-layout split at the labels' own resolution.
+    """Evaluate a model on a dataset split at the labels' own resolution.
 
     Each image runs through the network at ``size`` (or its own size); logits and encoded
     depth are resized bilinearly back to the label size before the argmax and the decoding,
     so the figures compare with the official evaluation on the original label maps.
 
+    The classes are the checkpoint's (:attr:`mtdense.inference.Predictor.info`): the metrics
+    have its class count and name its classes, and a dataset whose class names differ is
+    refused. Frames without a label of a task (a ``folder`` dataset may lack masks or depth for
+    some) count for the other tasks only.
+
     Args:
         model: A model or a checkpoint path (anything :func:`mtdense.load_model` reads).
         root: Dataset root.
-        split: ``train``, ``val`` or ``test`` (test has no public labels).
+        split: The split (``train``, ``val``, ``test``, ...; Cityscapes' test has no public labels).
         size: Network input ``(H, W)``; ``None`` keeps each image's size.
         out_dir: Writes ``metrics.json`` there (and predictions, if asked).
-        save_predictions: Also write ``predictions/labelIds/{name}_pred_labelIds.png``
-            (Cityscapes label ids, for the official script) and
+        save_predictions: Also write the predictions: for a model of the 19 Cityscapes classes
+            ``predictions/labelIds/{name}_pred_labelIds.png`` (Cityscapes label ids, for the
+            official script), for any other ``predictions/trainIds/{name}_pred_trainIds.png``
+            (uint8 class indices 0..K-1 of the model's classes); and
             ``predictions/depth/{name}_pred_depth.png`` (uint16, ``round(depth_m * 256)``).
-        depth_source: Depth ground truth (``"disparity"`` or a teacher name).
+        depth_source: Depth ground truth of the ``cityscapes`` format (``"disparity"`` or a
+            teacher name); other formats have their own depth.
         max_depth: Optional depth cap in metres for the depth errors.
         batch_size: Images per forward pass.
         num_workers: Loader worker processes.
         device: Where the network runs.
         progress: Show a tqdm progress bar.
+        format: The dataset format, as :func:`mtdense.data.open_dataset` takes it (``auto``
+            detects it from the layout).
 
     Returns:
         :func:`metrics_to_dict` output plus ``num_images``.
+
+    Raises:
+        ValueError: The dataset's classes differ from the model's (both are named), an empty
+            split, an undetectable layout, or an option the format does not take.
     """
     from torch.utils.data import DataLoader
     from torchvision.transforms.v2 import functional as TF
     from tqdm import tqdm
 
-    from mtdense.data.cityscapes import CityscapesDataset
-    from mtdense.data.labels import train_ids_to_label_ids
-    from mtdense.data.transforms import EvalTransform
     from mtdense.data.depth import depth_to_png16
+    from mtdense.data.labels import train_ids_to_label_ids
+    from mtdense.data.open import detect_format, open_dataset
+    from mtdense.data.transforms import EvalTransform
     from mtdense.inference import Predictor
     from mtdense.io import write_json_atomic, write_png_atomic
+    from mtdense.outputs import has_cityscapes_classes
 
     predictor = Predictor(model, device=device)
-    num_classes = predictor.model.tasks["seg"]
-    dataset = CityscapesDataset(root, split, depth_source=depth_source, transform=EvalTransform(size=None))
+    info = predictor.info
+    fmt = detect_format(root) if format == "auto" else format
+    options: dict[str, Any] = {}
+    if fmt == "cityscapes":
+        options["depth_source"] = depth_source
+    elif depth_source != "disparity":
+        raise ValueError(f"{root}: depth_source {depth_source!r} is an option of the cityscapes format; this dataset "
+                         f"is in the {fmt} format, which has its own depth: leave it out")
+    dataset = open_dataset(root, split, format=fmt, transform=EvalTransform(size=None, num_classes=info.num_classes),
+                           **options)
+    check_same_classes(root, dataset.classes, info.classes)
     if len(dataset) == 0:
         raise ValueError(f"{root}: split {split!r} has no frames to evaluate")
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-    seg_metric = SegMetrics(num_classes=num_classes).to(predictor.device)
+    seg_metric = SegMetrics(num_classes=info.num_classes).to(predictor.device)
     depth_metric = DepthMetrics(max_depth=max_depth).to(predictor.device)
+    label_ids = has_cityscapes_classes(info)
+    seg_folder = "labelIds" if label_ids else "trainIds"
     pred_dir = Path(out_dir) / "predictions" if out_dir is not None else None
     if save_predictions:
         if pred_dir is None:
             raise ValueError("save_predictions needs out_dir: the folder the prediction PNGs are written to")
-        (pred_dir / "labelIds").mkdir(parents=True, exist_ok=True)
+        (pred_dir / seg_folder).mkdir(parents=True, exist_ok=True)
         (pred_dir / "depth").mkdir(parents=True, exist_ok=True)
     n = 0
+    has_seg = has_depth = False
     for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=not progress):
         image = batch["image"].to(predictor.device)
         label_size = tuple(image.shape[-2:])
         if size is not None and tuple(size) != label_size:
             image = TF.resize(image, list(size), antialias=True)
         seg, depth = predictor.forward(image, out_size=label_size)
-        seg_metric.update(seg, batch["seg"].to(predictor.device))
-        depth_metric.update(depth, batch["depth"].to(predictor.device))
+        if "seg" in batch:
+            seg_metric.update(seg, batch["seg"].to(predictor.device))
+            has_seg = True
+        if "depth" in batch:
+            depth_metric.update(depth, batch["depth"].to(predictor.device))
+            has_depth = True
         n += image.shape[0]
         if save_predictions:
             for name, s, d in zip(batch["name"], seg.cpu().numpy(), depth.cpu().numpy()):
-                write_png_atomic(pred_dir / "labelIds" / f"{name}_pred_labelIds.png", train_ids_to_label_ids(s))
+                s = train_ids_to_label_ids(s) if label_ids else s
+                write_png_atomic(pred_dir / seg_folder / f"{name}_pred_{seg_folder}.png", s)
                 write_png_atomic(pred_dir / "depth" / f"{name}_pred_depth.png", depth_to_png16(d))
-    metrics = metrics_to_dict(seg_metric.compute(), depth_metric.compute())
+    metrics = metrics_to_dict(seg_metric.compute() if has_seg else None, depth_metric.compute() if has_depth else None,
+                              class_names=info.classes)
     metrics["num_images"] = n
     if out_dir is not None:
         write_json_atomic(Path(out_dir) / "metrics.json", metrics)

@@ -1,7 +1,9 @@
 """Prediction files: what ``mtdense predict`` writes for images and videos.
 
-For an image ``NAME``: ``NAME_panel.png`` (image | segmentation overlay | depth colour map),
-``NAME_trainIds.png`` (uint8 train ids), ``NAME_labelIds.png`` (uint8 Cityscapes label ids) and
+For an image ``NAME``: ``NAME_panel.png`` (image | segmentation overlay in the colours of the
+model's dataset | depth colour map), ``NAME_trainIds.png`` (uint8 class indices 0..K-1 of the
+model's classes; for a Cityscapes model the train ids), ``NAME_labelIds.png`` (uint8 Cityscapes
+label ids, for the official scripts; written only by a model of the 19 Cityscapes classes) and
 ``NAME_depth.png`` (uint16, ``round(depth_m * 256)``, 0 = invalid). For a video ``NAME``:
 ``NAME_annotated.mp4``, the panel of every frame with the measured model speed. Every file is
 written atomically (:mod:`mtdense.io`): a killed run leaves whole files or none. An image
@@ -28,10 +30,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mtdense.data.description import DatasetInfo
 from mtdense.data.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from mtdense.data.labels import TRAIN_CLASS_NAMES
 from mtdense.io import WriteError, write_png_atomic
 
-__all__ = ["expand_inputs", "UniqueStems", "image_files", "write_image_files", "write_image_outputs", "VideoSink"]
+__all__ = ["expand_inputs", "UniqueStems", "has_cityscapes_classes", "image_files", "write_image_files",
+           "write_image_outputs", "VideoSink"]
+
+
+def has_cityscapes_classes(info: DatasetInfo | None) -> bool:
+    """Whether ``info``'s classes are the 19 Cityscapes train classes, in order (``None``: a model
+    without a description, trained on Cityscapes). Only then do class indices map to the official
+    Cityscapes label ids (``labelIds`` files, the official evaluation scripts)."""
+    return info is None or tuple(info.classes) == tuple(TRAIN_CLASS_NAMES)
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> Iterator[tuple[Path, str]]:
@@ -68,18 +80,27 @@ class UniqueStems:
 
 def image_files(rgb: np.ndarray, pred, panels: bool = True, depth_range: tuple[float, float] = (1.0, 100.0),
                 alpha: float = 0.5) -> dict[str, np.ndarray]:
-    """The images written for one input, by name: ``trainIds`` (uint8), ``labelIds`` (uint8),
-    ``depth`` (uint16, ``round(depth_m * 256)``) and, with ``panels``, ``panel`` (BGR uint8).
+    """The images written for one input, by name: ``trainIds`` (uint8 class indices), ``labelIds``
+    (uint8 Cityscapes label ids, only for a model of the Cityscapes classes), ``depth`` (uint16,
+    ``round(depth_m * 256)``) and, with ``panels``, ``panel`` (BGR uint8, in the palette of the
+    model's dataset).
 
     Args:
         rgb: The input, ``H x W x 3`` uint8 RGB.
-        pred: Its :class:`~mtdense.inference.Prediction` at ``H x W``.
+        pred: Its :class:`~mtdense.inference.Prediction` at ``H x W`` (its ``info`` gives the
+            classes and colours).
     """
     from mtdense.viz import make_panel
 
-    files = {"trainIds": pred.seg, "labelIds": pred.label_ids(), "depth": pred.depth_png16()}
+    info = getattr(pred, "info", None)
+    files = {"trainIds": pred.seg}
+    if has_cityscapes_classes(info):
+        files["labelIds"] = pred.label_ids()
+    files["depth"] = pred.depth_png16()
     if panels:
-        files["panel"] = cv2.cvtColor(make_panel(rgb, pred.seg, pred.depth, tuple(depth_range), alpha), cv2.COLOR_RGB2BGR)
+        palette = None if info is None else info.palette
+        files["panel"] = cv2.cvtColor(make_panel(rgb, pred.seg, pred.depth, tuple(depth_range), alpha, palette=palette),
+                                      cv2.COLOR_RGB2BGR)
     return files
 
 
@@ -117,24 +138,29 @@ class VideoSink:
         fps: Frame rate written into the container.
         name: How errors name the file (the target).
         depth_range, alpha: As :func:`mtdense.viz.make_panel`.
+        palette: ``K x 3`` uint8 RGB class colours (the model's
+            :attr:`~mtdense.data.description.DatasetInfo.palette`); ``None``: Cityscapes.
 
     Raises:
         WriteError: OpenCV cannot open an mp4v writer at ``path`` (at the first frame).
     """
 
     def __init__(self, path: str | Path, fps: float, name: str | Path | None = None,
-                 depth_range: tuple[float, float] = (1.0, 100.0), alpha: float = 0.5):
+                 depth_range: tuple[float, float] = (1.0, 100.0), alpha: float = 0.5,
+                 palette: np.ndarray | None = None):
         self.path, self.fps = Path(path), float(fps)
         self.name = Path(name) if name is not None else self.path
         self.depth_range, self.alpha = tuple(depth_range), alpha
+        self.palette = None if palette is None else np.asarray(palette, dtype=np.uint8)
         self.writer: cv2.VideoWriter | None = None
         self.frames = 0
 
     def write(self, rgb: np.ndarray, seg: np.ndarray, depth: np.ndarray, title: str | None = None) -> None:
-        """Add the panel of one frame: ``rgb`` H x W x 3 uint8, ``seg`` train ids, ``depth`` metres."""
+        """Add the panel of one frame: ``rgb`` H x W x 3 uint8, ``seg`` class indices, ``depth`` metres."""
         from mtdense.viz import make_panel
 
-        panel = cv2.cvtColor(make_panel(rgb, seg, depth, self.depth_range, self.alpha, title=title), cv2.COLOR_RGB2BGR)
+        panel = cv2.cvtColor(make_panel(rgb, seg, depth, self.depth_range, self.alpha, title=title, palette=self.palette),
+                             cv2.COLOR_RGB2BGR)
         if self.writer is None:
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (panel.shape[1], panel.shape[0]))
             if not self.writer.isOpened():

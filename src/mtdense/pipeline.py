@@ -478,7 +478,7 @@ def predict_video(predictor, path: str | Path, out_file: str | Path, depth_range
 
     try:
         with predictor.torch_threads(), atomic_path(out_file) as tmp:
-            sink = VideoSink(tmp, frames.fps, out_file, depth_range, alpha)
+            sink = VideoSink(tmp, frames.fps, out_file, depth_range, alpha, palette=predictor.info.palette)
             try:
                 summary = run_pipeline(frames, lambda item: _prepare(predictor, item), lambda item: _infer(predictor, item),
                                        finish, maxsize=maxsize, report=report, progress=progress, fault=_fault_not_write)
@@ -536,7 +536,8 @@ def predict_images(predictor, inputs: Sequence[tuple[str | Path, str]], out: str
     def finish(item: Item) -> None:
         seg, depth = predictor.postprocess(item.out, item.rgb.shape[:2])
         item.out = None
-        pred = Prediction(seg=seg[0].cpu().numpy(), depth=depth[0].cpu().numpy().astype(np.float32, copy=False))
+        pred = Prediction(seg=seg[0].cpu().numpy(), depth=depth[0].cpu().numpy().astype(np.float32, copy=False),
+                          info=predictor.info)
         write_image_files(out, item.stem, image_files(item.rgb, pred, panels, depth_range, alpha))
 
     items = [(Path(p), stem) for p, stem in inputs]

@@ -1,8 +1,11 @@
 """Pictures of predictions and of analyses.
 
 Panels (image | segmentation overlay | depth colour map with a scale bar in metres) are drawn
-with OpenCV and NumPy, fast enough for every frame of a video. Analysis plots use
-matplotlib's object API (``Figure``, no global pyplot state) and are written to files.
+with OpenCV and NumPy, fast enough for every frame of a video: the overlay colours the labels
+through a 256-entry table (:func:`palette_table`). Their colours are a dataset's palette
+(:attr:`mtdense.data.description.DatasetInfo.palette`), the Cityscapes one by default. Analysis
+plots use matplotlib's object API (``Figure``, no global pyplot state) and are written to files;
+class names come from the caller (a model's :class:`~mtdense.data.description.DatasetInfo`).
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from mtdense.data.labels import TRAIN_CLASS_NAMES, colorize_train_ids
+from mtdense.data.labels import IGNORE_INDEX, TRAIN_CLASS_NAMES, TRAIN_PALETTE
 from mtdense.io import atomic_path
 
 __all__ = [
-    "DEFAULT_DEPTH_RANGE", "overlay_segmentation", "colorize_depth", "depth_scale_bar", "make_panel", "put_label",
+    "DEFAULT_DEPTH_RANGE", "palette_table", "overlay_segmentation", "colorize_depth", "depth_scale_bar", "make_panel", "put_label",
     "plot_depth_histograms", "plot_class_iou", "plot_confusion_matrix", "plot_error_vs_distance",
 ]
 
@@ -32,13 +35,55 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"expected an H x W x 3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
 
 
-def overlay_segmentation(image: np.ndarray, seg: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the Cityscapes palette colours of ``seg`` over ``image``.
+def palette_table(palette: np.ndarray | Sequence[Sequence[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The lookup tables that colour a label image: one entry per uint8 value.
+
+    Args:
+        palette: ``K x 3`` uint8 RGB, the colour of class ``k`` in row ``k`` (``K`` <= 255);
+            ``None``: the 19 Cityscapes train-id colours.
+
+    Returns:
+        ``(colours, coloured)``: ``1 x 256 x 3`` uint8 RGB for :func:`cv2.LUT` (black past ``K``)
+        and a ``256`` uint8 mask, 255 for the class values ``0..K-1`` and 0 for the rest (the
+        ignore label 255 and any value that is no class), which are left uncoloured.
+    """
+    colours = TRAIN_PALETTE if palette is None else np.asarray(palette)
+    if colours.ndim != 2 or colours.shape[1] != 3 or not 1 <= len(colours) <= IGNORE_INDEX:
+        raise ValueError(f"palette must be K x 3 RGB with 1 <= K <= {IGNORE_INDEX}, got shape {colours.shape}")
+    if colours.dtype != np.uint8:
+        if colours.dtype.kind not in "iu" or colours.min() < 0 or colours.max() > 255:
+            raise ValueError(f"palette colours must be integers 0..255, got dtype {colours.dtype}")
+        colours = colours.astype(np.uint8)
+    table = np.zeros((1, 256, 3), np.uint8)
+    table[0, : len(colours)] = colours
+    coloured = np.zeros(256, np.uint8)
+    coloured[: len(colours)] = 255
+    return table, coloured
+
+
+def _as_labels(seg: np.ndarray) -> np.ndarray:
+    """``seg`` as uint8 for the tables; integer values outside 0..255 become 255 (uncoloured)."""
+    seg = np.asarray(seg)
+    if seg.dtype == np.uint8:
+        return seg
+    if seg.dtype.kind not in "iu":
+        raise ValueError(f"segmentation must hold integer class indices, got dtype {seg.dtype}")
+    return np.where((seg >= 0) & (seg <= 255), seg, 255).astype(np.uint8)
+
+
+def overlay_segmentation(image: np.ndarray, seg: np.ndarray, alpha: float = 0.5,
+                         palette: np.ndarray | Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Blend the palette colours of ``seg`` over ``image``.
+
+    Class ``k`` becomes ``(1 - alpha) * image + alpha * palette[k]`` (rounded); the ignore label
+    (255) and any value that is no class (``>= K``) are left as the image.
 
     Args:
         image: H x W x 3 uint8 RGB.
-        seg: H x W train ids 0..18 (255 = ignore: left uncoloured).
+        seg: H x W class indices ``0..K-1`` (255 = ignore).
         alpha: Weight of the label colours, 0..1.
+        palette: ``K x 3`` uint8 RGB class colours (:attr:`DatasetInfo.palette
+            <mtdense.data.description.DatasetInfo.palette>`); ``None``: Cityscapes.
 
     Returns:
         H x W x 3 uint8 RGB.
@@ -46,10 +91,13 @@ def overlay_segmentation(image: np.ndarray, seg: np.ndarray, alpha: float = 0.5)
     _check_image(image)
     if seg.shape != image.shape[:2]:
         raise ValueError(f"segmentation {seg.shape} and image {image.shape[:2]} differ in size")
-    colours = colorize_train_ids(seg)
+    table, coloured = palette_table(palette)
+    labels = _as_labels(seg)
+    colours = cv2.LUT(cv2.merge([labels, labels, labels]), table)
     out = cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0)
-    ignore = seg == 255
-    out[ignore] = image[ignore]
+    keep = cv2.LUT(labels, coloured) == 0  # ignore and values past K: the image shows through
+    if keep.any():
+        out[keep] = image[keep]
     return out
 
 
@@ -128,17 +176,19 @@ def make_panel(
     alpha: float = 0.5,
     cmap: str = "turbo_r",
     title: str | None = None,
+    palette: np.ndarray | Sequence[Sequence[int]] | None = None,
 ) -> np.ndarray:
     """Side-by-side panel: image | segmentation overlay | depth colour map + scale bar.
 
     Args:
         image: H x W x 3 uint8 RGB.
-        seg: H x W train ids.
+        seg: H x W class indices (255 = ignore).
         depth: H x W metres.
         depth_range: Colour map range in metres.
         alpha: Overlay weight of the label colours.
         cmap: Depth colour map.
         title: Optional text written on the image tile (e.g. the measured FPS).
+        palette: ``K x 3`` uint8 RGB class colours, as :func:`overlay_segmentation`; ``None``: Cityscapes.
 
     Returns:
         ``H x (3 W + bar) x 3`` uint8 RGB.
@@ -151,7 +201,7 @@ def make_panel(
     if title:
         put_label(tile, title)
     bar = depth_scale_bar(h, depth_range, cmap, width=max(60, min(120, h // 6)))
-    return np.concatenate([tile, overlay_segmentation(image, seg, alpha), colorize_depth(depth, depth_range, cmap), bar], axis=1)
+    return np.concatenate([tile, overlay_segmentation(image, seg, alpha, palette), colorize_depth(depth, depth_range, cmap), bar], axis=1)
 
 
 # -- analysis plots ---------------------------------------------------------------------------

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = """\
-Evaluate a trained model over a Cityscapes-layout split (the real dataset or one written by
-'mtdense data synth') and draw where it is right and wrong. Writes into --out:
+Evaluate a trained model over a dataset split (Cityscapes layout, the real dataset or one
+written by 'mtdense data synth'; folder; nyuv2: --format, detected by default) and draw where it
+is right and wrong. Classes are the checkpoint's (a dataset of other class names is refused),
+named in the plots and metrics.json. Writes into --out:
   depth_histogram.png    ground-truth vs predicted depth, 1000 bins over 0..250 m, over the
                          pixels with valid ground truth of the first --hist-samples samples
   class_iou.png          IoU per class (over the whole split, one confusion matrix)
@@ -19,7 +21,8 @@ Predictions are made at each image's own size unless --size is given (then resiz
 EPILOG = """\
 examples:
   mtdense analyze runs/demo/model.pth --data data/synth --split val --out runs/demo/analysis
-  mtdense analyze model.pth --data /datasets/cityscapes --split val --size 512 1024 --max-samples 100 --out analysis/"""
+  mtdense analyze model.pth --data /datasets/cityscapes --split val --size 512 1024 --max-samples 100 --out analysis/
+  mtdense analyze runs/robot/stage1/final.pth --data /data/robot --format folder --out analysis/"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="model checkpoint (.pth / .ckpt / .safetensors)")
-    p.add_argument("--data", required=True, help="dataset root (Cityscapes layout: leftImg8bit/, gtFine/, disparity/, camera/)")
+    p.add_argument("--data", required=True,
+                   help="dataset root (Cityscapes: leftImg8bit/, gtFine/, disparity/, camera/; folder: dataset.yaml, images/, masks/, depth/)")
+    p.add_argument("--format", default="auto", choices=("auto", "cityscapes", "folder", "nyuv2"),
+                   help="dataset format; auto detects it from the layout (default: %(default)s)")
     p.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--max-samples", type=int, help="evaluate only the first N samples (default: all)")
@@ -40,11 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mtdense.analyze import analyze, write_report
-    from mtdense.data.cityscapes import CityscapesDataset
+    from mtdense.data.open import open_dataset
     from mtdense.inference import Predictor
+    from mtdense.metrics import check_same_classes
 
-    dataset = CityscapesDataset(args.data, args.split)
     predictor = Predictor(args.checkpoint, device=args.device, size=tuple(args.size) if args.size else None)
+    dataset = open_dataset(args.data, args.split, format=args.format)
+    check_same_classes(args.data, dataset.classes, predictor.info.classes)
     result = analyze(predictor, dataset, max_samples=args.max_samples, hist_samples=args.hist_samples)
     print(result.summary())
     for path in write_report(result, args.out):

@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = """\
-Evaluate a trained model on a Cityscapes-layout split. Segmentation: mIoU over the 19 classes
-from one confusion matrix accumulated over the split, as the official Cityscapes script
-computes it, per-class IoU and pixel accuracy. Depth (metres, valid ground-truth pixels only):
-AbsRel, SqRel, RMSE, RMSE log, delta < 1.25, 1.25^2, 1.25^3.
+Evaluate a trained model on a dataset split in any format mtdense reads (Cityscapes layout,
+folder, nyuv2; --format, detected from the layout by default). Segmentation: mIoU over the
+classes the checkpoint was trained on (19 for Cityscapes; a folder dataset's dataset.yaml
+classes) from one confusion matrix accumulated over the split, as the official Cityscapes script
+computes it, per-class IoU by class name and pixel accuracy. Depth (metres, valid ground-truth
+pixels only): AbsRel, SqRel, RMSE, RMSE log, delta < 1.25, 1.25^2, 1.25^3. A dataset whose class
+names differ from the checkpoint's is refused (both lists are named); frames without a label of
+a task count for the other tasks only.
 
 The network runs at --size (or each image's own size) and its outputs are resized back to the
 label size before scoring. Prints a table and writes metrics.json to --out. With
---save-predictions, also writes predictions/labelIds/{name}_pred_labelIds.png (label ids, for
-the official cityscapesscripts evaluation: CITYSCAPES_RESULTS=<out>/predictions/labelIds) and
-predictions/depth/{name}_pred_depth.png (16-bit, value = round(depth_m * 256)).
+--save-predictions, also writes, for a model of the 19 Cityscapes classes,
+predictions/labelIds/{name}_pred_labelIds.png (label ids, for the official cityscapesscripts
+evaluation: CITYSCAPES_RESULTS=<out>/predictions/labelIds); for a model of other classes,
+predictions/trainIds/{name}_pred_trainIds.png (uint8 class indices 0..K-1, in the order of
+its classes); and predictions/depth/{name}_pred_depth.png (16-bit, value = round(depth_m * 256)).
 
 Scores are over the whole split: a frame that cannot be read (a corrupt image, a label of
 the wrong size or with an unknown id, a bad camera file) stops the evaluation with one line
@@ -25,7 +31,8 @@ EPILOG = """\
 examples:
   mtdense evaluate runs/demo/train/model.pth --data runs/demo/data
   mtdense evaluate run/stage2-full/checkpoints/best.ckpt --data /data/cityscapes --split val \\
-      --size 512 1024 --out eval/ --save-predictions"""
+      --size 512 1024 --out eval/ --save-predictions
+  mtdense evaluate runs/robot/stage1/final.pth --data /data/robot --format folder --out eval/"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,12 +44,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint: .ckpt from mtdense train, .pth or .safetensors")
-    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root (leftImg8bit/, gtFine/, disparity/, camera/)")
+    p.add_argument("--data", required=True, metavar="ROOT",
+                   help="dataset root (Cityscapes: leftImg8bit/, gtFine/, disparity/, camera/; folder: dataset.yaml, images/, masks/, depth/)")
+    p.add_argument("--format", default="auto", choices=("auto", "cityscapes", "folder", "nyuv2"),
+                   help="dataset format; auto detects it from the layout (default: %(default)s)")
     p.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", help="folder for metrics.json and predictions (default: none written)")
-    p.add_argument("--save-predictions", action="store_true", help="write label-id and 16-bit depth PNGs (needs --out)")
+    p.add_argument("--save-predictions", action="store_true",
+                   help="write segmentation PNGs (Cityscapes label ids for a Cityscapes model, else class indices 0..K-1) "
+                        "and 16-bit depth PNGs (needs --out)")
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="network input size (default: each image's size)")
-    p.add_argument("--depth-source", default="disparity", help="depth ground truth: disparity or a teacher name (default: %(default)s)")
+    p.add_argument("--depth-source", default="disparity",
+                   help="cityscapes format: depth ground truth, disparity or a teacher name (default: %(default)s)")
     p.add_argument("--max-depth", type=float, help="evaluate depth only up to this many metres (default: no cap)")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default: %(default)s)")
@@ -83,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         device=args.device,
+        format=args.format,
     )
     print(f"{args.checkpoint} on {args.data} [{args.split}], {metrics['num_images']} images\n")
     print(format_metrics(metrics))

@@ -13,10 +13,15 @@ Predict semantic segmentation and depth with a trained model.
 
 INPUT can be image files, folders (searched recursively for images {' '.join(IMAGE_SUFFIXES)}
 and videos {' '.join(VIDEO_SUFFIXES)}) and video files. For each image NAME, --out gets:
-  NAME_panel.png     image | segmentation overlay (Cityscapes palette) | depth colour map
-                     with a scale bar in metres (log scale over --depth-range)
-  NAME_trainIds.png  uint8 Cityscapes train ids 0..18
-  NAME_labelIds.png  uint8 Cityscapes label ids (for the official evaluation scripts)
+  NAME_panel.png     image | segmentation overlay | depth colour map with a scale bar in
+                     metres (log scale over --depth-range); the overlay uses the colours of
+                     the dataset the model was trained on (a folder dataset's dataset.yaml
+                     colors or the default palette; Cityscapes colours for a Cityscapes model)
+  NAME_trainIds.png  uint8 class indices 0..K-1 in the order of the model's classes (the
+                     Cityscapes train ids 0..18 for a Cityscapes model; the checkpoint
+                     carries the class names); the name is the same for every dataset
+  NAME_labelIds.png  uint8 Cityscapes label ids (for the official evaluation scripts); only
+                     for a model of the 19 Cityscapes classes
   NAME_depth.png     uint16 depth: value = round(depth_m * 256), 0 = invalid
 For each video NAME: NAME_annotated.mp4, the panels of every frame with the measured speed
 of the network (FPS) written on them.

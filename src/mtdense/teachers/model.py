@@ -6,6 +6,11 @@ a softmax probability under the threshold get label id 0 ("unlabeled", train id 
 training ignores. A training split can then mix real and teacher labels ("asymmetric
 annotations": where a label is missing, a teacher supplies it).
 
+:class:`PseudoLabeler` follows the classes of the model's dataset description (any class count;
+its class indices, 255 where unsure). :func:`pseudo_label_split` writes the Cityscapes layout,
+whose label-id files exist only for the 19 Cityscapes classes: a model of other classes is
+refused there, by name.
+
     >>> labeler = PseudoLabeler("runs/seed/model.pth", threshold=0.9)
     >>> summary = pseudo_label_split("data/cityscapes", labeler, split="train_extra", out="gtPseudo")
     >>> print(summary.format())
@@ -28,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtdense.data.labels import IGNORE_INDEX, NUM_CLASSES, TRAIN_CLASS_NAMES, train_ids_to_label_ids
+from mtdense.data.labels import IGNORE_INDEX, train_ids_to_label_ids
 from mtdense.data.image import read_image
 from mtdense.io import write_json_atomic, write_png_atomic
 from mtdense.items import item_failure, item_message
@@ -64,12 +69,15 @@ class PseudoLabeler:
 
     Args:
         checkpoint: A checkpoint (anything :func:`mtdense.load_model` reads) or a model whose
-            ``forward`` returns ``{"seg": B x 19 x h x w logits, ...}``.
+            ``forward`` returns ``{"seg": B x K x h x w logits, ...}``.
         threshold: Least softmax probability of the winning class to keep a pixel, 0..1
             (0 keeps every pixel).
         size: Network input ``(H, W)``; logits are resized back to each image's size.
             ``None``: each image at its own size.
         device: ``"cpu"`` or ``"cuda"``.
+
+    Attributes:
+        info: The model's :class:`~mtdense.data.description.DatasetInfo` (its class names).
     """
 
     def __init__(
@@ -86,9 +94,7 @@ class PseudoLabeler:
         self.threshold = float(threshold)
         self.checkpoint = None if isinstance(checkpoint, nn.Module) else str(Path(checkpoint).resolve())
         self.predictor = Predictor(checkpoint, device=device, size=size)
-        classes = getattr(self.predictor.model, "tasks", {}).get("seg", NUM_CLASSES)
-        if classes != NUM_CLASSES:
-            raise ValueError(f"the model's seg head has {classes} classes; pseudo-labels need the {NUM_CLASSES} Cityscapes train classes")
+        self.info = self.predictor.info
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +104,9 @@ class PseudoLabeler:
             image: H x W x 3 uint8 RGB.
 
         Returns:
-            ``(train_ids, confidence)``: H x W uint8 argmax train ids 0..18 and H x W float32
-            softmax probability of that class, both at the image's size.
+            ``(train_ids, confidence)``: H x W uint8 argmax class indices ``0..K-1`` (the model's
+            classes; for Cityscapes the train ids) and H x W float32 softmax probability of
+            that class, both at the image's size.
         """
         rgb = self.predictor._to_rgb(image)
         logits = self.predictor.model(self.predictor.preprocess([rgb]))["seg"].float()
@@ -110,7 +117,7 @@ class PseudoLabeler:
         return train_ids.to(torch.uint8).cpu().numpy(), confidence.cpu().numpy()
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        """H x W uint8 train ids, 255 (ignore) where the confidence is under the threshold."""
+        """H x W uint8 class indices, 255 (ignore) where the confidence is under the threshold."""
         train_ids, confidence = self.predict(image)
         return np.where(confidence >= self.threshold, train_ids, np.uint8(IGNORE_INDEX)).astype(np.uint8)
 
@@ -129,7 +136,7 @@ class PseudoLabelSummary:
         threshold: The confidence threshold.
         pixels: Pixels of the images labelled in this run.
         kept_pixels: Of those, pixels at or above the threshold (the rest are label id 0).
-        class_pixels: Kept pixels per train class name.
+        class_pixels: Kept pixels per class name (the model's classes).
         seconds: Wall time.
         failed: Images not labelled: image path -> one-line message naming the file and the fix.
     """
@@ -153,7 +160,7 @@ class PseudoLabelSummary:
         return self.kept_pixels / self.pixels if self.pixels else None
 
     def class_shares(self) -> dict[str, float]:
-        """Each train class's share of the kept pixels, largest first."""
+        """Each class's share of the kept pixels, largest first."""
         total = sum(self.class_pixels.values())
         shares = {k: v / total for k, v in self.class_pixels.items() if v} if total else {}
         return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
@@ -219,13 +226,23 @@ def pseudo_label_split(
         A :class:`PseudoLabelSummary`.
 
     Raises:
-        FileNotFoundError: no images in the split. ValueError: an unreadable record, or a bad
-            ``out`` name. WriteError: an output that cannot be written (it would fail for every image).
+        FileNotFoundError: no images in the split. ValueError: a model whose classes are not the
+            19 Cityscapes classes (the files are Cityscapes label ids), an unreadable record, or
+            a bad ``out`` name. WriteError: an output that cannot be written (it would fail for
+            every image).
     """
     from tqdm import tqdm
 
     from mtdense.data.cityscapes import frame_file, list_frames
+    from mtdense.outputs import has_cityscapes_classes
 
+    info = labeler.info
+    if not has_cityscapes_classes(info):
+        raise ValueError(
+            f"the model's {info.num_classes} classes ({', '.join(info.classes)}) are not the 19 Cityscapes classes; "
+            f"pseudo-labels are written as Cityscapes label ids ({out}/SPLIT/CITY/NAME_gtFine_labelIds.png), which "
+            f"exist only for those. Label other data with PseudoLabeler in Python (class indices, 255 where unsure)"
+        )
     check_folder_name(out, "gtPseudo")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
@@ -247,8 +264,8 @@ def pseudo_label_split(
 
     def save_record() -> None:
         summary.seconds = time.perf_counter() - start
-        summary.kept_pixels = int(counts[:NUM_CLASSES].sum())
-        summary.class_pixels = {name: int(counts[i]) for i, name in enumerate(TRAIN_CLASS_NAMES)}
+        summary.kept_pixels = int(counts[: info.num_classes].sum())
+        summary.class_pixels = {name: int(counts[i]) for i, name in enumerate(info.classes)}
         write_json_atomic(record_path, {
             "split": split, "out": out, "checkpoint": labeler.checkpoint, "threshold": labeler.threshold,
             "size": list(labeler.predictor.size) if labeler.predictor.size else None,
