@@ -74,3 +74,15 @@ def test_evaluate_refuses_a_dataset_of_other_classes(trained, tiny_folder, tmp_p
     assert main(["evaluate", str(trained), "--data", str(other), "--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert "sky, road, tree, car, house" in err and "floor, wall, person, chair, table" in err
+
+
+def test_pseudo_labels_follow_the_model_classes(trained, tiny_folder, tiny_cityscapes):
+    from mtdense.data.image import read_image
+    from mtdense.teachers.model import PseudoLabeler, pseudo_label_split
+
+    labeler = PseudoLabeler(trained, threshold=0.0)
+    assert labeler.info.classes == ("floor", "wall", "person", "chair", "table")
+    labels = labeler(read_image(tiny_folder / "images" / "val" / "frame000.png"))
+    assert labels.max() < 5
+    with pytest.raises(ValueError, match=r"5 classes \(floor, wall.*\) are not the 19 Cityscapes classes"):
+        pseudo_label_split(tiny_cityscapes, labeler, split="train", out="gtPseudo", progress=False)
