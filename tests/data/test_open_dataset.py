@@ -86,20 +86,21 @@ def test_lazy_export_from_the_package():
         mtdense.data.nothing  # noqa: B018
 
 
-def test_kitti_is_not_supported_yet(tmp_path):
-    with pytest.raises(ValueError, match="the kitti format is not supported yet"):
-        open_dataset(tmp_path, "train", format="kitti")
+def test_kitti_is_detected_by_any_of_its_folders(tmp_path):
+    for marker in ("raw", "data_depth_annotated", "data_semantics"):
+        (tmp_path / marker).mkdir(parents=True)
+        assert detect_format(tmp_path) == "kitti"
+        (tmp_path / marker).rmdir()
     (tmp_path / "raw").mkdir()
-    (tmp_path / "data_depth_annotated").mkdir()
-    with pytest.raises(ValueError, match=r"looks like KITTI \(raw/, data_depth_annotated/\); the kitti format is not "
-                                         r"supported yet"):
+    with pytest.raises(ValueError, match=r"kitti split 'train' has no frames \(looked in .*data_depth_annotated/train\)"):
         open_dataset(tmp_path, "train")
 
 
 def test_unknown_layout_format_or_option(tmp_path):
     (tmp_path / "photos").mkdir()
     with pytest.raises(ValueError, match=r"not a dataset layout mtdense knows; looked for dataset\.yaml \(folder format\), "
-                                         r"leftImg8bit/ \(Cityscapes\) and SPLIT/image/\*\.npy") as info:
+                                         r"leftImg8bit/ \(Cityscapes\), SPLIT/image/\*\.npy \(preprocessed NYUv2\) and raw/, "
+                                         r"data_depth_annotated/, data_semantics/ \(KITTI\)") as info:
         open_dataset(tmp_path, "train")
     assert str(tmp_path) in str(info.value)
     with pytest.raises(FileNotFoundError, match="does not exist"):

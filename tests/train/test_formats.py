@@ -19,11 +19,8 @@ def folder_recipe(tiny_recipe, root, **model):
     return data
 
 
-def test_kitti_and_unknown_formats_are_refused(tiny_recipe, tiny_folder):
+def test_unknown_formats_are_refused(tiny_recipe, tiny_folder):
     data = folder_recipe(tiny_recipe, tiny_folder)
-    data["data"]["format"] = "kitti"
-    with pytest.raises(RecipeError, match=r"data\.format.*kitti format is not supported yet"):
-        recipe_from_dict(data)
     data["data"]["format"] = "coco"
     with pytest.raises(RecipeError, match=r"data\.format.*unknown dataset format 'coco'"):
         recipe_from_dict(data)
@@ -34,6 +31,23 @@ def test_folder_root_needs_dataset_yaml(tiny_recipe, tiny_cityscapes):
     data["data"]["format"] = "folder"
     with pytest.raises(RecipeError, match="has no dataset.yaml"):
         recipe_from_dict(data)
+
+
+def test_kitti_root_needs_a_kitti_folder(tiny_recipe, tiny_folder, tmp_path):
+    data = folder_recipe(tiny_recipe, tiny_folder)
+    data["data"]["format"] = "kitti"
+    with pytest.raises(RecipeError, match=r"data\.root: .* has none of raw/, data_depth_annotated/, data_semantics/"):
+        recipe_from_dict(data)
+    (tmp_path / "data_semantics").mkdir()
+    data["data"]["root"] = str(tmp_path)
+    recipe = recipe_from_dict(data)
+    assert recipe.data.splits() == ("train+semantics_train", "val+semantics_val")
+    data["data"].update(train_split="train", val_split="val")
+    assert recipe_from_dict(data).data.splits() == ("train", "val")
+
+
+def test_other_formats_keep_their_train_and_val_splits(tiny_recipe, tiny_folder):
+    assert recipe_from_dict(folder_recipe(tiny_recipe, tiny_folder)).data.splits() == ("train", "val")
 
 
 def test_default_tasks_take_the_dataset_classes(tiny_recipe, tiny_folder):

@@ -1,5 +1,5 @@
 """Data: the Cityscapes label table, depth encodings, the dataset formats (Cityscapes, folder,
-NYUv2) behind :func:`open_dataset`, the dataset description, joint transforms, a pre-resized
+NYUv2, KITTI) behind :func:`open_dataset`, the dataset description, joint transforms, a pre-resized
 cache, the synthetic stereo city and stereo teachers.
 
 Submodules are imported where they are used (``from mtdense.data.cityscapes import

@@ -1,12 +1,14 @@
-"""Check a dataset tree (Cityscapes or folder format): read every file and report what is wrong
-and how to fix it.
+"""Check a dataset tree (Cityscapes, folder or KITTI format): read every file and report what is
+wrong and how to fix it.
 
 :func:`check_dataset` lists a tree with the helpers of its format's module
-(:mod:`mtdense.data.cityscapes`, :mod:`mtdense.data.folder`), reads each frame's files in threads
-and returns a :class:`DataCheckReport`: counts and depth statistics per split, and a list of
-:class:`Problem` s, each naming the file and the fix. ``mtdense data check`` prints its
-:meth:`DataCheckReport.summary`. The format is told by the root: ``dataset.yaml`` (or ``images/``
-without ``leftImg8bit/``) is the folder format, anything else is checked as Cityscapes.
+(:mod:`mtdense.data.cityscapes`, :mod:`mtdense.data.folder`, :mod:`mtdense.data.kitti`), reads each
+frame's files in threads and returns a :class:`DataCheckReport`: counts and depth statistics per
+split, and a list of :class:`Problem` s, each naming the file and the fix. ``mtdense data check``
+prints its :meth:`DataCheckReport.summary`. The format is told by the root (:func:`tree_format`):
+``dataset.yaml`` (or ``images/`` without ``leftImg8bit/``) is the folder format, ``raw/``,
+``data_depth_annotated/`` or ``data_semantics/`` without ``leftImg8bit/`` is KITTI, anything else
+is checked as Cityscapes.
 """
 
 from __future__ import annotations
@@ -52,9 +54,23 @@ from mtdense.data.folder import (
 )
 from mtdense.data.folder import _check_root as _check_folder_root
 from mtdense.data.image import read_image
+from mtdense.data.kitti import (
+    DEPTH_FOLDER as KITTI_DEPTH_FOLDER,
+    DEPTH_SPLITS as KITTI_DEPTH_SPLITS,
+    KITTI_MARKERS,
+    SEMANTICS_FOLDER as KITTI_SEMANTICS_FOLDER,
+    KittiFrame,
+    kitti_info,
+    read_kitti_depth,
+    read_kitti_semantic,
+    scan_kitti_split,
+)
+from mtdense.data.kitti import _check_root as _check_kitti_root
+from mtdense.data.kitti import _where as _kitti_folder
 from mtdense.data.labels import label_ids_to_train_ids
 
-__all__ = ["Problem", "SplitStats", "DataCheckReport", "tree_format", "check_dataset", "check_folder_dataset"]
+__all__ = ["Problem", "SplitStats", "DataCheckReport", "tree_format", "check_dataset", "check_folder_dataset",
+           "check_kitti_dataset"]
 
 
 def _read_colour(path: Path):
@@ -87,8 +103,10 @@ class SplitStats:
 
     Attributes:
         images: Images listed.
-        labels, disparities, cameras, rights: Images that have that counterpart (Cityscapes).
-        masks, depths, normals: Images that have that label (folder format).
+        labels, disparities, cameras, rights: Images that have that counterpart (Cityscapes;
+            ``labels`` also the semantic labels of KITTI).
+        masks, depths, normals: Images that have that label (folder format; ``depths`` also
+            the LiDAR ground truth of KITTI).
         checked: Frames whose files were read.
         depth_checked: Read frames whose disparity (depth) map could be decoded.
         valid_share_sum: Sum over read frames of the share of valid disparity (depth) pixels.
@@ -124,8 +142,8 @@ class DataCheckReport:
         depth_source: The checked disparity folder (None: depth not checked; Cityscapes only).
         splits: Per-split counts and statistics.
         problems: Errors and warnings, each naming a file and a fix.
-        format: ``cityscapes`` or ``folder``.
-        info: The folder dataset's description (None: Cityscapes, or a broken ``dataset.yaml``).
+        format: ``cityscapes``, ``folder`` or ``kitti``.
+        info: The folder or KITTI dataset's description (None: Cityscapes, or a broken ``dataset.yaml``).
     """
 
     root: Path
@@ -150,7 +168,8 @@ class DataCheckReport:
 
     def summary(self, max_problems: int = 20) -> str:
         """A table of counts per split, then the errors and warnings (``max_problems`` of each)."""
-        lines = self._folder_table() if self.format == "folder" else self._cityscapes_table()
+        tables = {"folder": self._folder_table, "kitti": self._kitti_table}
+        lines = tables.get(self.format, self._cityscapes_table)()
         for title, items in (("Errors", self.errors), ("Warnings", self.warnings)):
             if not items:
                 continue
@@ -177,6 +196,15 @@ class DataCheckReport:
             dep = f"{s.depth_range[0]:.2f}..{s.depth_range[1]:.2f}" if s.depth_range else "-"
             lines.append(f"{name:<12}{s.images:>8}{s.masks:>8}{s.depths:>8}{s.normals:>9}{s.checked:>7}{share:>13}"
                          f"  {dep:<16}")
+        return lines
+
+    def _kitti_table(self) -> list[str]:
+        lines = [f"KITTI tree {self.root} (depth from {KITTI_DEPTH_FOLDER}/, labels from {KITTI_SEMANTICS_FOLDER}/)", ""]
+        lines.append(f"{'split':<12}{'images':>8}{'depth':>8}{'labels':>8}{'read':>7}{'valid depth':>13}  {'depth m':<16}")
+        for name, s in self.splits.items():
+            share = f"{100 * s.valid_share_sum / s.depth_checked:.1f}%" if s.depth_checked else "-"
+            dep = f"{s.depth_range[0]:.2f}..{s.depth_range[1]:.2f}" if s.depth_range else "-"
+            lines.append(f"{name:<12}{s.images:>8}{s.depths:>8}{s.labels:>8}{s.checked:>7}{share:>13}  {dep:<16}")
         return lines
 
     def _cityscapes_table(self) -> list[str]:
@@ -299,7 +327,7 @@ def check_dataset(
         limit: Read at most this many evenly spaced frames per split (counts cover all).
         progress: Show a tqdm progress bar.
         workers: Reader threads (default: up to 4, one per CPU).
-        format: ``cityscapes``, ``folder`` or ``auto`` (:func:`tree_format`).
+        format: ``cityscapes``, ``folder``, ``kitti`` or ``auto`` (:func:`tree_format`).
 
     Returns:
         The report: ``.ok`` is False when there are errors; ``.summary()`` is for people.
@@ -312,8 +340,10 @@ def check_dataset(
         format = tree_format(root)
     if format == "folder":
         return check_folder_dataset(root, splits, limit=limit, progress=progress, workers=workers)
+    if format == "kitti":
+        return check_kitti_dataset(root, splits, limit=limit, progress=progress, workers=workers)
     if format != "cityscapes":
-        raise ValueError(f"'mtdense data check' reads the cityscapes and folder formats, not {format!r}")
+        raise ValueError(f"'mtdense data check' reads the cityscapes, folder and kitti formats, not {format!r}")
     root = _check_root(Path(root))
     splits = list(splits) if splits else list_splits(root)
     report = DataCheckReport(root=root, depth_source=depth_source)
@@ -419,11 +449,16 @@ _FOLDER_FIX = "replace it with a good copy, or delete the frame's files"
 
 def tree_format(root: str | Path) -> str:
     """``folder`` for a root with ``dataset.yaml``, or with ``images/`` and no ``leftImg8bit/``;
-    ``cityscapes`` otherwise."""
+    ``kitti`` for one with ``raw/``, ``data_depth_annotated/`` or ``data_semantics/`` and no
+    ``leftImg8bit/``; ``cityscapes`` otherwise."""
     root = Path(root)
     if (root / DESCRIPTION_FILE).is_file():
         return "folder"
-    return "folder" if (root / FOLDER_IMAGES).is_dir() and not (root / IMAGE_FOLDER).is_dir() else "cityscapes"
+    if (root / IMAGE_FOLDER).is_dir():
+        return "cityscapes"
+    if (root / FOLDER_IMAGES).is_dir():
+        return "folder"
+    return "kitti" if any((root / m).is_dir() for m in KITTI_MARKERS) else "cityscapes"
 
 
 def _read_into(problems: list[Problem], reader: Callable[[Path], Any], path: Path, default_fix: str = _FOLDER_FIX) -> Any:
@@ -539,4 +574,97 @@ def check_folder_dataset(
                             f"fine for data without {task} labels; otherwise add {LABEL_FOLDERS[task]}/{split}/NAME.png"))
         jobs += [(split, f) for f in _spread(frames, limit)]
     _check_frames(report, jobs, lambda frame: _check_folder_frame(frame, report.info), workers, progress)
+    return report
+
+
+# --- the kitti format ---------------------------------------------------------------------------
+
+_KITTI_FIX = "replace it with the file from the KITTI download"
+
+
+def _check_kitti_frame(frame: KittiFrame) -> tuple[list[Problem], dict[str, Any]]:
+    """Read one KITTI frame; return its problems and its depth statistics."""
+    problems: list[Problem] = []
+    stats: dict[str, Any] = {}
+    image = _read_into(problems, _read_colour, frame.image, _KITTI_FIX)
+    size = None if image is None else image.shape[:2]
+
+    def same_size(array: np.ndarray, path: Path) -> bool:
+        if size is not None and array.shape[:2] != size:
+            problems.append(Problem("error", str(path), f"{array.shape[0]}x{array.shape[1]} (H x W) but its image "
+                                    f"{frame.image} is {size[0]}x{size[1]}",
+                                    "a frame's files must have one size; replace it with the file of this frame"))
+            return False
+        return True
+
+    if frame.semantic is not None:
+        seg = _read_into(problems, read_kitti_semantic, frame.semantic, _KITTI_FIX)
+        if seg is not None:
+            same_size(seg, frame.semantic)
+    if frame.depth is not None:
+        depth = _read_into(problems, read_kitti_depth, frame.depth, _KITTI_FIX)
+        if depth is not None and same_size(depth, frame.depth):
+            valid = depth > 0
+            stats["valid_share"] = float(valid.mean()) if valid.size else 0.0
+            if valid.any():
+                stats["depth"] = (float(depth[valid].min()), float(depth[valid].max()))
+            else:
+                problems.append(Problem("warning", str(frame.depth), "no LiDAR point in this depth map",
+                                        "check that it is the groundtruth/ file of the download"))
+    return problems, stats
+
+
+def _kitti_splits(root: Path) -> list[str]:
+    splits = [s for s in KITTI_DEPTH_SPLITS if (root / KITTI_DEPTH_FOLDER / s).is_dir()]
+    return splits + (["semantics"] if (root / KITTI_SEMANTICS_FOLDER / "training").is_dir() else [])
+
+
+def check_kitti_dataset(
+    root: str | Path,
+    splits: list[str] | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> DataCheckReport:
+    """Check a KITTI root (see :mod:`mtdense.data.kitti`): layout, and every file of every frame.
+
+    Errors: a drive folder that is no KITTI drive name; a depth map without its raw image (a
+    missing raw drive folder counts once, naming the folder expected); a semantic label without
+    its image; a file that does not decode; a depth map that is not 16-bit or a label that is not
+    8-bit; label ids outside the Cityscapes table; a depth map or label whose size differs from
+    its image; a split without frames. Warnings: a drive without depth maps, a semantic image
+    without its label, a depth map without any LiDAR point.
+
+    Args:
+        root: The folder that holds ``raw/``, ``data_depth_annotated/``, ``data_semantics/``.
+        splits: Splits to check (default: ``train``, ``val`` and ``semantics``, those present).
+        limit: Read at most this many evenly spaced frames per split (counts and layout cover all).
+        progress: Show a tqdm progress bar.
+        workers: Reader threads (default: up to 4, one per CPU).
+
+    Raises:
+        FileNotFoundError: The root does not exist or holds no KITTI folder.
+        ValueError: An unknown split name.
+    """
+    root = _check_kitti_root(Path(root))
+    report = DataCheckReport(root=root, depth_source=None, format="kitti", info=kitti_info())
+    splits = list(splits) if splits else _kitti_splits(root)
+    if not splits:
+        report.problems.append(Problem("error", str(root), f"neither {KITTI_DEPTH_FOLDER}/train, {KITTI_DEPTH_FOLDER}/val "
+                                       f"nor {KITTI_SEMANTICS_FOLDER}/training: no frames to train or evaluate on",
+                                       "extract data_depth_annotated.zip (with the raw drives it names into raw/) or "
+                                       "data_semantics.zip into the root"))
+    jobs: list[tuple[str, KittiFrame]] = []
+    for split in splits:
+        frames, issues = scan_kitti_split(root, split)
+        report.problems += [Problem(i.severity, str(i.file), i.message, i.fix) for i in issues]
+        stats = report.splits[split] = SplitStats(images=len(frames))
+        stats.depths = sum(f.depth is not None for f in frames)
+        stats.labels = sum(f.semantic is not None for f in frames)
+        if not frames and not any(i.severity == "error" for i in issues):
+            report.problems.append(Problem("error", str(_kitti_folder(root, split.split("+")[0])),
+                                           f"kitti split {split!r} has no frames",
+                                           "extract the download into the root, or leave the split out"))
+        jobs += [(split, f) for f in _spread(frames, limit)]
+    _check_frames(report, jobs, _check_kitti_frame, workers, progress)
     return report

@@ -19,14 +19,10 @@ from mtdense.data.cityscapes import IMAGE_FOLDER as CITYSCAPES_IMAGE_FOLDER
 from mtdense.data.cityscapes import CityscapesDataset
 from mtdense.data.description import DESCRIPTION_FILE, FORMATS, DatasetInfo
 from mtdense.data.folder import FolderDataset
+from mtdense.data.kitti import KITTI_MARKERS, KittiDataset
 from mtdense.data.nyuv2 import NYUV2_FOLDERS, NYUv2Dataset
 
 __all__ = ["detect_format", "open_dataset"]
-
-_KITTI_MARKERS = ("raw", "data_depth_annotated", "data_semantics")
-_NOT_YET = ("the kitti format is not supported yet (planned: raw images with LiDAR ground truth from the depth "
-            "benchmark, and the 200 semantic frames); convert the frames to the folder format meanwhile "
-            "(images/, masks/, depth/ as 16-bit PNGs of depth_m * 256)")
 
 
 class _Cityscapes(CityscapesDataset):
@@ -46,12 +42,12 @@ def detect_format(root: str | Path) -> str:
     """The format of a dataset root, from its layout.
 
     ``folder``: ``ROOT/dataset.yaml``; ``cityscapes``: ``ROOT/leftImg8bit/``; ``nyuv2``:
-    ``ROOT/{train,val,...}/image/*.npy``.
+    ``ROOT/{train,val,...}/image/*.npy``; ``kitti``: ``ROOT/raw/``, ``ROOT/data_depth_annotated/``
+    or ``ROOT/data_semantics/``.
 
     Raises:
         FileNotFoundError: The root does not exist.
-        ValueError: A KITTI layout (not supported yet), or none of the above (the message says
-            what was looked for).
+        ValueError: None of the above (the message says what was looked for).
     """
     root = Path(root)
     if not root.is_dir():
@@ -63,12 +59,12 @@ def detect_format(root: str | Path) -> str:
     image = NYUV2_FOLDERS["image"]
     if any(next((p / image).glob("*.npy"), None) is not None for p in root.iterdir() if (p / image).is_dir()):
         return "nyuv2"
-    if any((root / m).is_dir() for m in _KITTI_MARKERS):
-        raise ValueError(f"{root}: looks like KITTI ({', '.join(m + '/' for m in _KITTI_MARKERS if (root / m).is_dir())}); "
-                         + _NOT_YET)
+    if any((root / m).is_dir() for m in KITTI_MARKERS):
+        return "kitti"
     raise ValueError(
         f"{root}: not a dataset layout mtdense knows; looked for {DESCRIPTION_FILE} (folder format), "
-        f"{CITYSCAPES_IMAGE_FOLDER}/ (Cityscapes) and SPLIT/{image}/*.npy (preprocessed NYUv2). For your own data "
+        f"{CITYSCAPES_IMAGE_FOLDER}/ (Cityscapes), SPLIT/{image}/*.npy (preprocessed NYUv2) and "
+        f"{', '.join(m + '/' for m in KITTI_MARKERS)} (KITTI). For your own data "
         f"write {DESCRIPTION_FILE} ('classes: [name, ...]') beside images/SPLIT/; or name the format with "
         f"format=... ({', '.join(FORMATS)})"
     )
@@ -80,27 +76,25 @@ def open_dataset(root: str | Path, split: str, format: str = "auto", **kwargs: A
     Args:
         root: The dataset root.
         split: The split (``train``, ``val``, ...; a folder name of the format).
-        format: ``auto`` (:func:`detect_format`), ``cityscapes``, ``folder`` or ``nyuv2``
-            (``kitti`` is not supported yet).
+        format: ``auto`` (:func:`detect_format`), ``cityscapes``, ``folder``, ``nyuv2`` or ``kitti``.
         **kwargs: Passed to the format's dataset: ``transform`` and ``cache_in_memory`` for all;
-            ``tasks`` (folder); ``depth_source``, ``crop_bottom``, ``label_source``, ... (Cityscapes,
-            see :class:`~mtdense.data.cityscapes.CityscapesDataset`).
+            ``tasks`` (folder, kitti); ``depth_source``, ``crop_bottom``, ``label_source``, ...
+            (Cityscapes, see :class:`~mtdense.data.cityscapes.CityscapesDataset`).
 
     Returns:
-        A :class:`~mtdense.data.cityscapes.CityscapesDataset`, :class:`~mtdense.data.folder.FolderDataset`
-        or :class:`~mtdense.data.nyuv2.NYUv2Dataset`, each with ``.info`` and ``.classes``.
+        A :class:`~mtdense.data.cityscapes.CityscapesDataset`, :class:`~mtdense.data.folder.FolderDataset`,
+        :class:`~mtdense.data.nyuv2.NYUv2Dataset` or :class:`~mtdense.data.kitti.KittiDataset`, each
+        with ``.info`` and ``.classes``.
 
     Raises:
-        ValueError: An unknown format name, ``kitti``, an undetectable layout, or what the
-            format's dataset raises.
+        ValueError: An unknown format name, an undetectable layout, or what the format's dataset
+            raises.
         FileNotFoundError: The root or split does not exist.
     """
     if format == "auto":
         format = detect_format(root)
-    if format == "kitti":
-        raise ValueError(_NOT_YET)
     classes = {"cityscapes": (_Cityscapes, CityscapesDataset), "folder": (FolderDataset, FolderDataset),
-               "nyuv2": (NYUv2Dataset, NYUv2Dataset)}
+               "nyuv2": (NYUv2Dataset, NYUv2Dataset), "kitti": (KittiDataset, KittiDataset)}
     if format not in classes:
         raise ValueError(f"unknown dataset format {format!r}; known: auto, {', '.join(FORMATS)}")
     cls, documented = classes[format]

@@ -84,11 +84,13 @@ class CityscapesDataModule(L.LightningDataModule):
         cache_in_memory: Keep decoded frames in memory (see
             :class:`~mtdense.data.cityscapes.CityscapesDataset`).
         seed: Seed of the training order and augmentation (:attr:`train_sampler`).
-        format: Dataset format (``cityscapes``, ``folder``, ``nyuv2``); the formats other than
-            ``cityscapes`` are opened with :func:`mtdense.data.open_dataset` and take no
+        format: Dataset format (``cityscapes``, ``folder``, ``nyuv2``, ``kitti``); the formats
+            other than ``cityscapes`` are opened with :func:`mtdense.data.open_dataset` and take no
             ``depth_source`` / ``clean_disparity`` / ``crop_bottom``.
         num_classes: Segmentation classes ``K`` the transforms accept (seg ``0..K-1`` or 255).
-        tasks: Tasks to load (``folder`` only; default: all the dataset has).
+        tasks: Tasks to load (``folder`` and ``kitti``; default: all the dataset has).
+        train_split: The split trained on (``kitti``: e.g. ``train+semantics_train``).
+        val_split: The split validated on.
     """
 
     def __init__(
@@ -110,10 +112,13 @@ class CityscapesDataModule(L.LightningDataModule):
         format: str = "cityscapes",
         num_classes: int = NUM_CLASSES,
         tasks: Sequence[str] | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
     ):
         super().__init__()
         self.root = Path(root)
         self.format = format
+        self.train_split, self.val_split = str(train_split), str(val_split)
         self.num_classes = int(num_classes)
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size or batch_size)
@@ -127,7 +132,7 @@ class CityscapesDataModule(L.LightningDataModule):
                                    "crop_bottom": crop_bottom, "cache_in_memory": bool(cache_in_memory)}
         else:
             self.dataset_kwargs = {"cache_in_memory": bool(cache_in_memory)}
-            if format == "folder" and tasks is not None:
+            if format in ("folder", "kitti") and tasks is not None:
                 self.dataset_kwargs["tasks"] = list(tasks)
         self.num_workers = int(num_workers)
         self.train_set: Dataset | None = None
@@ -148,14 +153,15 @@ class CityscapesDataModule(L.LightningDataModule):
             val_size: The stage's validation size ``(H, W)``, ``None``: native.
             seed: Seed of the training order and augmentation.
             num_classes: The model's segmentation classes (``model.tasks.seg``).
-            tasks: The model's tasks (a ``folder`` dataset loads these).
+            tasks: The model's tasks (a ``folder`` or ``kitti`` dataset loads these).
         """
         same_names = {"depth_source", "clean_disparity", "crop_bottom", "num_workers", "color_jitter", "cache_in_memory",
                       "format"}
+        train_split, val_split = data.splits()
         return cls(
             Path(str(data.root)).expanduser(), batch_size=stage.batch_size, train_size=train_size, val_size=val_size,
             crop_scale=stage.crop_scale, zoom_depth=stage.zoom_depth, seed=seed, num_classes=num_classes, tasks=tasks,
-            **data.model_dump(include=same_names),
+            train_split=train_split, val_split=val_split, **data.model_dump(include=same_names),
         )
 
     def _dataset(self, split: str, transform: TrainTransform | EvalTransform) -> Dataset:
@@ -165,14 +171,14 @@ class CityscapesDataModule(L.LightningDataModule):
 
     def train_dataset(self) -> Dataset:
         """The augmented training split."""
-        return self._dataset("train", TrainTransform(
+        return self._dataset(self.train_split, TrainTransform(
             size=self.train_size, scale=self.crop_scale, zoom_depth=self.zoom_depth, color_jitter=self.color_jitter,
             reference_width=None if self.val_size is None else self.val_size[1], num_classes=self.num_classes,
         ))
 
     def val_dataset(self) -> Dataset:
         """The validation split (resized to ``val_size`` if set, no augmentation)."""
-        return self._dataset("val", EvalTransform(size=self.val_size, num_classes=self.num_classes))
+        return self._dataset(self.val_split, EvalTransform(size=self.val_size, num_classes=self.num_classes))
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:
@@ -198,7 +204,8 @@ class CityscapesDataModule(L.LightningDataModule):
             self.setup("fit")
         if len(self.train_set) < self.batch_size:
             raise ValueError(
-                f"{self.root}: the train split has {len(self.train_set)} frames, fewer than batch_size={self.batch_size}; "
+                f"{self.root}: the {self.train_split} split has {len(self.train_set)} frames, fewer than "
+                f"batch_size={self.batch_size}; "
                 f"lower the stage's batch_size"
             )
         return self._loader(self.train_set, self.batch_size, train=True)

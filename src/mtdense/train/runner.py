@@ -114,7 +114,7 @@ def stage_sizes(recipe: Recipe, stage: StageConfig) -> tuple[tuple[int, int], tu
     d = recipe.data
     by_scale = None
     if stage.scale is not None and (stage.size is None or d.val_size is None):
-        by_scale = scaled_size(native_size(str(d.root), "train", d.crop_bottom, d.depth_source, d.format), stage.scale)
+        by_scale = scaled_size(native_size(str(d.root), d.splits()[0], d.crop_bottom, d.depth_source, d.format), stage.scale)
     train_size = (stage.size[0], stage.size[1]) if stage.size is not None else by_scale
     if d.val_size is not None:
         return train_size, (d.val_size[0], d.val_size[1])  # type: ignore[return-value]
@@ -127,14 +127,15 @@ def fit_to_dataset(recipe: Recipe) -> tuple[Recipe, DatasetInfo]:
     For ``cityscapes`` the recipe is kept as it is (19 classes). For the other formats the
     dataset decides: ``model.tasks.seg`` at the default 19 becomes the dataset's number of
     classes ``K``; with the default tasks (``{seg: 19, depth: 1}``) a task the dataset has no
-    labels for is left out.
+    labels for is left out. The tasks are those of the training split (``data.train_split``; for
+    ``kitti`` by default the depth frames and labelled frames together).
 
     Raises:
         RecipeError: ``model.tasks.seg`` set to a number other than 19 and ``K``, a task the
             dataset has no labels for named in ``model.tasks``, or no task left.
     """
     d = recipe.data
-    info = dataset_info(Path(str(d.root)).expanduser(), d.format, depth_source=d.depth_source)
+    info = dataset_info(Path(str(d.root)).expanduser(), d.format, split=d.splits()[0], depth_source=d.depth_source)
     if d.format == "cityscapes":
         return recipe, DatasetInfo.cityscapes(tasks=[t for t in info.tasks if t in recipe.model.tasks])
     given = dict(recipe.model.tasks)
@@ -195,7 +196,8 @@ def _with_class_weights(recipe: Recipe, root: Path) -> Recipe:
     from mtdense.losses import enet_class_weights
 
     if recipe.data.format == "cityscapes":
-        counts = class_pixel_counts(root, "train", crop_bottom=recipe.data.crop_bottom, progress=recipe.trainer.progress_bar)
+        counts = class_pixel_counts(root, recipe.data.splits()[0], crop_bottom=recipe.data.crop_bottom,
+                                    progress=recipe.trainer.progress_bar)
     else:
         import numpy as np
 
@@ -203,7 +205,7 @@ def _with_class_weights(recipe: Recipe, root: Path) -> Recipe:
 
         k = recipe.model.tasks["seg"]
         counts = np.zeros(k, dtype=np.int64)
-        for sample in open_dataset(root, "train", format=recipe.data.format):
+        for sample in open_dataset(root, recipe.data.splits()[0], format=recipe.data.format):
             seg = np.asarray(sample["seg"])
             counts += np.bincount(seg[seg < k].ravel(), minlength=k)[:k]
     weights = [round(float(w), 6) for w in enet_class_weights(counts)]

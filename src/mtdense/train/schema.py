@@ -68,14 +68,15 @@ def _class_weighting(value: str | list[float] | None) -> str | list[float] | Non
     return value
 
 
-TRAIN_FORMATS = ("cityscapes", "folder", "nyuv2")
+TRAIN_FORMATS = ("cityscapes", "folder", "nyuv2", "kitti")
 """Dataset formats a recipe trains on (``data.format``)."""
+
+DEFAULT_SPLITS = {"kitti": ("train+semantics_train", "val+semantics_val")}
+"""``(train, val)`` splits of a format whose data splits are not simply ``train`` and ``val``:
+KITTI's depth frames and labelled frames are separate splits (see :mod:`mtdense.data.kitti`)."""
 
 
 def _data_format(value: str) -> str:
-    if value == "kitti":
-        raise ValueError("the kitti format is not supported yet; convert the frames to the folder format meanwhile "
-                         "(images/, masks/, depth/ as 16-bit PNGs of depth_m * 256, and dataset.yaml)")
     if value not in TRAIN_FORMATS:
         raise ValueError(f"unknown dataset format {value!r}; valid: {', '.join(TRAIN_FORMATS)}")
     return value
@@ -118,12 +119,19 @@ class DataConfig(Section):
 
     root: str | None = None
     """Dataset root: for ``cityscapes`` the folder holding ``leftImg8bit/``, ``gtFine/``,
-    ``disparity/``, ``camera/``; for ``folder`` the one holding ``dataset.yaml`` and ``images/``."""
+    ``disparity/``, ``camera/``; for ``folder`` the one holding ``dataset.yaml`` and ``images/``;
+    for ``kitti`` the one holding ``raw/``, ``data_depth_annotated/`` and ``data_semantics/``."""
     format: Annotated[str, AfterValidator(_data_format)] = "cityscapes"
-    """Dataset format: ``cityscapes``, ``folder`` (your own data, see :mod:`mtdense.data.folder`)
-    or ``nyuv2`` (:mod:`mtdense.data.nyuv2`); the other formats read their splits with
-    :func:`mtdense.data.open_dataset` and ignore the Cityscapes-only keys (``depth_source``,
-    ``clean_disparity``, ``crop_bottom``)."""
+    """Dataset format: ``cityscapes``, ``folder`` (your own data, see :mod:`mtdense.data.folder`),
+    ``nyuv2`` (:mod:`mtdense.data.nyuv2`) or ``kitti`` (:mod:`mtdense.data.kitti`); the other
+    formats read their splits with :func:`mtdense.data.open_dataset` and ignore the
+    Cityscapes-only keys (``depth_source``, ``clean_disparity``, ``crop_bottom``)."""
+    train_split: str | None = None
+    """The split the stages train on; ``null``: the format's own, ``train`` (``kitti``:
+    ``train+semantics_train``, the depth frames and 160 of the 200 labelled frames)."""
+    val_split: str | None = None
+    """The split validated on; ``null``: the format's own, ``val`` (``kitti``:
+    ``val+semantics_val``, the depth frames of val and the other 40 labelled frames)."""
     depth_source: str = "disparity"
     """Depth ground truth: ``"disparity"`` (the shipped SGBM maps) or a teacher name known to
     :class:`mtdense.data.cityscapes.CityscapesDataset`."""
@@ -145,6 +153,11 @@ class DataConfig(Section):
     cache_in_memory: bool = False
     """Keep decoded frames in memory after the first epoch (later epochs only augment); for
     splits that fit in RAM, about ``H * W * 8`` bytes a frame."""
+
+    def splits(self) -> tuple[str, str]:
+        """``(train, val)``: :attr:`train_split` and :attr:`val_split`, or the format's defaults."""
+        train, val = DEFAULT_SPLITS.get(self.format, ("train", "val"))
+        return self.train_split or train, self.val_split or val
 
 
 class ModelConfig(Section):
@@ -322,7 +335,7 @@ def validate_paths(recipe: Recipe) -> None:
 
     Raises:
         RecipeError: ``data.root`` unset or missing; a Cityscapes root without ``leftImg8bit/``,
-            a folder root without ``dataset.yaml``.
+            a folder root without ``dataset.yaml``, a KITTI root without any of its folders.
     """
     root = recipe.data.root
     fmt = recipe.data.format
@@ -340,6 +353,14 @@ def validate_paths(recipe: Recipe) -> None:
         if not (path / "dataset.yaml").is_file():
             raise RecipeError(f"data.root: {str(path)!r} has no dataset.yaml; a folder dataset describes itself there "
                               f"('classes: [name, ...]') beside images/SPLIT/")
+        return
+    if fmt == "kitti":
+        from mtdense.data.kitti import KITTI_MARKERS
+
+        if not any((path / m).is_dir() for m in KITTI_MARKERS):
+            raise RecipeError(f"data.root: {str(path)!r} has none of {', '.join(m + '/' for m in KITTI_MARKERS)}; a KITTI "
+                              f"root holds the raw drives in raw/DATE/DRIVE/, the depth benchmark in data_depth_annotated/ "
+                              f"and the semantic frames in data_semantics/")
         return
     if fmt != "cityscapes":
         return

@@ -1,0 +1,290 @@
+"""The kitti format: raw images with LiDAR ground truth, the labelled frames, their splits and errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mtdense.cli import main
+from mtdense.data.check import check_dataset, tree_format
+from mtdense.data.kitti import (
+    KittiDataset,
+    garg_crop_mask,
+    kitti_eval_depth,
+    list_kitti_frames,
+    load_kitti_frame,
+)
+from mtdense.data.labels import TRAIN_CLASS_NAMES
+from mtdense.data.open import detect_format, open_dataset
+
+H, W = 32, 96
+DRIVES = {  # split -> drive -> frames with ground truth
+    "train": {"2011_09_26_drive_0001_sync": ["0000000005", "0000000006", "0000000007"],
+              "2011_09_28_drive_0002_sync": ["0000000005", "0000000006"]},
+    "val": {"2011_09_26_drive_0005_sync": ["0000000005", "0000000006"]},
+}
+SEMANTIC = [f"{i:06d}_10" for i in range(6)]
+# Cityscapes label ids and the train ids they map to: road 7 -> 0, car 26 -> 13, sky 23 -> 10,
+# unlabeled 0 and ego vehicle 1 -> 255 (ignore).
+IDS = np.array([0, 1, 7, 23, 26], np.uint8)
+TRAIN_IDS = np.array([255, 255, 0, 10, 13], np.uint8)
+
+
+def _image(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def _write(path: Path, array: np.ndarray, rgb: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if rgb else array)
+
+
+def raw_path(root: Path, drive: str, frame: str) -> Path:
+    return root / "raw" / drive[:10] / drive / "image_02" / "data" / f"{frame}.png"
+
+
+def gt_path(root: Path, split: str, drive: str, frame: str) -> Path:
+    return root / "data_depth_annotated" / split / drive / "proj_depth" / "groundtruth" / "image_02" / f"{frame}.png"
+
+
+def make_kitti(root: Path, seed: int = 0) -> dict:
+    """A tiny KITTI tree; returns what was written (images RGB, depth PNG values, label ids)."""
+    rng = np.random.default_rng(seed)
+    written: dict = {"image": {}, "depth": {}, "ids": {}}
+    for split, drives in DRIVES.items():
+        for drive, frames in drives.items():
+            _write(raw_path(root, drive, "0000000000"), _image(rng), rgb=True)  # a raw frame without ground truth
+            for frame in frames:
+                name = f"{drive}_{frame}"
+                written["image"][name] = image = _image(rng)
+                _write(raw_path(root, drive, frame), image, rgb=True)
+                values = rng.integers(1, 30000, (H, W)).astype(np.uint16)
+                values[rng.random((H, W)) < 0.8] = 0  # sparse: most pixels have no LiDAR point
+                values[0, :4] = [256, 2560, 1, 65535]  # 1 m, 10 m, 1/256 m, 255.996 m
+                written["depth"][name] = values
+                _write(gt_path(root, split, drive, frame), values)
+    for name in SEMANTIC:
+        written["image"][name] = image = _image(rng)
+        ids = IDS[rng.integers(0, len(IDS), (H, W))]
+        written["ids"][name] = ids
+        _write(root / "data_semantics" / "training" / "image_2" / f"{name}.png", image, rgb=True)
+        _write(root / "data_semantics" / "training" / "semantic" / f"{name}.png", ids)
+    return written
+
+
+@pytest.fixture(scope="module")
+def kitti(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("kitti") / "kitti"
+    return root, make_kitti(root)
+
+
+@pytest.fixture
+def copy(kitti, tmp_path) -> Path:
+    """A copy of the tiny tree to break."""
+    return Path(shutil.copytree(kitti[0], tmp_path / "kitti"))
+
+
+def test_depth_frames_read_back_exactly(kitti):
+    root, written = kitti
+    ds = KittiDataset(root, "train")
+    assert len(ds) == 5 and ds.info.tasks == ("depth",) and ds.info.format == "kitti"
+    assert ds.classes == TRAIN_CLASS_NAMES and ds.info.colors[0] == (128, 64, 128)
+    sample = ds[0]
+    name = "2011_09_26_drive_0001_sync_0000000005"
+    assert sample["name"] == name and "seg" not in sample
+    assert sample["image"].dtype == np.uint8 and np.array_equal(sample["image"], written["image"][name])
+    depth = sample["depth"]
+    assert depth.dtype == np.float32 and depth.shape == (H, W)
+    assert np.array_equal(depth, (written["depth"][name] / 256.0).astype(np.float32))
+    assert depth[0, :4].tolist() == [1.0, 10.0, 1 / 256, 65535 / 256] and (depth[written["depth"][name] == 0] == 0).all()
+    assert sample["paths"] == {"image": str(raw_path(root, "2011_09_26_drive_0001_sync", "0000000005")),
+                               "depth": str(gt_path(root, "train", "2011_09_26_drive_0001_sync", "0000000005"))}
+    assert [f.name for f in KittiDataset(root, "val").frames] == [f"2011_09_26_drive_0005_sync_{f}" for f in
+                                                                 DRIVES["val"]["2011_09_26_drive_0005_sync"]]
+
+
+def test_semantic_frames_map_label_ids_to_train_ids(kitti):
+    root, written = kitti
+    ds = KittiDataset(root, "semantics")
+    assert len(ds) == 6 and ds.info.tasks == ("seg",)
+    for i, name in enumerate(SEMANTIC):
+        sample = ds[i]
+        assert sample["name"] == name and "depth" not in sample
+        lut = np.zeros(256, np.uint8)
+        lut[IDS] = TRAIN_IDS
+        assert sample["seg"].dtype == np.uint8 and np.array_equal(sample["seg"], lut[written["ids"][name]])
+        assert np.array_equal(sample["image"], written["image"][name])
+    # every fifth labelled frame (by name) is held out for validation
+    held_out = [f.name for f in KittiDataset(root, "semantics_val").frames]
+    assert held_out == ["000000_10", "000005_10"]
+    assert [f.name for f in KittiDataset(root, "semantics_train").frames] == ["000001_10", "000002_10", "000003_10",
+                                                                            "000004_10"]
+
+
+def test_joined_split_fills_the_missing_labels(kitti):
+    root, _ = kitti
+    ds = KittiDataset(root, "train+semantics_train")
+    assert len(ds) == 9 and ds.info.tasks == ("seg", "depth")
+    depth_frame, labelled = ds[0], ds[8]
+    assert (depth_frame["seg"] == 255).all() and depth_frame["seg"].dtype == np.uint8
+    assert (labelled["depth"] == 0).all() and labelled["depth"].dtype == np.float32
+    assert (labelled["seg"] != 255).any() and (depth_frame["depth"] > 0).any()
+    assert depth_frame["paths"]["label"] == "" and labelled["paths"]["depth"] == ""
+    # a split without labelled frames carries seg when asked (all ignored), so validation batches collate
+    val = KittiDataset(root, "val", tasks=["seg", "depth"])
+    assert val.info.tasks == ("seg", "depth") and (val[0]["seg"] == 255).all()
+    with pytest.raises(ValueError, match="KITTI has no labels for normals"):
+        KittiDataset(root, "val", tasks=["normals"])
+    with pytest.raises(ValueError, match=r"unknown kitti split 'test' in 'train\+test'; known: train, val, semantics"):
+        KittiDataset(root, "train+test")
+
+
+def test_open_dataset_detects_kitti(kitti, tmp_path):
+    root, _ = kitti
+    assert detect_format(root) == "kitti" and tree_format(root) == "kitti"
+    ds = open_dataset(root, "val")
+    assert isinstance(ds, KittiDataset) and len(ds) == 2 and ds.classes == TRAIN_CLASS_NAMES
+    assert open_dataset(root, "semantics", format="kitti", cache_in_memory=True)._cache is not None
+    only_semantics = tmp_path / "sem"
+    shutil.copytree(root / "data_semantics", only_semantics / "data_semantics")
+    assert detect_format(only_semantics) == "kitti"
+    with pytest.raises(ValueError, match=r"the kitti format takes no depth_source; its options: transform, "
+                                         r"cache_in_memory, tasks"):
+        open_dataset(root, "train", depth_source="disparity")
+
+
+def test_a_depth_map_without_its_raw_image_names_the_drive_folder(copy):
+    drive = "2011_09_26_drive_0001_sync"
+    raw_path(copy, drive, "0000000006").unlink()
+    with pytest.raises(ValueError, match=r"0000000006\.png: no raw image .*raw/2011_09_26/2011_09_26_drive_0001_sync/"
+                                         r"image_02/data/0000000006\.png; restore the frame"):
+        KittiDataset(copy, "train")
+    _write(raw_path(copy, drive, "0000000006"), np.zeros((H, W, 3), np.uint8))
+    shutil.rmtree(copy / "raw" / "2011_09_28")
+    with pytest.raises(ValueError, match=r"2 depth maps but no raw images: the raw drive folder .*raw/2011_09_28/"
+                                         r"2011_09_28_drive_0002_sync/image_02/data is missing or empty; extract the raw "
+                                         r"recording 2011_09_28_drive_0002_sync \(from 2011_09_28/2011_09_28_drive_0002_sync\.zip of the KITTI raw "
+                                         r"data\) into .*raw/2011_09_28$"):
+        KittiDataset(copy, "train")
+    KittiDataset(copy, "val")  # the other split is fine
+
+
+@pytest.mark.parametrize("what, edit, message", [
+    ("8-bit depth", lambda r: _write(gt_path(r, "val", "2011_09_26_drive_0005_sync", "0000000005"),
+                                     np.zeros((H, W), np.uint8)),
+     r"0000000005\.png: a uint8 image with 1 channel, not the 16-bit single-channel PNG of the depth benchmark"),
+    ("depth of another size", lambda r: _write(gt_path(r, "val", "2011_09_26_drive_0005_sync", "0000000005"),
+                                               np.zeros((H - 8, W), np.uint16)),
+     r"0000000005\.png: 24x96 \(H x W\) but its image .*0000000005\.png is 32x96"),
+    ("16-bit label", lambda r: _write(r / "data_semantics/training/semantic/000000_10.png", np.zeros((H, W), np.uint16)),
+     r"000000_10\.png: a uint16 image with 1 channel, not one 8-bit channel of Cityscapes label ids"),
+    ("label of another size", lambda r: _write(r / "data_semantics/training/semantic/000000_10.png",
+                                               np.zeros((H, W - 8), np.uint8)),
+     r"000000_10\.png: 32x88 \(H x W\) but its image"),
+    ("unknown label id", lambda r: _write(r / "data_semantics/training/semantic/000000_10.png",
+                                          np.full((H, W), 34, np.uint8)),
+     r"000000_10\.png: label ids \[34\] are not in the Cityscapes label table"),
+    ("colour label", lambda r: _write(r / "data_semantics/training/semantic/000000_10.png",
+                                      np.zeros((H, W, 3), np.uint8)),
+     r"not one 8-bit channel of Cityscapes label ids; use the file from semantic/"),
+])
+def test_bad_files_are_refused_naming_the_file(copy, what, edit, message):
+    edit(copy)
+    frames = list_kitti_frames(copy, "val+semantics")
+    bad = next(f for f in frames if f.name in ("2011_09_26_drive_0005_sync_0000000005", "000000_10")
+               and (f.depth if "depth" in what else f.semantic) is not None)
+    with pytest.raises(ValueError, match=message):
+        load_kitti_frame(bad, ("seg", "depth"))
+
+
+def test_layout_errors_and_empty_splits(copy, tmp_path):
+    (copy / "data_semantics/training/image_2/000003_10.png").unlink()
+    with pytest.raises(ValueError, match=r"semantic/000003_10\.png: no image .*image_2/000003_10\.png"):
+        KittiDataset(copy, "semantics")
+    renamed = copy / "data_depth_annotated/val/drive_5"
+    (copy / "data_depth_annotated/val/2011_09_26_drive_0005_sync").rename(renamed)
+    with pytest.raises(ValueError, match=r"drive_5: not a KITTI drive name \(DATE_drive_NNNN_sync"):
+        KittiDataset(copy, "val")
+    only_semantics = tmp_path / "sem"
+    shutil.copytree(copy / "data_semantics", only_semantics / "data_semantics")
+    with pytest.raises(ValueError, match=r"kitti split 'train' has no frames \(looked in .*data_depth_annotated/train\); "
+                                         r"extract data_depth_annotated\.zip"):
+        KittiDataset(only_semantics, "train")
+    with pytest.raises(FileNotFoundError, match="has none of raw/, data_depth_annotated/, data_semantics/"):
+        KittiDataset(tmp_path, "train")
+
+
+def test_data_check_lists_every_problem(kitti, copy, capsys):
+    clean = check_dataset(kitti[0], progress=False)
+    assert clean.format == "kitti" and clean.ok and list(clean.splits) == ["train", "val", "semantics"]
+    assert (clean.splits["train"].images, clean.splits["train"].depths, clean.splits["semantics"].labels) == (5, 5, 6)
+    assert clean.splits["train"].depth_range == (1 / 256, 65535 / 256)
+    assert "KITTI tree" in clean.summary()
+
+    raw_path(copy, "2011_09_26_drive_0001_sync", "0000000006").unlink()
+    _write(gt_path(copy, "val", "2011_09_26_drive_0005_sync", "0000000006"), np.zeros((H, W), np.uint8))
+    _write(copy / "data_semantics/training/semantic/000002_10.png", np.full((H, W), 40, np.uint8))
+    _write(copy / "data_semantics/training/semantic/000004_10.png", np.zeros((H, 10), np.uint8))
+    report = check_dataset(copy, progress=False)
+    errors = {Path(p.file).name: p for p in report.errors}
+    assert set(errors) == {"0000000006.png", "000002_10.png", "000004_10.png"} and len(report.errors) == 4
+    assert "no raw image" in next(p.message for p in report.errors if "train" in p.file)
+    assert any("not the 16-bit single-channel PNG" in p.message for p in report.errors)
+    assert "label ids [40] are not in the Cityscapes label table" in errors["000002_10.png"].message
+    assert "32x10 (H x W) but its image" in errors["000004_10.png"].message
+    assert main(["data", "check", str(copy), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: 4 errors" in out and "KITTI tree" in out
+
+
+def test_garg_crop_and_the_80_m_cap():
+    mask = garg_crop_mask(375, 1242)
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (153, 371, 44, 1197)
+    assert mask.sum() == (371 - 153) * (1197 - 44)
+    depth = np.full((375, 1242), 90.0, np.float32)
+    depth[200, 100], depth[10, 100] = 30.0, 30.0  # inside and outside the crop
+    out = kitti_eval_depth(depth)
+    assert out.dtype == np.float32 and out[200, 100] == 30.0 and (out > 0).sum() == 1
+    assert (kitti_eval_depth(depth, garg_crop=False, max_depth_m=None) == depth).all()
+    batch = torch.from_numpy(depth)[None].repeat(2, 1, 1)
+    assert torch.equal(kitti_eval_depth(batch), torch.from_numpy(out)[None].repeat(2, 1, 1))
+
+
+def test_the_kitti_recipe_is_valid():
+    from mtdense.train.schema import load_recipe
+
+    recipe, _ = load_recipe("kitti_mobilenet_v3_small", check_paths=False)
+    assert recipe.data.format == "kitti" and recipe.data.splits() == ("train+semantics_train", "val+semantics_val")
+    assert recipe.model.tasks == {"seg": 19, "depth": 1} and [s.name for s in recipe.stages] == ["half", "full"]
+
+
+def test_training_steps_through_the_cli(kitti, tmp_path):
+    from mtdense import load_model
+    from mtdense.data.description import model_dataset_info
+
+    recipe = {
+        "name": "tiny_kitti",
+        "data": {"root": str(kitti[0]), "format": "kitti", "num_workers": 0},
+        "model": {"encoder": "mobilenet_v3_small", "decoder_channels": 16, "pretrained": False},
+        "stages": [{"name": "s0", "size": [H, W], "epochs": 1, "batch_size": 3, "lr": 2e-3}],
+        "trainer": {"accelerator": "cpu", "devices": 1, "limit_train_batches": 2, "limit_val_batches": 1,
+                    "log_every_n_steps": 1, "progress_bar": False},
+    }
+    path = tmp_path / "kitti.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run)]) == 0
+    model = load_model(run / "model.pth")
+    assert model.tasks == {"seg": 19, "depth": 1}
+    info = model_dataset_info(model)
+    assert info.format == "kitti" and info.tasks == ("seg", "depth") and list(info.classes) == TRAIN_CLASS_NAMES
+    metrics = (run / "stage0-s0" / "csv").rglob("metrics.csv")
+    header = next(metrics).read_text().splitlines()[0]
+    assert "val/miou" in header and "val/abs_rel" in header
