@@ -143,6 +143,13 @@ def test_joined_split_fills_the_missing_labels(kitti):
         KittiDataset(root, "val", tasks=["normals"])
     with pytest.raises(ValueError, match=r"unknown kitti split 'test' in 'train\+test'; known: train, val, semantics"):
         KittiDataset(root, "train+test")
+    # a part repeated *N times holds its frames N times (the labelled frames are few)
+    repeated = KittiDataset(root, "train+semantics_train*3")
+    assert len(repeated) == 5 + 3 * 4 and [f.name for f in repeated.frames[5:9]] == [f.name for f in repeated.frames[9:13]]
+    for bad, message in (("semantics*0", r"repeats the frames '\*0' times"), ("val+val", "names a part twice"),
+                         ("semantics+semantics_val", "semantics already holds")):
+        with pytest.raises(ValueError, match=message):
+            KittiDataset(root, bad)
 
 
 def test_open_dataset_detects_kitti(kitti, tmp_path):
@@ -261,7 +268,7 @@ def test_the_kitti_recipe_is_valid():
     from mtdense.train.schema import load_recipe
 
     recipe, _ = load_recipe("kitti_mobilenet_v3_small", check_paths=False)
-    assert recipe.data.format == "kitti" and recipe.data.splits() == ("train+semantics_train", "val+semantics_val")
+    assert recipe.data.format == "kitti" and recipe.data.splits() == ("train+semantics_train*50", "val+semantics_val")
     assert recipe.model.tasks == {"seg": 19, "depth": 1} and [s.name for s in recipe.stages] == ["half", "full"]
 
 
@@ -273,6 +280,7 @@ def test_training_steps_through_the_cli(kitti, tmp_path):
         "name": "tiny_kitti",
         "data": {"root": str(kitti[0]), "format": "kitti", "num_workers": 0},
         "model": {"encoder": "mobilenet_v3_small", "decoder_channels": 16, "pretrained": False},
+        "loss": {"class_weights": "enet"},  # counted on the labelled frames of the training split
         "stages": [{"name": "s0", "size": [H, W], "epochs": 1, "batch_size": 3, "lr": 2e-3}],
         "trainer": {"accelerator": "cpu", "devices": 1, "limit_train_batches": 2, "limit_val_batches": 1,
                     "log_every_n_steps": 1, "progress_bar": False},
@@ -285,6 +293,11 @@ def test_training_steps_through_the_cli(kitti, tmp_path):
     assert model.tasks == {"seg": 19, "depth": 1}
     info = model_dataset_info(model)
     assert info.format == "kitti" and info.tasks == ("seg", "depth") and list(info.classes) == TRAIN_CLASS_NAMES
+    from mtdense.models.weights import read_checkpoint
+
+    weights = read_checkpoint(run / "stage0-s0" / "checkpoints" / "last.ckpt")["hyper_parameters"]["loss_config"]
+    weights = weights["class_weights"]
+    assert len(weights) == 19 and weights[0] < weights[1]  # road (train id 0) is labelled, sidewalk is not
     metrics = (run / "stage0-s0" / "csv").rglob("metrics.csv")
     header = next(metrics).read_text().splitlines()[0]
     assert "val/miou" in header and "val/abs_rel" in header

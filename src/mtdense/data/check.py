@@ -66,6 +66,7 @@ from mtdense.data.kitti import (
     scan_kitti_split,
 )
 from mtdense.data.kitti import _check_root as _check_kitti_root
+from mtdense.data.kitti import _split_parts as _kitti_split_parts
 from mtdense.data.kitti import _where as _kitti_folder
 from mtdense.data.labels import label_ids_to_train_ids
 
@@ -662,7 +663,7 @@ def check_kitti_dataset(
         stats.depths = sum(f.depth is not None for f in frames)
         stats.labels = sum(f.semantic is not None for f in frames)
         if not frames and not any(i.severity == "error" for i in issues):
-            report.problems.append(Problem("error", str(_kitti_folder(root, split.split("+")[0])),
+            report.problems.append(Problem("error", str(_kitti_folder(root, _kitti_split_parts(split)[0][0])),
                                            f"kitti split {split!r} has no frames",
                                            "extract the download into the root, or leave the split out"))
         jobs += [(split, f) for f in _spread(frames, limit)]

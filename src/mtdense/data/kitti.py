@@ -22,7 +22,9 @@ Splits (:data:`KITTI_SPLITS`):
   recipe that trains on some needs others to validate on;
 - several joined by ``+`` (``train+semantics_train``): their frames together. A frame lacking a
   task the joined split has carries that task filled with "no label" (seg all 255, depth all 0),
-  as the ``folder`` format does, so batches collate and the task's loss and metrics skip it.
+  as the ``folder`` format does, so batches collate and the task's loss and metrics skip it;
+- a part followed by ``*N`` (``train+semantics_train*100``) holds its frames ``N`` times: the
+  160 labelled frames would otherwise be about one sample in 500 beside the depth frames.
 
 Sparse depth is evaluated over the points with ground truth; :func:`garg_crop_mask` and
 :data:`KITTI_MAX_DEPTH_M` are the usual evaluation options (:func:`kitti_eval_depth` applies both).
@@ -130,15 +132,22 @@ def _check_root(root: Path) -> Path:
     return root
 
 
-def _split_parts(split: str) -> list[str]:
-    parts = split.split("+")
-    unknown = [p for p in parts if p not in KITTI_SPLITS]
-    if unknown:
-        raise ValueError(f"unknown kitti split {unknown[0]!r} in {split!r}; known: {', '.join(KITTI_SPLITS)} "
-                         "(join several with '+', e.g. train+semantics_train)")
-    if len(set(parts)) != len(parts):
-        raise ValueError(f"kitti split {split!r} names a part twice")
-    if "semantics" in parts and len({"semantics_train", "semantics_val"} & set(parts)):
+def _split_parts(split: str) -> list[tuple[str, int]]:
+    """``"train+semantics_train*50"`` -> ``[("train", 1), ("semantics_train", 50)]``."""
+    parts: list[tuple[str, int]] = []
+    for text in split.split("+"):
+        name, star, count = text.partition("*")
+        if name not in KITTI_SPLITS:
+            raise ValueError(f"unknown kitti split {name!r} in {split!r}; known: {', '.join(KITTI_SPLITS)} "
+                             "(join several with '+', e.g. train+semantics_train; repeat one with '*N')")
+        if star and not (count.isdigit() and int(count) >= 1):
+            raise ValueError(f"kitti split {split!r}: {text!r} repeats the frames '*{count}' times; give a whole "
+                             "number >= 1, e.g. semantics_train*50")
+        parts.append((name, int(count) if star else 1))
+    names = [n for n, _ in parts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"kitti split {split!r} names a part twice; repeat it with '*N' instead")
+    if "semantics" in names and {"semantics_train", "semantics_val"} & set(names):
         raise ValueError(f"kitti split {split!r}: semantics already holds semantics_train and semantics_val")
     return parts
 
@@ -233,7 +242,7 @@ def scan_kitti_split(root: str | Path, split: str) -> tuple[list[KittiFrame], li
     frames: list[KittiFrame] = []
     issues: list[LayoutIssue] = []
     semantics: tuple[list[KittiFrame], list[LayoutIssue], set[str]] | None = None
-    for part in _split_parts(split):
+    for part, repeat in _split_parts(split):
         if part in DEPTH_SPLITS:
             found, problems = _scan_depth(root, part)
         else:
@@ -243,7 +252,7 @@ def scan_kitti_split(root: str | Path, split: str) -> tuple[list[KittiFrame], li
             found, problems, held_out = semantics[0], [], semantics[2]
             if part != "semantics":
                 found = [f for f in found if (f.name in held_out) == (part == "semantics_val")]
-        frames += found
+        frames += found * repeat
         issues += problems
     return frames, issues
 
@@ -269,7 +278,7 @@ def list_kitti_frames(root: str | Path, split: str) -> list[KittiFrame]:
         more = f" ({len(errors) - 1} more problems: run 'mtdense data check {root}')" if len(errors) > 1 else ""
         raise ValueError(f"{errors[0]}{more}")
     if not frames:
-        looked = ", ".join(str(_where(root, p)) for p in dict.fromkeys(_split_parts(split)))
+        looked = ", ".join(dict.fromkeys(str(_where(root, p)) for p, _ in _split_parts(split)))
         raise ValueError(f"kitti split {split!r} has no frames (looked in {looked}); extract data_depth_annotated.zip "
                          f"(depth: {DEPTH_FOLDER}/{{train,val}}/DRIVE/) with the raw drives, or data_semantics.zip "
                          f"(labelled frames: {SEMANTICS_FOLDER}/training/) into {root}")
@@ -413,10 +422,10 @@ class KittiDataset(FrameDataset):
     Args:
         root: The folder that holds ``raw/``, ``data_depth_annotated/`` and ``data_semantics/``.
         split: ``train``, ``val``, ``semantics``, ``semantics_train``, ``semantics_val``, or
-            several joined by ``+``.
+            several joined by ``+``, each optionally repeated ``*N`` times.
         transform: Called on each sample dict (see :mod:`mtdense.data.transforms`).
         cache_in_memory: Keep every decoded sample (before ``transform``) in memory after its
-            first read (about 2.3 MB a depth frame at 375 x 1242).
+            first read (about 2.3 MB a depth frame at 375 x 1242; a repeated frame once per repeat).
         tasks: Tasks every sample carries, of ``seg`` and ``depth`` (default: those the split has
             labels for); a frame without a task's file carries "no label" for it, so a validation
             split without labelled frames still yields ``seg`` (all ignored).

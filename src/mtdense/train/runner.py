@@ -205,8 +205,14 @@ def _with_class_weights(recipe: Recipe, root: Path) -> Recipe:
 
         k = recipe.model.tasks["seg"]
         counts = np.zeros(k, dtype=np.int64)
-        for sample in open_dataset(root, recipe.data.splits()[0], format=recipe.data.format):
-            seg = np.asarray(sample["seg"])
+        dataset = open_dataset(root, recipe.data.splits()[0], format=recipe.data.format)
+        if recipe.data.format == "kitti":  # read only the labels: the depth frames carry none
+            from mtdense.data.kitti import read_kitti_semantic
+
+            segs = (read_kitti_semantic(f.semantic) for f in dataset.frames if f.semantic is not None)
+        else:
+            segs = (np.asarray(sample["seg"]) for sample in dataset)
+        for seg in segs:
             counts += np.bincount(seg[seg < k].ravel(), minlength=k)[:k]
     weights = [round(float(w), 6) for w in enet_class_weights(counts)]
     return recipe.model_copy(update={"loss": recipe.loss.model_copy(update={"class_weights": weights})})

@@ -128,7 +128,8 @@ class DataConfig(Section):
     Cityscapes-only keys (``depth_source``, ``clean_disparity``, ``crop_bottom``)."""
     train_split: str | None = None
     """The split the stages train on; ``null``: the format's own, ``train`` (``kitti``:
-    ``train+semantics_train``, the depth frames and 160 of the 200 labelled frames)."""
+    ``train+semantics_train``, the depth frames and 160 of the 200 labelled frames; a KITTI part
+    may be repeated, ``semantics_train*50``)."""
     val_split: str | None = None
     """The split validated on; ``null``: the format's own, ``val`` (``kitti``:
     ``val+semantics_val``, the depth frames of val and the other 40 labelled frames)."""
