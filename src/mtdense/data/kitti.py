@@ -23,8 +23,8 @@ Splits (:data:`KITTI_SPLITS`):
 - several joined by ``+`` (``train+semantics_train``): their frames together. A frame lacking a
   task the joined split has carries that task filled with "no label" (seg all 255, depth all 0),
   as the ``folder`` format does, so batches collate and the task's loss and metrics skip it;
-- a part followed by ``*N`` (``train+semantics_train*100``) holds its frames ``N`` times: the
-  160 labelled frames would otherwise be about one sample in 500 beside the depth frames.
+- a part followed by ``*N`` (``train+semantics_train*50``) holds its frames ``N`` times: the
+  160 labelled frames would otherwise be about one sample in 540 beside the 86,000 depth frames.
 
 Sparse depth is evaluated over the points with ground truth; :func:`garg_crop_mask` and
 :data:`KITTI_MAX_DEPTH_M` are the usual evaluation options (:func:`kitti_eval_depth` applies both).
