@@ -19,8 +19,8 @@ where the file's header tells their size (:class:`ImageTooLarge`).
 
 The work is split in three steps that :mod:`mtdense.pipeline` runs in three threads for videos
 and folders: :meth:`Predictor.preprocess` (resize, normalise), the runtime
-(``predictor.runtime(x)``) and :meth:`Predictor.postprocess` (labels and metres at the image's
-size). Pre- and post-processing are PyTorch operations; while a runtime other than PyTorch runs
+(:meth:`Predictor.infer`: labels straight from the runtime where the image is the network's
+size) and :meth:`Predictor.postprocess` (labels and metres at the image's size). Pre- and post-processing are PyTorch operations; while a runtime other than PyTorch runs
 the network they run on one PyTorch thread (:func:`one_torch_thread`), so PyTorch's OpenMP
 workers never wake to compete with ONNX Runtime's or the compiled kernel's threads.
 """
@@ -44,7 +44,7 @@ from mtdense.data.depth import decode_depth, depth_to_png16
 from mtdense.data.description import DatasetInfo
 from mtdense.data.image import normalize_images, read_image
 from mtdense.data.labels import train_ids_to_label_ids
-from mtdense.deploy.runtime import Runtime, open_runtime
+from mtdense.deploy.runtime import Runtime, argmax_labels, open_runtime
 
 __all__ = ["Prediction", "Predictor", "ImageTooLarge", "DEFAULT_MAX_PIXELS", "resize_labels", "argmax_labels", "one_torch_thread"]
 
@@ -131,29 +131,6 @@ def one_torch_thread(engine: str = "") -> Iterator[None]:
             _threads_depth -= 1
             if _threads_depth == 0 and _threads_saved != 1:
                 torch.set_num_threads(_threads_saved)
-
-
-def argmax_labels(logits: torch.Tensor) -> torch.Tensor:
-    """``B x C x H x W`` logits -> ``B x H x W`` uint8 labels, ``logits.argmax(1)``.
-
-    On the CPU the classes are compared one whole plane at a time into a running maximum (ties
-    to the lower class, as ``argmax`` gives them): on one thread several times faster than
-    ``argmax`` along the strided class axis (about 16 ms instead of 100 ms for 19 classes at
-    400 x 1024), which matters when post-processing runs beside the network.
-    """
-    if logits.shape[1] > 256:
-        raise ValueError(f"argmax_labels returns uint8 labels: at most 256 classes, got {logits.shape[1]}")
-    if logits.device.type != "cpu" or logits.dtype != torch.float32:
-        return logits.argmax(1).to(torch.uint8)
-    planes = logits.detach().contiguous().numpy()
-    best = planes[:, 0].copy()
-    labels = np.zeros(best.shape, np.uint8)
-    higher = np.empty(best.shape, bool)
-    for c in range(1, planes.shape[1]):
-        np.greater(planes[:, c], best, out=higher)
-        np.putmask(labels, higher, c)
-        np.maximum(best, planes[:, c], out=best)
-    return torch.from_numpy(labels)
 
 
 def resize_labels(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -354,7 +331,7 @@ class Predictor:
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor, out_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the network on a normalised batch and decode: ``self.postprocess(self.runtime(x), out_size)``.
+        """Run the network on a normalised batch and decode: ``self.postprocess(self.infer(x, out_size), out_size)``.
 
         Args:
             x: ``B x 3 x h x w`` ImageNet-normalised images on ``self.device``.
@@ -364,14 +341,26 @@ class Predictor:
             ``(seg, depth)`` as :meth:`postprocess` returns them. The logits themselves, at the
             network's size: ``self.runtime(x)["seg"]``.
         """
-        return self.postprocess(self.runtime(x), out_size)
+        return self.postprocess(self.infer(x, out_size), out_size)
+
+    @torch.inference_mode()
+    def infer(self, x: torch.Tensor, out_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """The runtime's outputs for a normalised batch, in the form :meth:`postprocess` takes
+        cheapest on the way to ``out_size``: ``seg`` as uint8 labels (:meth:`Runtime.labels
+        <mtdense.deploy.runtime.Runtime.labels>`: the fused kernel decodes them without writing
+        the full-resolution logits) when the outputs are wanted at the network's size, else the
+        logits, which :meth:`postprocess` resizes before the argmax."""
+        if out_size is None or tuple(out_size) == tuple(x.shape[-2:]):
+            return self.runtime.labels(x)
+        return self.runtime(x)
 
     @torch.inference_mode()
     def postprocess(self, out: dict[str, torch.Tensor], out_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The runtime's outputs -> labels and metres at ``out_size``.
 
         Args:
-            out: ``{"seg": B x C x h x w logits, "depth": B x 1 x h x w}`` as the runtime returns them.
+            out: ``{"seg": B x C x h x w logits, "depth": B x 1 x h x w}`` as the runtime returns them,
+                or with ``seg`` already ``B x h x w`` uint8 labels (:meth:`infer` at the network's size).
             out_size: Size to return the outputs at; default the network's size.
 
         Returns:
@@ -382,6 +371,11 @@ class Predictor:
             not with pixels x classes.
         """
         logits, y = out["seg"], out["depth"][:, :1]
+        if logits.dtype == torch.uint8 and logits.dim() == 3:  # labels already
+            if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
+                raise ValueError(f"labels at {tuple(logits.shape[-2:])} cannot be resized to {tuple(out_size)}; "
+                                 "take the logits (Predictor.infer with that out_size) for another size")
+            return logits, decode_depth(y[:, 0].float())
         if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
             seg = resize_labels(logits, tuple(out_size))
             y = F.interpolate(y, size=tuple(out_size), mode="bilinear", align_corners=False)

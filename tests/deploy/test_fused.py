@@ -148,6 +148,8 @@ def test_portable_build_without_cpu_specific_code_matches(monkeypatch, tmp_path)
     net = FusedNet(model, threads=2)
     assert net.lib._name == str(lib_path)
     _assert_matches(net, model, seed=4)
+    x = torch.randn(1, 3, 70, 90, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(net.labels(x)["seg"], net(x)["seg"].argmax(1).to(torch.uint8))
 
 
 @needs_compiler
@@ -160,6 +162,34 @@ def test_fused_winograd_covers_partial_tiles_blocks_and_panels():
     net = FusedNet(model, threads=3)
     assert net.gemm_heads == ["seg", "normals", "parts"]
     _assert_matches(net, model, size=(70, 330), seed=5)
+
+
+@needs_compiler
+@pytest.mark.parametrize("size,threads", [((70, 90), 1), ((64, 96), 2), ((70, 330), 3), ((37, 53), 2)])
+def test_kernel_labels_are_the_argmax_of_its_logits(size, threads):
+    """``labels()`` decodes the segmentation inside the kernel (the full-resolution logits are never
+    written): the same labels as the argmax of the logits it returns otherwise, ties to the lower
+    class, at sizes whose 8-row bands and 4x upsampling leave remainders; the other outputs unchanged."""
+    model = _model(tasks={"seg": 19, "depth": 1, "normals": 3})
+    net = FusedNet(model, threads=threads)
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(6))
+    logits = net(x)
+    out = net.labels(x)
+    assert out["seg"].dtype == torch.uint8 and out["seg"].shape == (2, *size)
+    assert torch.equal(out["seg"], logits["seg"].argmax(1).to(torch.uint8))
+    assert torch.equal(out["depth"], logits["depth"]) and torch.equal(out["normals"], logits["normals"])
+
+
+def test_every_runtime_gives_labels_through_the_contract():
+    """The base contract: ``labels()`` is the argmax of the call's logits, for any runtime."""
+    from mtdense.deploy.runtime import create_runtime
+
+    model = _model()
+    rt = create_runtime("eager", model)
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(7))
+    out, ref = rt.labels(x), rt(x)
+    assert out["seg"].dtype == torch.uint8
+    assert torch.equal(out["seg"], ref["seg"].argmax(1).to(torch.uint8)) and torch.equal(out["depth"], ref["depth"])
 
 
 # -- building the kernel safely -----------------------------------------------------------------

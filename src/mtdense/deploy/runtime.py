@@ -18,6 +18,12 @@ The registry (:data:`RUNTIMES`, filled by :func:`register`) is what ``Predictor`
     >>> rt = create_runtime("ort", model, size=(400, 1024))     # ONNX Runtime, exported here
     >>> rt = open_runtime("model.onnx")                           # an mtdense export
     >>> out = rt(batch)                                           # {"seg": ..., "depth": ...}
+    >>> out = rt.labels(batch)                                    # "seg" as B x H x W uint8 labels
+
+:meth:`Runtime.labels` is what a user of the segmentation wants at the network's size: the
+argmax labels instead of the logits. A runtime that can decode them without writing the
+full-resolution logits (the fused kernel) does so; every other one returns
+:func:`argmax_labels` of its logits, the same labels.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from torch import nn
 
 __all__ = [
     "Runtime", "RuntimeOptions", "RuntimeUnavailable", "RUNTIMES", "register", "runtime_class", "create_runtime",
-    "open_runtime", "runtime_for_file", "runtime_for_format", "check_input", "run_in_chunks",
+    "open_runtime", "runtime_for_file", "runtime_for_format", "check_input", "run_in_chunks", "argmax_labels",
 ]
 
 
@@ -149,9 +155,42 @@ class Runtime(abc.ABC):
         check_input(x, self.fixed_size, f"the {self.name} runtime")
         return self.run(x)
 
+    @torch.inference_mode()
+    def labels(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        """Like calling the runtime, with ``seg`` as ``B x H x W`` uint8 labels, the argmax of
+        its logits (ties to the lower class); the other outputs as the call returns them."""
+        out = self(x)
+        if "seg" in out:
+            out["seg"] = argmax_labels(out["seg"])
+        return out
+
     def __repr__(self) -> str:
         size = f", fixed {self.fixed_size[0]}x{self.fixed_size[1]}" if self.fixed_size else ""
         return f"<{type(self).__name__} {self.name}: tasks {self.tasks}{size}>"
+
+
+def argmax_labels(logits: torch.Tensor) -> torch.Tensor:
+    """``B x C x H x W`` logits -> ``B x H x W`` uint8 labels, ``logits.argmax(1)``.
+
+    On the CPU the classes are compared one whole plane at a time into a running maximum (ties
+    to the lower class, as ``argmax`` gives them): on one thread several times faster than
+    ``argmax`` along the strided class axis (about 16 ms instead of 100 ms for 19 classes at
+    400 x 1024), which matters when post-processing runs beside the network.
+    """
+    if logits.shape[1] > 256:
+        raise ValueError(f"argmax_labels returns uint8 labels: at most 256 classes, got {logits.shape[1]}")
+    if logits.device.type != "cpu" or logits.dtype != torch.float32:
+        return logits.argmax(1).to(torch.uint8)
+    planes = logits.detach().contiguous().numpy()
+    best = planes[:, 0].copy()
+    labels = np.zeros(best.shape, np.uint8)
+    higher = np.empty(best.shape, bool)
+    for c in range(1, planes.shape[1]):
+        np.greater(planes[:, c], best, out=higher)
+        np.putmask(labels, higher, c)
+        np.maximum(best, planes[:, c], out=best)
+    return torch.from_numpy(labels)
+
 
 
 RUNTIMES: dict[str, type[Runtime]] = {}

@@ -37,7 +37,7 @@ __all__ = [
 
 SOURCE = Path(__file__).with_name("csrc") / "finest.c"
 _FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-pthread")
-_SYMBOLS = ("mtd_finest", "mtd_head_size", "mtd_winograd", "mtd_upsample")
+_SYMBOLS = ("mtd_finest", "mtd_head_size", "mtd_winograd", "mtd_upsample", "mtd_upsample_argmax")
 _FP = ctypes.POINTER(ctypes.c_float)
 _LIB: ctypes.CDLL | None = None
 
@@ -175,7 +175,8 @@ def load_library() -> ctypes.CDLL:
         lib.mtd_head_size.restype = ctypes.c_size_t
         lib.mtd_winograd.argtypes = [p, i, i, i, p, i, p, p, i]
         lib.mtd_upsample.argtypes = [p, i, i, i, p, p, i, i, i]
-        for fn in (lib.mtd_finest, lib.mtd_winograd, lib.mtd_upsample):
+        lib.mtd_upsample_argmax.argtypes = [p, i, i, i, ctypes.POINTER(ctypes.c_uint8), i, i, i]
+        for fn in (lib.mtd_finest, lib.mtd_winograd, lib.mtd_upsample, lib.mtd_upsample_argmax):
             fn.restype = ctypes.c_int
         _LIB = lib
     return _LIB

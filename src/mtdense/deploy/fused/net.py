@@ -22,6 +22,7 @@ from mtdense.deploy.runtime import Runtime, RuntimeOptions, WorkDir, check_input
 __all__ = ["FusedNet"]
 
 _FP = ctypes.POINTER(ctypes.c_float)
+_U8 = ctypes.POINTER(ctypes.c_uint8)
 
 
 def _ptr(a: np.ndarray):
@@ -190,8 +191,10 @@ class FusedNet(Runtime):
             self._buffers = {(h, w): buf}  # one size at a time
         return buf
 
-    def run_numpy(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """``B x 3 x H x W`` float32 array in, ``{task: B x C x H x W}`` arrays out."""
+    def run_numpy(self, x: np.ndarray, labels: bool = False) -> dict[str, np.ndarray]:
+        """``B x 3 x H x W`` float32 array in, ``{task: B x C x H x W}`` arrays out; with
+        ``labels``, ``seg`` is ``B x H x W`` uint8, the argmax of its logits, decoded by the kernel
+        from the 1/4-resolution logits (the full-resolution ones are never written)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         check_input(torch.from_numpy(x), self.fixed_size, "the fused runtime")
         if self.fixed_size is None or len(x) == 1:
@@ -203,7 +206,9 @@ class FusedNet(Runtime):
         _, cin, h, w = f0s.shape
         h8, w8 = a8s.shape[-2:]
         buf = self._buffers_for(h, w)
-        outs = {t: np.empty((len(x), self.tasks[t], big_h, big_w), np.float32) for t in self.task_names}
+        as_labels = {t for t in self.gemm_heads if labels and t == "seg"}
+        outs = {t: np.empty((len(x), big_h, big_w), np.uint8) if t in as_labels else
+                np.empty((len(x), self.tasks[t], big_h, big_w), np.float32) for t in self.task_names}
         head_in = (_FP * max(len(self.gemm_heads), 1))(*[_ptr(buf[f"head_{t}"]) for t in self.gemm_heads])
         lib, c, nt = self.lib, self.channels, self.threads
         for b in range(len(x)):
@@ -214,7 +219,10 @@ class FusedNet(Runtime):
             for t in self.gemm_heads:
                 logits, m = buf[f"logits_{t}"], self.tasks[t]
                 err |= lib.mtd_winograd(_ptr(buf[f"head_{t}"]), c, h, w, _ptr(self.wino[t]), m, _ptr(self.bias[t]), _ptr(logits), nt)
-                err |= lib.mtd_upsample(_ptr(logits), m, h, w, None, _ptr(outs[t][b]), big_h, big_w, nt)
+                if t in as_labels:
+                    err |= lib.mtd_upsample_argmax(_ptr(logits), m, h, w, outs[t][b].ctypes.data_as(_U8), big_h, big_w, nt)
+                else:
+                    err |= lib.mtd_upsample(_ptr(logits), m, h, w, None, _ptr(outs[t][b]), big_h, big_w, nt)
             for r, t in enumerate(self.direct_heads):
                 err |= lib.mtd_upsample(_ptr(buf["direct"][r]), 1, h, w, _ptr(self.bias[t]), _ptr(outs[t][b]), big_h, big_w, nt)
             if err:
@@ -223,4 +231,13 @@ class FusedNet(Runtime):
 
     def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.run_numpy(x.detach().float().cpu().numpy())
+        return {t: torch.from_numpy(v) for t, v in out.items()}
+
+    @torch.inference_mode()
+    def labels(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        x = torch.as_tensor(x)
+        check_input(x, self.fixed_size, f"the {self.name} runtime")
+        if self.tasks.get("seg", 0) > 256:
+            return super().labels(x)
+        out = self.run_numpy(x.detach().float().cpu().numpy(), labels=True)
         return {t: torch.from_numpy(v) for t, v in out.items()}

@@ -11,6 +11,8 @@
  *                per head with one output:      acc += conv3x3(relu6(d * a))
  *   mtd_winograd: logits = conv3x3(hin) + bias    Winograd F(4x4, 3x3): 36 GEMMs on 4 x 4 tiles
  *   mtd_upsample: out = bilinear(logits), or bilinear(acc + bias)
+ *   mtd_upsample_argmax: labels = argmax over classes of bilinear(logits), as uint8, without
+ *                 writing the full-resolution logits (19 x 4 bytes a pixel) at all
  *
  * Bilinear resampling follows PyTorch's align_corners=False. The CRP max-pool (odd k, stride 1,
  * padding k / 2 that never wins) runs as a 1 x k then a k x 1 pass. Threads are pthreads
@@ -96,13 +98,9 @@ static void lerp_table(int in, int out, lerp_t *t) {
     }
 }
 
-/* dst (oh x ow) = bilinear(src (ih x iw)); tmp holds ih x ow floats. stream: dst is not read
- * again here, so its aligned rows are written past the caches (the caller issues the sfence). */
-static void resize_plane(const float *restrict src, int ih, int iw, float *restrict dst, int oh, int ow,
-                         const lerp_t *ty, const lerp_t *tx, float *restrict tmp, int stream) {
-    for (int r = 0; r < ih; r++) {
-        const float *restrict s = src + (size_t)r * iw;
-        float *restrict d = tmp + (size_t)r * ow;
+/* d (ow) = the horizontal bilinear resampling of one input row s (iw) */
+static void hlerp_row(const float *restrict s, int iw, float *restrict d, int ow, const lerp_t *tx) {
+    {
         int f = iw > 2 && ow % iw == 0 ? ow / iw : 0;
         if (f == 2 || f == 4 || f == 8) {
             /* power-of-2 factor: every interior input column gives f outputs with the same
@@ -151,6 +149,13 @@ static void resize_plane(const float *restrict src, int ih, int iw, float *restr
             for (int j = 0; j < ow; j++) d[j] = tx[j].l0 * s[tx[j].i0] + tx[j].l1 * s[tx[j].i1];
         }
     }
+}
+
+/* dst (oh x ow) = bilinear(src (ih x iw)); tmp holds ih x ow floats. stream: dst is not read
+ * again here, so its aligned rows are written past the caches (the caller issues the sfence). */
+static void resize_plane(const float *restrict src, int ih, int iw, float *restrict dst, int oh, int ow,
+                         const lerp_t *ty, const lerp_t *tx, float *restrict tmp, int stream) {
+    for (int r = 0; r < ih; r++) hlerp_row(src + (size_t)r * iw, iw, tmp + (size_t)r * ow, ow, tx);
     for (int i = 0; i < oh; i++) {
         const float *restrict s0 = tmp + (size_t)ty[i].i0 * ow;
         const float *restrict s1 = tmp + (size_t)ty[i].i1 * ow;
@@ -701,6 +706,86 @@ int mtd_upsample(const float *src, int n, int h, int w, const float *bias, float
     lerp_table(w, ow, tx);
     upsample_t q = {src, bias, out, n, h, w, oh, ow, ty, tx, 0};
     run_parallel(upsample_task, &q, threads < n ? threads : n);
+    free(ty); free(tx);
+    return q.failed;
+}
+
+/* -- labels: argmax of the upsampled logits ------------------------------------------------ */
+#define ARGMAX_ROWS 8 /* output rows per band: their running maximum stays in the L1/L2 cache */
+typedef struct {
+    const float *src;
+    uint8_t *out;
+    int n, h, w, oh, ow;
+    const lerp_t *ty, *tx;
+    int failed;
+} argmax_t;
+
+static void argmax_task(void *arg, int tid, int nt) {
+    argmax_t *q = (argmax_t *)arg;
+    int ow = q->ow, bands = (q->oh + ARGMAX_ROWS - 1) / ARGMAX_ROWS;
+    int first = (int)((long)bands * tid / nt), last = (int)((long)bands * (tid + 1) / nt);
+    /* hrows: the input rows one band reads, resampled horizontally; best / label: per output pixel */
+    float *buf = malloc(sizeof(float) * (size_t)ow * ((size_t)q->h + 3 * ARGMAX_ROWS));
+    if (!buf) { q->failed = 1; return; }
+    float *best = buf, *val = best + (size_t)ow * ARGMAX_ROWS, *lab = val + (size_t)ow * ARGMAX_ROWS;
+    float *hrows = lab + (size_t)ow * ARGMAX_ROWS;
+    size_t plane = (size_t)q->h * q->w;
+    for (int band = first; band < last; band++) {
+        int r0 = band * ARGMAX_ROWS, r1 = r0 + ARGMAX_ROWS < q->oh ? r0 + ARGMAX_ROWS : q->oh;
+        int i_lo = q->ty[r0].i0, i_hi = q->ty[r0].i1;
+        for (int r = r0; r < r1; r++) {
+            if (q->ty[r].i0 < i_lo) i_lo = q->ty[r].i0;
+            if (q->ty[r].i1 > i_hi) i_hi = q->ty[r].i1;
+        }
+        for (int c = 0; c < q->n; c++) {
+            const float *s = q->src + (size_t)c * plane;
+            for (int i = i_lo; i <= i_hi; i++) hlerp_row(s + (size_t)i * q->w, q->w, hrows + (size_t)(i - i_lo) * ow, ow, q->tx);
+            float fc = (float)c;
+            for (int r = r0; r < r1; r++) {
+                const float *restrict s0 = hrows + (size_t)(q->ty[r].i0 - i_lo) * ow;
+                const float *restrict s1 = hrows + (size_t)(q->ty[r].i1 - i_lo) * ow;
+                float l0 = q->ty[r].l0, l1 = q->ty[r].l1;
+                float *restrict b = best + (size_t)(r - r0) * ow, *restrict v = val + (size_t)(r - r0) * ow;
+                float *restrict lb = lab + (size_t)(r - r0) * ow;
+                /* the value as mtd_upsample computes it, then a strict > so that ties keep the lower class */
+                int j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+                __m256 v0 = _mm256_set1_ps(l0), v1 = _mm256_set1_ps(l1);
+                for (; j + 8 <= ow; j += 8)
+                    _mm256_storeu_ps(v + j, _mm256_fmadd_ps(v0, _mm256_loadu_ps(s0 + j), _mm256_mul_ps(v1, _mm256_loadu_ps(s1 + j))));
+#endif
+                for (; j < ow; j++) v[j] = l0 * s0[j] + l1 * s1[j];
+                if (c == 0) {
+                    memcpy(b, v, sizeof(float) * ow);
+                    for (int j = 0; j < ow; j++) lb[j] = 0.f;
+                } else {
+                    for (int j = 0; j < ow; j++) {
+                        int gt = v[j] > b[j];
+                        b[j] = gt ? v[j] : b[j];
+                        lb[j] = gt ? fc : lb[j];
+                    }
+                }
+            }
+        }
+        for (int r = r0; r < r1; r++) {
+            const float *restrict lb = lab + (size_t)(r - r0) * ow;
+            uint8_t *restrict o = q->out + (size_t)r * ow;
+            for (int j = 0; j < ow; j++) o[j] = (uint8_t)lb[j];
+        }
+    }
+    free(buf);
+}
+
+/* out [oh, ow] (uint8) = argmax over n <= 256 classes of bilinear(src [n, h, w]); ties to the lower class. */
+int mtd_upsample_argmax(const float *src, int n, int h, int w, uint8_t *out, int oh, int ow, int threads) {
+    if (n < 1 || n > 256) return 2;
+    lerp_t *ty = malloc(sizeof(lerp_t) * oh), *tx = malloc(sizeof(lerp_t) * ow);
+    if (!ty || !tx) { free(ty); free(tx); return 1; }
+    lerp_table(h, oh, ty);
+    lerp_table(w, ow, tx);
+    argmax_t q = {src, out, n, h, w, oh, ow, ty, tx, 0};
+    int bands = (oh + ARGMAX_ROWS - 1) / ARGMAX_ROWS;
+    run_parallel(argmax_task, &q, threads < bands ? threads : bands);
     free(ty); free(tx);
     return q.failed;
 }
