@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "mtdense.commands.predict",
     "mtdense.commands.export",
     "mtdense.commands.bench",
+    "mtdense.commands.serve",
     "mtdense.commands.analyze",
 ]
 
