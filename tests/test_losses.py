@@ -144,8 +144,8 @@ def test_multitask_loss_rejects_unknown_names():
         MultiTaskLoss(depth_loss="huber")
     with pytest.raises(ValueError, match="weighting"):
         MultiTaskLoss(weighting="gradnorm")
-    with pytest.raises(ValueError, match="normals"):
-        MultiTaskLoss(tasks=("seg", "normals"))
+    with pytest.raises(ValueError, match=r"no loss for tasks \['edges'\]"):
+        MultiTaskLoss(tasks=("seg", "edges"))
 
 
 def test_from_config_matches_the_keyword_constructor():
@@ -256,3 +256,88 @@ def test_a_frame_without_labels_adds_nothing(weighting):
     alone = loss.task_losses({k: v[:1] for k, v in outputs.items()}, {k: v[:1] for k, v in targets.items()})
     for task in ("seg", "depth"):
         torch.testing.assert_close(both[task], alone[task])
+
+
+@pytest.fixture
+def normals_batch():
+    g = torch.Generator().manual_seed(3)
+    pred = F.normalize(torch.randn(2, 3, 6, 8, generator=g), dim=1).requires_grad_(True)
+    target = F.normalize(torch.randn(2, 3, 6, 8, generator=g), dim=1)
+    target[0, :, :, :3] = 0.0  # no label
+    target[1, :, 4:] = 0.0
+    return pred, target
+
+
+def test_normals_cosine_and_l1_equal_hand_computation(normals_batch):
+    from mtdense.losses import normals_loss
+
+    pred, target = normals_batch
+    p = pred.detach().permute(0, 2, 3, 1).reshape(-1, 3).numpy().astype(np.float64)
+    t = target.permute(0, 2, 3, 1).reshape(-1, 3).numpy().astype(np.float64)
+    valid = np.abs(t).sum(1) > 0
+    assert 0 < valid.sum() < len(valid)
+    cos = (p[valid] * t[valid]).sum(1) / np.linalg.norm(p[valid], axis=1) / np.linalg.norm(t[valid], axis=1)
+    assert normals_loss(pred, target, "cosine").item() == pytest.approx(float(np.mean(1 - cos)), rel=1e-5)
+    l1 = np.abs(p[valid] - t[valid]).sum(1).mean()
+    assert normals_loss(pred, target, "l1").item() == pytest.approx(float(l1), rel=1e-5)
+    # equal directions cost nothing, opposite ones 2 (cosine); the prediction's length does not count
+    assert normals_loss(3 * target + 0.0, target, "cosine").item() == pytest.approx(0.0, abs=1e-6)
+    assert normals_loss(-target, target, "cosine").item() == pytest.approx(2.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "l1"])
+def test_normals_loss_ignores_unlabelled_pixels_and_empty_is_zero(normals_batch, kind):
+    from mtdense.losses import normals_loss
+
+    pred, target = normals_batch
+    changed = pred.detach().clone()
+    changed[0, :, :, :3] = torch.tensor([0.0, 0.0, 1.0])[:, None, None]  # only where there is no label
+    changed[1, :, 4:] = -1.0
+    assert normals_loss(changed, target, kind).item() == pytest.approx(normals_loss(pred, target, kind).item(), rel=1e-6)
+    none = normals_loss(pred, torch.zeros_like(target), kind)
+    assert none.item() == 0.0
+    none.backward()
+    assert pred.grad is not None and not pred.grad.any()
+
+
+def test_normals_loss_rejects_bad_kind_and_shapes(normals_batch):
+    from mtdense.losses import normals_loss
+
+    pred, target = normals_batch
+    with pytest.raises(ValueError, match="unknown kind 'angle'; valid: cosine, l1"):
+        normals_loss(pred, target, "angle")
+    with pytest.raises(ValueError, match=r"must both be B x 3 x H x W; got \(2, 3, 6, 8\) and \(2, 6, 8, 3\)"):
+        normals_loss(pred, target.permute(0, 2, 3, 1), "cosine")
+    with pytest.raises(ValueError, match="unknown normals loss 'l2'"):
+        MultiTaskLoss(tasks=["normals"], normals_loss="l2")
+
+
+def test_uncertainty_weighting_treats_normals_as_regression():
+    w = UncertaintyWeighting(["seg", "depth", "normals"])
+    with torch.no_grad():
+        w.log_vars["normals"].fill_(0.6)
+    out = w({"seg": torch.tensor(1.0), "depth": torch.tensor(1.0), "normals": torch.tensor(0.8)})
+    assert out["normals"].item() == pytest.approx(0.5 * math.exp(-0.6) * 0.8 + 0.3, rel=1e-6)
+
+
+def test_dynamic_weight_average_over_three_tasks():
+    dwa = DynamicWeightAverage(["seg", "depth", "normals"], temperature=2.0)
+    for losses in [(2.0, 1.0, 0.5), (1.0, 0.9, 0.5)]:
+        dwa.observe({t: torch.tensor(v) for t, v in zip(["seg", "depth", "normals"], losses)})
+        dwa.end_epoch()
+    r = np.array([1.0 / 2.0, 0.9 / 1.0, 0.5 / 0.5]) / 2.0
+    expected = 3 * np.exp(r) / np.exp(r).sum()
+    assert list(dwa.weights().values()) == pytest.approx(expected.tolist(), rel=1e-5)
+
+
+def test_a_frame_without_normals_trains_the_other_tasks():
+    """A frame without a normals label (all zero) adds nothing to the normals loss: the batch's
+    normals loss is that of the labelled frame alone."""
+    loss = MultiTaskLoss(tasks=["seg", "normals"])
+    outputs = {"seg": torch.randn(2, 5, 8, 8), "normals": F.normalize(torch.randn(2, 3, 8, 8), dim=1)}
+    targets = {"seg": torch.randint(0, 5, (2, 8, 8)), "normals": F.normalize(torch.randn(2, 3, 8, 8), dim=1)}
+    targets["normals"][1] = 0.0
+    both = loss.task_losses(outputs, targets)
+    alone = loss.task_losses({k: v[:1] for k, v in outputs.items()}, {k: v[:1] for k, v in targets.items()})
+    torch.testing.assert_close(both["normals"], alone["normals"])
+    assert both["seg"].item() > 0

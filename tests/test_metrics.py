@@ -203,3 +203,71 @@ def test_dataset_of_other_classes_is_refused_naming_both():
     check_same_classes("data", ("a", "b"), ["a", "b"])
     with pytest.raises(ValueError, match=r"data: the dataset's 2 classes \(b, a\) differ from the 2 .*\(a, b\)"):
         check_same_classes("data", ["b", "a"], ["a", "b"])
+
+
+def _angles(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    p = pred.transpose(0, 2, 3, 1).reshape(-1, 3).astype(np.float64)
+    t = target.transpose(0, 2, 3, 1).reshape(-1, 3).astype(np.float64)
+    valid = np.linalg.norm(t, axis=1) > 0
+    p, t = p[valid], t[valid]
+    cos = np.clip((p * t).sum(1) / np.linalg.norm(p, axis=1) / np.linalg.norm(t, axis=1), -1, 1)
+    return np.degrees(np.arccos(cos))
+
+
+def test_normals_metrics_equal_hand_computation_over_batches():
+    from mtdense.metrics import NormalsMetrics
+
+    g = torch.Generator().manual_seed(0)
+    metric = NormalsMetrics()
+    preds, targets = [], []
+    for _ in range(3):
+        target = torch.nn.functional.normalize(torch.randn(2, 3, 16, 24, generator=g), dim=1)
+        pred = target + 0.6 * torch.randn(2, 3, 16, 24, generator=g)  # not unit length: the angle is what counts
+        target[:, :, :4] = 0.0  # no label
+        metric.update(pred, target)
+        preds.append(pred.numpy())
+        targets.append(target.numpy())
+    err = np.concatenate([_angles(p, t) for p, t in zip(preds, targets)])
+    assert err.size == 3 * 2 * 12 * 24
+    got = {k: float(v) for k, v in metric.compute().items()}
+    assert got["normal_mean"] == pytest.approx(err.mean(), rel=1e-9)
+    assert got["normal_median"] == pytest.approx(np.median(err), abs=0.01)  # within one 0.01-degree bin
+    for key, limit in (("normal_11_25", 11.25), ("normal_22_5", 22.5), ("normal_30", 30.0)):
+        assert got[key] == pytest.approx((err < limit).mean(), rel=1e-12)
+    assert 0 < got["normal_11_25"] < got["normal_22_5"] < got["normal_30"] < 1
+
+
+def test_normals_metrics_known_angles_and_no_label():
+    from mtdense.metrics import NormalsMetrics
+
+    target = torch.zeros(1, 3, 1, 4, dtype=torch.float64)
+    target[0, 2] = 1.0  # +z everywhere
+    target[0, :, 0, 3] = 0.0  # the last pixel has no label
+    angles = torch.tensor([0.0, 10.0, 40.0, 90.0], dtype=torch.float64)
+    rad = torch.deg2rad(angles)
+    pred = torch.stack([torch.sin(rad), torch.zeros_like(rad), torch.cos(rad)])[None, :, None]
+    metric = NormalsMetrics()
+    metric.update(pred, target)
+    got = {k: float(v) for k, v in metric.compute().items()}
+    assert got["normal_mean"] == pytest.approx(50 / 3, rel=1e-9)
+    assert got["normal_median"] == pytest.approx(10.0, abs=0.01)
+    assert (got["normal_11_25"], got["normal_22_5"], got["normal_30"]) == pytest.approx((2 / 3, 2 / 3, 2 / 3))
+    empty = NormalsMetrics()
+    empty.update(pred, torch.zeros_like(target))
+    assert all(math.isnan(float(v)) for v in empty.compute().values())
+    with pytest.raises(ValueError, match="must both be B x 3 x H x W"):
+        metric.update(pred[:, :2], target[:, :2])
+    with pytest.raises(ValueError, match="zero-length normals"):
+        metric.update(torch.zeros_like(pred), target)
+
+
+def test_metrics_to_dict_and_table_with_normals():
+    from mtdense.metrics import NORMALS_METRIC_NAMES, NormalsMetrics
+
+    metric = NormalsMetrics()
+    target = torch.nn.functional.normalize(torch.randn(1, 3, 4, 4), dim=1)
+    metric.update(target + 0.3 * torch.randn(1, 3, 4, 4), target)
+    d = metrics_to_dict(None, None, normals=metric.compute())
+    assert tuple(d) == NORMALS_METRIC_NAMES and all(isinstance(v, float) for v in d.values())
+    table = format_metrics(d)
+    assert "normals:" in table and "median deg" in table and f"{d['normal_mean']:.4f}" in table

@@ -3,7 +3,9 @@
 Each task loss is computed on the pixels that carry a label only: segmentation uses
 cross-entropy with ``ignore_index`` (255), depth uses the pixels where
 :func:`mtdense.data.depth.valid_depth_mask` holds, compared in the encoded space of the
-network's depth head (``y = log(clip(depth_m, ., 250)) / 5``, :func:`mtdense.data.depth.encode_depth`).
+network's depth head (``y = log(clip(depth_m, ., 250)) / 5``, :func:`mtdense.data.depth.encode_depth`),
+and surface normals use the pixels whose target vector is not all zero (cosine or L1 distance
+of unit vectors, :func:`normals_loss`).
 A batch without a single labelled pixel gives a zero loss that is still part of the graph,
 never NaN, so every process in a distributed run takes part in the backward pass.
 
@@ -34,14 +36,16 @@ if TYPE_CHECKING:  # the recipe schema imports this module; only the type is nee
     from mtdense.train.schema import LossConfig
 
 __all__ = [
-    "DEPTH_LOSSES", "WEIGHTINGS", "TASKS", "segmentation_loss", "depth_loss", "TaskWeighting", "FixedWeighting",
+    "DEPTH_LOSSES", "NORMALS_LOSSES", "WEIGHTINGS", "TASKS", "segmentation_loss", "depth_loss", "normals_loss",
+    "TaskWeighting", "FixedWeighting",
     "UncertaintyWeighting", "DynamicWeightAverage", "create_weighting", "MultiTaskLoss",
 ]
 
 DEPTH_LOSSES = ("mse", "l1", "berhu", "silog")
+NORMALS_LOSSES = ("cosine", "l1")
 WEIGHTINGS = ("fixed", "uncertainty", "dwa")
 # Tasks with a loss here; "regression" tasks get 1/(2 sigma^2) in uncertainty weighting.
-TASKS = {"seg": "classification", "depth": "regression"}
+TASKS = {"seg": "classification", "depth": "regression", "normals": "regression"}
 
 
 def _zero_with_graph(t: torch.Tensor) -> torch.Tensor:
@@ -168,6 +172,38 @@ def depth_loss(
     has = n > 0
     mean1, mean2 = s1[has] / n[has], s2[has] / n[has]
     return (mean2 - silog_lambda * mean1.pow(2)).mean()
+
+
+def normals_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
+    """Surface-normal loss over the pixels with a target normal.
+
+    Args:
+        pred: ``B x 3 x H x W`` predicted normals (the network's unit vectors; renormalised here,
+            so any non-zero vectors work).
+        target: ``B x 3 x H x W`` target unit normals, all-zero = no label.
+        kind: ``"cosine"``: ``mean(1 - cos(pred, target))`` (the loss of MTAN and LibMTL, 0 for
+            equal directions, 2 for opposite ones); ``"l1"``: ``mean(|pred - target|_1)``, the L1
+            norm of the difference of the unit vectors summed over the three components.
+
+    Returns:
+        Scalar mean over the labelled pixels; 0 (with a graph) when there is none.
+
+    Raises:
+        ValueError: unknown ``kind``, or shapes other than two equal ``B x 3 x H x W``.
+    """
+    if kind not in NORMALS_LOSSES:
+        raise ValueError(f"normals loss: unknown kind {kind!r}; valid: {', '.join(NORMALS_LOSSES)}")
+    if pred.ndim != 4 or pred.shape[1] != 3 or target.shape != pred.shape:
+        raise ValueError(f"normals loss: pred and target must both be B x 3 x H x W; got {tuple(pred.shape)} and "
+                         f"{tuple(target.shape)}")
+    valid = target.detach().abs().sum(1) > 0
+    if not bool(valid.any()):
+        return _zero_with_graph(pred)
+    p = F.normalize(pred.movedim(1, -1)[valid], dim=-1, eps=1e-6)  # N x 3
+    t = F.normalize(target.movedim(1, -1)[valid].to(p.dtype), dim=-1, eps=1e-6)
+    if kind == "cosine":
+        return (1.0 - (p * t).sum(-1)).mean()
+    return (p - t).abs().sum(-1).mean()
 
 
 class TaskWeighting(nn.Module, abc.ABC):
@@ -337,10 +373,10 @@ def create_weighting(
 
 
 class MultiTaskLoss(nn.Module):
-    """Segmentation + depth loss with a task weighting.
+    """Segmentation, depth and surface-normal losses with a task weighting.
 
     Args:
-        tasks: Tasks with a loss, a subset of ``("seg", "depth")`` (default both).
+        tasks: Tasks with a loss, a subset of ``("seg", "depth", "normals")`` (default seg and depth).
         depth_loss: ``"mse"`` (default, the recipe), ``"l1"``, ``"berhu"`` or ``"silog"``.
         weighting: ``"fixed"`` (default, 1:1), ``"uncertainty"`` or ``"dwa"``.
         weights: Fixed per-task weights (``weighting="fixed"`` only).
@@ -348,11 +384,12 @@ class MultiTaskLoss(nn.Module):
         ignore_index: Segmentation label without a loss.
         class_weights: Per-class cross-entropy weights (a list of ``C`` numbers, e.g.
             :func:`enet_class_weights`); ``None``: unweighted (the recipe).
+        normals_loss: ``"cosine"`` (default) or ``"l1"`` (see :func:`normals_loss`).
 
     ``forward(outputs, targets)`` takes the model's ``{"seg": B x C x H x W logits, "depth":
-    B x 1 x H x W encoded}`` and ``{"seg": B x H x W int64, "depth": B x H x W metres}`` (a
-    batch dict from the data pipeline works as is) and returns ``{"loss_seg", "loss_depth",
-    "loss"}``: the weighted term of each task and their sum.
+    B x 1 x H x W encoded, "normals": B x 3 x H x W}`` and ``{"seg": B x H x W int64, "depth":
+    B x H x W metres, "normals": B x 3 x H x W}`` (a batch dict from the data pipeline works as
+    is) and returns ``{"loss_<task>", ..., "loss"}``: the weighted term of each task and their sum.
     """
 
     def __init__(
@@ -364,6 +401,7 @@ class MultiTaskLoss(nn.Module):
         dwa_temperature: float = 2.0,
         ignore_index: int = IGNORE_INDEX,
         class_weights: Sequence[float] | None = None,
+        normals_loss: str = "cosine",
     ):
         super().__init__()
         tasks = list(tasks)
@@ -384,8 +422,11 @@ class MultiTaskLoss(nn.Module):
             )
         if depth_loss not in DEPTH_LOSSES:
             raise ValueError(f"loss: unknown depth loss {depth_loss!r}; valid: {', '.join(DEPTH_LOSSES)}")
+        if normals_loss not in NORMALS_LOSSES:
+            raise ValueError(f"loss: unknown normals loss {normals_loss!r}; valid: {', '.join(NORMALS_LOSSES)}")
         self.tasks = tasks
         self.depth_loss = depth_loss
+        self.normals_loss = normals_loss
         self.ignore_index = ignore_index
         self.weighting = create_weighting(weighting, tasks, weights, dwa_temperature)
 
@@ -396,13 +437,13 @@ class MultiTaskLoss(nn.Module):
         Args:
             cfg: The section; ``class_weights`` must be numbers or ``None`` (``enet`` is
                 resolved on the training split first, see :func:`enet_class_weights`).
-            tasks: Tasks with a loss, a subset of ``("seg", "depth")``.
+            tasks: Tasks with a loss, a subset of ``("seg", "depth", "normals")``.
         """
         return cls(tasks=tasks, depth_loss=cfg.depth, weighting=cfg.weighting, weights=cfg.weights,
-                   dwa_temperature=cfg.dwa_temperature, class_weights=cfg.class_weights)
+                   dwa_temperature=cfg.dwa_temperature, class_weights=cfg.class_weights, normals_loss=cfg.normals)
 
     def task_losses(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Raw (unweighted) loss of each task: ``{"seg": ..., "depth": ...}``."""
+        """Raw (unweighted) loss of each task: ``{"seg": ..., "depth": ..., "normals": ...}``."""
         missing = [t for t in self.tasks if t not in outputs or t not in targets]
         if missing:
             raise ValueError(
@@ -418,6 +459,8 @@ class MultiTaskLoss(nn.Module):
             raw["seg"] = segmentation_loss(outputs["seg"], targets["seg"], self.ignore_index, self.class_weights)
         if "depth" in self.tasks:
             raw["depth"] = depth_loss(outputs["depth"], targets["depth"], self.depth_loss)
+        if "normals" in self.tasks:
+            raw["normals"] = normals_loss(outputs["normals"], targets["normals"], self.normals_loss)
         return raw
 
     def combine(self, raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

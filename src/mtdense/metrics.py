@@ -10,6 +10,9 @@ so ``update`` per batch, ``compute`` once per split gives the figure over the wh
   accuracy.
 * :class:`DepthMetrics`: AbsRel, SqRel, RMSE, RMSE log and the delta < 1.25^k accuracies, in
   metres, over the pixels with a valid ground-truth depth, pooled over all pixels of the split.
+* :class:`NormalsMetrics`: the angular error of surface normals in degrees, its mean and median
+  and the share of pixels within 11.25, 22.5 and 30 degrees (the figures of MTAN and LibMTL on
+  NYUv2), over the pixels with a ground-truth normal.
 
 The number of classes and their names come from the data the model was trained on (its
 :class:`~mtdense.data.description.DatasetInfo`), never from a global list: :func:`evaluate_split`
@@ -28,10 +31,14 @@ from torchmetrics import Metric
 
 from mtdense.data.labels import IGNORE_INDEX, NUM_CLASSES
 
-__all__ = ["SegMetrics", "DepthMetrics", "DEPTH_METRIC_NAMES", "metrics_to_dict", "format_metrics", "check_same_classes",
-           "evaluate_split"]
+__all__ = ["SegMetrics", "DepthMetrics", "NormalsMetrics", "DEPTH_METRIC_NAMES", "NORMALS_METRIC_NAMES",
+           "NORMALS_THRESHOLDS_DEG", "metrics_to_dict", "format_metrics", "check_same_classes", "evaluate_split"]
 
 DEPTH_METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
+NORMALS_THRESHOLDS_DEG = (11.25, 22.5, 30.0)
+NORMALS_METRIC_NAMES = ("normal_mean", "normal_median", "normal_11_25", "normal_22_5", "normal_30")
+"""Keys of the normals figures: mean and median angular error (degrees), then the share of pixels
+within each of :data:`NORMALS_THRESHOLDS_DEG`."""
 
 
 class SegMetrics(Metric):
@@ -180,19 +187,98 @@ class DepthMetrics(Metric):
         }
 
 
+class NormalsMetrics(Metric):
+    """Angular error of surface normals over the pixels with a ground-truth normal.
+
+    The error of a pixel is the angle between the predicted and the ground-truth vector,
+    ``degrees(acos(clip(p . g / (|p| |g|), -1, 1)))``. Ground truth that is all zero (or non-finite)
+    is no label and not evaluated. Sums are pooled over the whole split: the mean and the shares
+    within 11.25, 22.5 and 30 degrees are exact; the median comes from a histogram of the errors
+    in bins of ``median_resolution`` degrees (0.01 by default), interpolated inside its bin, so it
+    is within one bin of the exact median of all pixels and needs no list of every error.
+
+    Args:
+        median_resolution: Histogram bin width in degrees (``180 / median_resolution`` bins).
+
+    ``update(pred, target)`` takes ``B x 3 x H x W`` vectors (channels first, as the network returns
+    them and batches carry them). ``compute()`` returns
+    ``{"normal_mean", "normal_median", "normal_11_25", "normal_22_5", "normal_30"}`` (float64
+    scalars: degrees, then shares 0..1; NaN when no pixel was evaluated).
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = None
+
+    def __init__(self, median_resolution: float = 0.01, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 < median_resolution <= 1:
+            raise ValueError(f"NormalsMetrics: median_resolution must be in (0, 1] degrees, got {median_resolution!r}")
+        self.bins = int(math.ceil(180.0 / median_resolution))
+        self.resolution = 180.0 / self.bins
+        self.add_state("n", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("sum_deg", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("within", default=torch.zeros(len(NORMALS_THRESHOLDS_DEG), dtype=torch.float64),
+                       dist_reduce_fx="sum")
+        self.add_state("histogram", default=torch.zeros(self.bins, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch of ``B x 3 x H x W`` predicted and ground-truth normals (all-zero ground truth = no label)."""
+        if pred.ndim != 4 or pred.shape[1] != 3 or pred.shape != target.shape:
+            raise ValueError(f"NormalsMetrics: prediction {tuple(pred.shape)} and target {tuple(target.shape)} must both "
+                             f"be B x 3 x H x W; resize the prediction to the ground-truth size first")
+        g = target.double().movedim(1, -1)
+        p = pred.double().movedim(1, -1)
+        g_len = g.norm(dim=-1)
+        valid = torch.isfinite(g).all(-1) & (g_len > 0)
+        g, p, g_len = g[valid], p[valid], g_len[valid]
+        p_len = p.norm(dim=-1)
+        if not bool(torch.isfinite(p).all()) or bool((p_len == 0).any()):
+            raise ValueError("NormalsMetrics: the prediction has NaN, infinite or zero-length normals on labelled pixels")
+        cos = ((p * g).sum(-1) / (p_len * g_len)).clamp(-1.0, 1.0)
+        err = torch.rad2deg(torch.acos(cos))
+        self.n += err.numel()
+        self.sum_deg += err.sum()
+        self.within += torch.stack([(err < t).sum() for t in NORMALS_THRESHOLDS_DEG]).to(self.within)
+        index = (err / self.resolution).long().clamp_(0, self.bins - 1)
+        self.histogram += torch.bincount(index, minlength=self.bins).to(self.histogram)
+
+    def _median(self) -> torch.Tensor:
+        cum = self.histogram.cumsum(0)
+        half = self.n / 2
+        b = int(torch.searchsorted(cum, half))
+        before = cum[b - 1] if b > 0 else torch.zeros((), dtype=cum.dtype, device=cum.device)
+        inside = self.histogram[b]
+        frac = (half - before) / inside if float(inside) > 0 else torch.zeros_like(half)
+        return (b + frac) * self.resolution
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """The mean and median error in degrees and the shares within 11.25, 22.5 and 30 degrees."""
+        if float(self.n) == 0:
+            nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.n.device)
+            return {k: nan.clone() for k in NORMALS_METRIC_NAMES}
+        shares = self.within / self.n
+        return {"normal_mean": self.sum_deg / self.n, "normal_median": self._median(),
+                **{k: shares[i] for i, k in enumerate(NORMALS_METRIC_NAMES[2:])}}
+
+
 def metrics_to_dict(
     seg: dict[str, torch.Tensor] | None,
     depth: dict[str, torch.Tensor] | None,
     class_names: Sequence[str] | None = None,
+    normals: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Plain-typed metrics (``metrics.json``): ``miou, pixel_acc, abs_rel, sq_rel, rmse, rmse_log,
-    delta1, delta2, delta3, per_class_iou`` (per class name; NaN -> ``None``).
+    delta1, delta2, delta3``, with normals ``normal_mean, normal_median`` (degrees),
+    ``normal_11_25, normal_22_5, normal_30`` (shares), then ``per_class_iou`` (per class name);
+    NaN -> ``None``.
 
     Args:
         seg: :meth:`SegMetrics.compute` output, or ``None`` (no segmentation).
         depth: :meth:`DepthMetrics.compute` output, or ``None`` (no depth).
         class_names: The name of each class index, in order (``DatasetInfo.classes``); needed
             with ``seg``.
+        normals: :meth:`NormalsMetrics.compute` output, or ``None`` (no normals).
 
     Raises:
         ValueError: ``seg`` without ``class_names``, or a name count other than the class count.
@@ -207,6 +293,8 @@ def metrics_to_dict(
         out["pixel_acc"] = num(seg["pixel_acc"])
     if depth is not None:
         out.update({k: num(depth[k]) for k in DEPTH_METRIC_NAMES})
+    if normals is not None:
+        out.update({k: num(normals[k]) for k in NORMALS_METRIC_NAMES})
     if seg is not None:
         iou = seg["per_class_iou"]
         if class_names is None:
@@ -232,6 +320,11 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         lines.append("")
         lines.append("  ".join(f"{k:>9}" for k in DEPTH_METRIC_NAMES))
         lines.append("  ".join(f"{fmt(metrics[k], k.startswith('delta')).strip():>9}" for k in DEPTH_METRIC_NAMES))
+    if "normal_mean" in metrics:
+        heads = ("mean deg", "median deg", "< 11.25", "< 22.5", "< 30")
+        lines.append("")
+        lines.append("normals: " + "  ".join(f"{h:>10}" for h in heads))
+        lines.append("         " + "  ".join(f"{fmt(metrics[k], i >= 2).strip():>10}" for i, k in enumerate(NORMALS_METRIC_NAMES)))
     if "per_class_iou" in metrics:
         lines.append("")
         lines.append("per-class IoU (n/a: class in neither ground truth nor prediction)")

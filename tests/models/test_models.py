@@ -103,6 +103,19 @@ def test_default_model_matches_the_recipe():
     assert abs(rows["encoder"].gflops + rows["decoder"].gflops + rows["heads"].gflops - rows["total"].gflops) < 1e-6
 
 
+def test_normals_head_gives_unit_vectors_and_round_trips(tmp_path):
+    model = mtdense.create_model(tasks={"seg": 13, "depth": 1, "normals": 3}, decoder_channels=16).eval()
+    assert set(model.heads) == {"seg", "depth", "normals"}
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 96))
+    assert out["seg"].shape == (2, 13, 64, 96) and out["normals"].shape == (2, 3, 64, 96)
+    torch.testing.assert_close(out["normals"].norm(dim=1), torch.ones(2, 64, 96))
+    loaded = mtdense.load_model(mtdense.save_checkpoint(model, tmp_path / "m.pth"))
+    assert loaded.tasks == {"seg": 13, "depth": 1, "normals": 3}
+    with pytest.raises(ValueError, match=r"task 'normals' has 3 output channels, got 2; set tasks\['normals'\] = 3"):
+        mtdense.create_model(tasks={"seg": 19, "normals": 2})
+
+
 def test_kitti_size():
     model = mtdense.create_model(decoder_channels=32).eval()
     with torch.no_grad():

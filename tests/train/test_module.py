@@ -95,8 +95,48 @@ def test_checkpoint_rebuilds_its_model_with_load_model(tmp_path):
 
 
 def test_tasks_without_a_loss_are_refused():
-    with pytest.raises(ValueError, match="normals"):
-        MultiTaskModule({**MODEL, "tasks": {"seg": 19, "depth": 1, "normals": 3}}, lr=1e-3)
+    with pytest.raises(ValueError, match=r"\['edges'\] have no training loss"):
+        MultiTaskModule({**MODEL, "tasks": {"seg": 19, "depth": 1, "edges": 1}}, lr=1e-3)
+
+
+def _normals_batch(seed: int = 0) -> dict:
+    batch = _batch(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    n = torch.nn.functional.normalize(torch.randn(2, 3, 64, 128, generator=g), dim=1)
+    n[:, :, :, :16] = 0.0  # no label there
+    return {**batch, "normals": n}
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "dwa"])
+def test_three_tasks_train_with_learned_or_dynamic_weights(tmp_path, weighting):
+    """seg + depth + normals: every task has a loss term and a weight, and validation logs the
+    normals figures."""
+    module = MultiTaskModule({**MODEL, "tasks": {"seg": 19, "depth": 1, "normals": 3}}, lr=1e-3,
+                             loss_config={"weighting": weighting})
+    assert module.criterion.tasks == ["seg", "depth", "normals"]
+    assert set(module.criterion.weighting.weights()) == {"seg", "depth", "normals"}
+    if weighting == "uncertainty":
+        assert set(module.criterion.weighting.log_vars) == {"seg", "depth", "normals"}
+    batch = _normals_batch()
+    out = module(batch["image"])
+    assert out["normals"].shape == (2, 3, 64, 128)
+    torch.testing.assert_close(out["normals"].norm(dim=1), torch.ones(2, 64, 128))
+    losses = module.criterion(out, batch)
+    assert set(losses) == {"loss_seg", "loss_depth", "loss_normals", "loss"}
+    torch.testing.assert_close(losses["loss"], losses["loss_seg"] + losses["loss_depth"] + losses["loss_normals"])
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        num_sanity_val_steps=0, limit_train_batches=1, limit_val_batches=1)
+    loader = DataLoader([{k: v[i] for k, v in batch.items()} for i in range(2)], batch_size=2)
+    trainer.fit(module, loader, loader)
+    logged = trainer.callback_metrics
+    for key in ("val/normal_mean", "val/normal_median", "val/normal_11_25", "val/normal_22_5", "val/normal_30",
+                "train/weight_normals", "val/loss_normals"):
+        assert key in logged, key
+    assert 0 < float(logged["val/normal_mean"]) < 180 and 0 <= float(logged["val/normal_30"]) <= 1
+    if weighting == "dwa":  # after two epochs the weights follow the loss ratios: they sum to the task count
+        assert sum(module.criterion.weighting.weights().values()) == pytest.approx(3.0)
+        assert module.criterion.weighting.weights() != {"seg": 1.0, "depth": 1.0, "normals": 1.0}
 
 
 def test_depth_init_and_bn_momentum():

@@ -68,6 +68,10 @@ def test_valid_recipe_fills_defaults(tiny_recipe, tiny_cityscapes):
         (lambda d: d["model"].update(tasks={"seg": 19}, depth_init_m=20.0), r"model\.depth_init_m: needs a depth task"),
         (lambda d: d["optimizer"].update(betas=[0.9]) if "optimizer" in d else d.update(optimizer={"betas": [0.9]}),
          r"optimizer\.betas: must be two numbers"),
+        (lambda d: d["model"].update(tasks={"seg": 19, "normals": 1}),
+         r"model\.tasks\.normals: has 3 output channels, got 1; --set model\.tasks\.normals=3"),
+        (lambda d: d["model"].update(tasks={"seg": 19, "depth": 2}), r"model\.tasks\.depth: has 1 output channels, got 2"),
+        (lambda d: d.update(loss={"normals": "angle"}), r"loss\.normals: unknown normals loss 'angle'; valid: cosine, l1"),
     ],
 )
 def test_bad_recipes_name_the_key(tiny_recipe, tiny_cityscapes, edit, message):
@@ -89,8 +93,8 @@ def test_sections_hold_the_recipe_defaults():
     # The defaults that MultiTaskModule, CityscapesDataModule and the loss fall back to.
     assert OptimizerConfig().model_dump() == {"name": "adam", "weight_decay": 0.0, "betas": [0.9, 0.999], "pct_start": 0.3,
                                               "div_factor": 25.0, "final_div_factor": 1e4}
-    assert LossConfig().model_dump() == {"depth": "mse", "weighting": "fixed", "weights": {}, "dwa_temperature": 2.0,
-                                         "class_weights": None}
+    assert LossConfig().model_dump() == {"depth": "mse", "normals": "cosine", "weighting": "fixed", "weights": {},
+                                         "dwa_temperature": 2.0, "class_weights": None}
     data = DataConfig()
     assert (data.num_workers, data.depth_source, data.color_jitter) == (4, "disparity", [0.3, 0.3, 0.3, 0.05])
     assert StageConfig(name="s", epochs=1, batch_size=1, lr=1.0, scale=0.5).crop_scale == [0.5, 1.0]

@@ -12,9 +12,12 @@ from mtdense.models.encoders import Pretrained, create_encoder
 from mtdense.models.net import MultiTaskNet
 from mtdense.models.weights import load_state_dict_checked, load_state_dict_file, read_checkpoint, read_safetensors_metadata
 
-__all__ = ["create_model", "model_from_config", "save_checkpoint", "load_model", "export_safetensors", "DEFAULT_TASKS"]
+__all__ = ["create_model", "model_from_config", "save_checkpoint", "load_model", "export_safetensors", "DEFAULT_TASKS",
+           "TASK_CHANNELS"]
 
 DEFAULT_TASKS = {"seg": 19, "depth": 1}
+TASK_CHANNELS = {"depth": 1, "normals": 3}
+"""Tasks whose output channel count is fixed by what they predict (depth: one value; normals: a 3-D vector)."""
 CHECKPOINT_FORMAT = "mtdense-model-v1"
 
 
@@ -45,6 +48,9 @@ def create_model(
     for name, c in tasks.items():
         if not isinstance(c, int) or c < 1:
             raise ValueError(f"task '{name}': output channels must be a positive int, got {c!r}")
+        if name in TASK_CHANNELS and c != TASK_CHANNELS[name]:
+            raise ValueError(f"task '{name}' has {TASK_CHANNELS[name]} output channels, got {c}; "
+                             f"set tasks['{name}'] = {TASK_CHANNELS[name]}")
     enc = create_encoder(encoder, pretrained)
     config = {"encoder": encoder, "tasks": tasks, "decoder_channels": int(decoder_channels), "freeze_encoder": bool(freeze_encoder)}
     model = MultiTaskNet(enc, tasks, decoder_channels, config=config)

@@ -12,7 +12,19 @@ from mtdense.models.decoders import LightWeightRefineNet
 from mtdense.models.encoders import Encoder
 from mtdense.models.heads import TaskHead
 
-__all__ = ["MultiTaskNet"]
+__all__ = ["MultiTaskNet", "UNIT_VECTOR_TASKS", "finish_output"]
+
+UNIT_VECTOR_TASKS = ("normals",)
+"""Tasks whose output is a direction: each pixel's vector is normalised to unit length, after the
+upsampling (a bilinear blend of unit vectors is shorter than 1)."""
+
+
+def finish_output(task: str, y: torch.Tensor) -> torch.Tensor:
+    """A head's output at the input size as the task returns it: unit vectors for
+    :data:`UNIT_VECTOR_TASKS` (``y / max(|y|, 1e-6)`` over the channels), as it is otherwise."""
+    if task in UNIT_VECTOR_TASKS:
+        return F.normalize(y, p=2.0, dim=1, eps=1e-6)
+    return y
 
 
 class MultiTaskNet(nn.Module):
@@ -31,8 +43,9 @@ class MultiTaskNet(nn.Module):
             :func:`mtdense.data.description.model_dataset_info`, Cityscapes by default).
 
     ``forward(x)`` takes ``B x 3 x H x W`` ImageNet-normalised images (any H, W >= 32) and
-    returns ``{task: B x C x H x W}`` at input resolution: segmentation logits, and for
-    depth the encoded target ``log(clip(depth_m, 0, 250)) / 5`` (see :mod:`mtdense.data.depth`).
+    returns ``{task: B x C x H x W}`` at input resolution: segmentation logits, for depth the
+    encoded target ``log(clip(depth_m, 0, 250)) / 5`` (see :mod:`mtdense.data.depth`), and for
+    normals (3 channels) unit vectors in camera coordinates (:func:`finish_output`).
     """
 
     def __init__(self, encoder: Encoder, tasks: dict[str, int], decoder_channels: int = 256, config: dict[str, Any] | None = None):
@@ -66,7 +79,7 @@ class MultiTaskNet(nn.Module):
         shared = self.decoder(feats)
         size = x.shape[-2:]
         return {
-            name: F.interpolate(head(shared), size=size, mode="bilinear", align_corners=False)
+            name: finish_output(name, F.interpolate(head(shared), size=size, mode="bilinear", align_corners=False))
             for name, head in self.heads.items()
         }
 

@@ -7,7 +7,8 @@ network (``self.model``, so checkpoint weights sit under the ``model.`` prefix t
 
 Logged: ``train/loss`` and, per task, ``train/loss_<task>`` (weighted term), ``train/raw_<task>``
 (unweighted) and ``train/weight_<task>``; ``val/loss_<task>``; per validation epoch
-``val/miou``, ``val/pixel_acc`` and the depth errors ``val/abs_rel`` ... ``val/delta3``.
+``val/miou``, ``val/pixel_acc``, the depth errors ``val/abs_rel`` ... ``val/delta3`` and, with a
+normals task, ``val/normal_mean`` ... ``val/normal_30`` (angular errors in degrees, shares).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import torch
 
 from mtdense.data.depth import decode_depth, encode_depth
 from mtdense.data.labels import IGNORE_INDEX
+from mtdense.losses import TASKS as LOSS_TASKS
 from mtdense.losses import MultiTaskLoss
-from mtdense.metrics import DepthMetrics, SegMetrics
+from mtdense.metrics import DepthMetrics, NormalsMetrics, SegMetrics
 from mtdense.models import create_model
 from mtdense.train.config import validate
 from mtdense.train.schema import LossConfig, OptimizerConfig, Recipe
@@ -63,7 +65,8 @@ class MultiTaskModule(L.LightningModule):
             ``hyper_parameters["dataset_info"]`` and set as the network's ``dataset_info``.
 
     Batches are dicts: ``image`` ``B x 3 x H x W`` normalised, ``seg`` ``B x H x W`` int64
-    (255 ignore), ``depth`` ``B x H x W`` metres (0 invalid).
+    (255 ignore), ``depth`` ``B x H x W`` metres (0 invalid), ``normals`` ``B x 3 x H x W`` unit
+    vectors (all-zero: no label).
     """
 
     def __init__(
@@ -107,13 +110,15 @@ class MultiTaskModule(L.LightningModule):
                 "dataset_info": self.model.dataset_info,
             }
         )
-        loss_tasks = [t for t in self.model.tasks if t in ("seg", "depth")]
+        loss_tasks = [t for t in self.model.tasks if t in LOSS_TASKS]
         if len(loss_tasks) != len(self.model.tasks):
             extra = sorted(set(self.model.tasks) - set(loss_tasks))
-            raise ValueError(f"model tasks {extra} have no training loss in mtdense.losses; train with tasks seg and/or depth")
+            raise ValueError(f"model tasks {extra} have no training loss in mtdense.losses; train with tasks out of "
+                             f"{', '.join(LOSS_TASKS)}")
         self.criterion = MultiTaskLoss.from_config(self.loss_config, tasks=loss_tasks)
         self.val_seg = SegMetrics(num_classes=self.model.tasks["seg"], ignore_index=IGNORE_INDEX) if "seg" in self.model.tasks else None
         self.val_depth = DepthMetrics() if "depth" in self.model.tasks else None
+        self.val_normals = NormalsMetrics() if "normals" in self.model.tasks else None
 
     @classmethod
     def from_config(cls, recipe: Recipe, stage: dict[str, Any], fresh: bool = True,
@@ -179,6 +184,8 @@ class MultiTaskModule(L.LightningModule):
             self.val_seg.update(outputs["seg"].argmax(1), batch["seg"])
         if self.val_depth is not None:
             self.val_depth.update(decode_depth(outputs["depth"][:, 0].float()), batch["depth"])
+        if self.val_normals is not None:
+            self.val_normals.update(outputs["normals"].float(), batch["normals"])
 
     def on_validation_epoch_end(self) -> None:
         # compute() reduces the sums over all processes, so every rank logs the split figure.
@@ -191,6 +198,9 @@ class MultiTaskModule(L.LightningModule):
         if self.val_depth is not None:
             logs.update({f"val/{k}": v.float() for k, v in self.val_depth.compute().items()})
             self.val_depth.reset()
+        if self.val_normals is not None:
+            logs.update({f"val/{k}": v.float() for k, v in self.val_normals.compute().items()})
+            self.val_normals.reset()
         self.log_dict(logs, prog_bar=False)
         if "val/miou" in logs:
             self.log("miou", logs["val/miou"], prog_bar=True, logger=False)

@@ -51,7 +51,8 @@ class StageResult:
         name: Stage name.
         dir: The stage's run folder (``checkpoints/``, ``tensorboard/``, ``csv/``).
         last: Checkpoint after the last epoch (the next stage starts from it).
-        best: Checkpoint with the best validation score (mIoU; AbsRel without a seg task).
+        best: Checkpoint with the best validation score (mIoU; AbsRel without a seg task; the mean
+            normal angle with normals alone).
         best_score: That score.
         global_step: Optimiser steps taken in the stage.
     """
@@ -236,13 +237,19 @@ def _trainer(t: TrainerConfig, sdir: Path, epochs: int, callbacks: list[Any], su
     )
 
 
-def _best_checkpoint(sdir: Path, has_seg: bool) -> ModelCheckpoint:
-    """``best.ckpt``: the best validation score (mIoU; AbsRel without a seg task)."""
+# The score best.ckpt keeps, by the first task the model has: (logged key, mode).
+_BEST = {"seg": ("val/miou", "max"), "depth": ("val/abs_rel", "min"), "normals": ("val/normal_mean", "min")}
+
+
+def _best_checkpoint(sdir: Path, tasks: Any) -> ModelCheckpoint:
+    """``best.ckpt``: the best validation score (mIoU; AbsRel without a seg task; the mean normal
+    angle with normals alone)."""
+    monitor, mode = next((_BEST[t] for t in _BEST if t in tasks), _BEST["seg"])
     return ModelCheckpoint(
         dirpath=sdir / "checkpoints",
         filename="best",
-        monitor="val/miou" if has_seg else "val/abs_rel",
-        mode="max" if has_seg else "min",
+        monitor=monitor,
+        mode=mode,
         save_top_k=1,
         enable_version_counter=False,
     )
@@ -271,7 +278,7 @@ def _run_stage(
     tasks = recipe.model.tasks
     datamodule = CityscapesDataModule.from_config(recipe.data, stage, train_size, val_size, seed=seed,
                                                   num_classes=tasks.get("seg", 19), tasks=list(tasks))
-    best = _best_checkpoint(sdir, has_seg="seg" in recipe.model.tasks)
+    best = _best_checkpoint(sdir, recipe.model.tasks)
     # last.ckpt after every training epoch (after its validation, if any) and every
     # checkpoint_minutes, whatever the validation interval: the resume point, and the weights
     # the next stage starts from.

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from mtdense.data.transforms import DEFAULT_COLOR_JITTER
-from mtdense.losses import DEPTH_LOSSES, WEIGHTINGS
+from mtdense.losses import DEPTH_LOSSES, NORMALS_LOSSES, WEIGHTINGS
 from mtdense.train.config import ConfigError, FieldError, Float, load_config, one_of, validate
 
 __all__ = [
@@ -173,7 +173,8 @@ class ModelConfig(Section):
     freeze_encoder: bool = False
     """Keep the encoder fixed."""
     tasks: dict[str, Positive] = {"seg": 19, "depth": 1}
-    """Task -> output channels. For a format other than ``cityscapes`` the dataset decides:
+    """Task -> output channels (``seg``: classes, ``depth``: 1, ``normals``: 3, surface normals as
+    unit vectors). For a format other than ``cityscapes`` the dataset decides:
     ``seg: 19`` (the default) becomes the dataset's number of classes, and with the default
     tasks a task the dataset has no labels for is left out (see
     :func:`mtdense.train.runner.fit_to_dataset`)."""
@@ -183,6 +184,16 @@ class ModelConfig(Section):
     bn_momentum: Annotated[Float, Field(gt=0, le=1)] | None = None
     """BatchNorm running-statistics momentum while training (torchvision's MobileNetV3 uses
     0.01; 0.1 suits short runs from random init); ``null``: keep it."""
+
+    @model_validator(mode="after")
+    def _fixed_channels(self) -> ModelConfig:
+        from mtdense.models.factory import TASK_CHANNELS
+
+        for task, channels in self.tasks.items():
+            if task in TASK_CHANNELS and channels != TASK_CHANNELS[task]:
+                raise FieldError(f"tasks.{task}", f"has {TASK_CHANNELS[task]} output channels, got {channels}; "
+                                 f"--set model.tasks.{task}={TASK_CHANNELS[task]}")
+        return self
 
     @model_validator(mode="after")
     def _depth_init_needs_depth(self) -> ModelConfig:
@@ -200,6 +211,9 @@ class LossConfig(Section):
 
     depth: Annotated[str, one_of(DEPTH_LOSSES, "depth loss")] = "mse"
     """Depth loss: ``mse``, ``l1``, ``berhu``, ``silog``."""
+    normals: Annotated[str, one_of(NORMALS_LOSSES, "normals loss")] = "cosine"
+    """Surface-normal loss (a ``normals`` task): ``cosine`` (``1 - cos`` of the angle, as MTAN and
+    LibMTL) or ``l1`` (of the unit vectors)."""
     weighting: Annotated[str, one_of(WEIGHTINGS, "task weighting")] = "fixed"
     """``fixed`` (1:1 unless ``weights``), ``uncertainty`` (Kendall 2018), ``dwa`` (Liu 2019)."""
     weights: dict[str, NonNegative] = {}
