@@ -11,7 +11,8 @@ const state = {
   model: null,      // GET /model
   palette: null,    // Uint8Array, 3 per class
   lut: null,        // Uint8Array, 3 per depth colour (256)
-  range: [1, 100],  // metres at the ends of the colour map
+  range: [1, 100],  // metres at the ends of the colour map (the server's --depth-range)
+  fitted: null,     // [min, max] metres of the image shown, for "depth scale fitted to the image"
   width: 0, height: 0,
   rgb: null,        // Uint8ClampedArray RGBA of the image at its size
   seg: null,        // Uint8Array class indices
@@ -96,15 +97,16 @@ function canvasFor(id, width, height) {
 
 function renderOverlay() {
   if (!state.seg) return;
+  // Uint8ClampedArray rounds to the nearest value (ties to even), as OpenCV does in predict's panels
   const alpha = Number($("opacity").value), k = state.palette.length / 3;
   const ctx = canvasFor("view-seg", state.width, state.height);
   const out = ctx.createImageData(state.width, state.height), o = out.data, rgb = state.rgb, seg = state.seg, pal = state.palette;
   for (let i = 0, j = 0; i < seg.length; i++, j += 4) {
     const c = seg[i];
     if (c < k) {
-      o[j] = (1 - alpha) * rgb[j] + alpha * pal[3 * c] + 0.5;
-      o[j + 1] = (1 - alpha) * rgb[j + 1] + alpha * pal[3 * c + 1] + 0.5;
-      o[j + 2] = (1 - alpha) * rgb[j + 2] + alpha * pal[3 * c + 2] + 0.5;
+      o[j] = (1 - alpha) * rgb[j] + alpha * pal[3 * c];
+      o[j + 1] = (1 - alpha) * rgb[j + 1] + alpha * pal[3 * c + 1];
+      o[j + 2] = (1 - alpha) * rgb[j + 2] + alpha * pal[3 * c + 2];
     } else {  // no class (ignore): the image shows through
       o[j] = rgb[j]; o[j + 1] = rgb[j + 1]; o[j + 2] = rgb[j + 2];
     }
@@ -113,8 +115,14 @@ function renderOverlay() {
   ctx.putImageData(out, 0, 0);
 }
 
-function depthIndex(metres) {
-  const [lo, hi] = state.range;
+function depthRange() {
+  if (!$("depth-fit").checked || !state.fitted) return state.range;
+  const [lo, hi] = state.fitted;  // a flat depth map still gets a scale of some width
+  return hi > lo * 1.05 ? [lo, hi] : [lo / 1.05, hi * 1.05];
+}
+
+// The colour of a depth: log scale over [lo, hi] metres, as mtdense.viz.colorize_depth.
+function depthIndex(metres, lo, hi) {
   const d = Math.min(hi, Math.max(lo, metres));
   return Math.round((Math.log(d) - Math.log(lo)) / (Math.log(hi) - Math.log(lo)) * 255);
 }
@@ -122,9 +130,10 @@ function depthIndex(metres) {
 function renderDepth() {
   const ctx = canvasFor("view-depth", state.width, state.height);
   const out = ctx.createImageData(state.width, state.height), o = out.data, lut = state.lut, depth = state.depth;
+  const [lo, hi] = depthRange();
   for (let i = 0, j = 0; i < depth.length; i++, j += 4) {
     if (depth[i] === 0) { o[j] = o[j + 1] = o[j + 2] = 0; } else {
-      const c = 3 * depthIndex(depth[i] / 256);
+      const c = 3 * depthIndex(depth[i] / 256, lo, hi);
       o[j] = lut[c]; o[j + 1] = lut[c + 1]; o[j + 2] = lut[c + 2];
     }
     o[j + 3] = 255;
@@ -142,18 +151,18 @@ function renderDepthBar() {
   const ctx = bar.getContext("2d");
   ctx.scale(scale, scale);
   ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, 64, height);
-  const margin = 6, strip = 14, [lo, hi] = state.range;
+  const margin = 6, strip = 14, [lo, hi] = depthRange();
   for (let y = margin; y < height - margin; y++) {
     const c = 3 * Math.round((y - margin) / Math.max(1, height - 2 * margin - 1) * 255);
     ctx.fillStyle = `rgb(${state.lut[c]},${state.lut[c + 1]},${state.lut[c + 2]})`;
     ctx.fillRect(2, y, strip, 1);
   }
   ctx.fillStyle = "#000"; ctx.font = "11px system-ui, sans-serif"; ctx.textBaseline = "middle";
-  for (const tick of [0.5, 1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500]) {
-    if (tick < lo || tick > hi) continue;
-    const y = margin + depthIndex(tick) / 255 * (height - 2 * margin - 1);
+  const ticks = [0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500].filter((t) => t >= lo && t <= hi);
+  for (const tick of ticks.length >= 2 ? ticks : [lo, Math.sqrt(lo * hi), hi]) {
+    const y = margin + depthIndex(tick, lo, hi) / 255 * (height - 2 * margin - 1);
     ctx.fillRect(2 + strip, Math.round(y), 4, 1);
-    ctx.fillText(`${tick} m`, 8 + strip, y);
+    ctx.fillText(`${Number(tick.toPrecision(2))} m`, 8 + strip, y);
   }
 }
 
@@ -227,6 +236,7 @@ async function show(source, body) {
   ctx.drawImage(source, 0, 0, seg.width, seg.height);
   state.rgb = ctx.getImageData(0, 0, seg.width, seg.height).data;
   state.seg = seg.values; state.depth = depth.values;
+  state.fitted = body.depth.min !== null ? [body.depth.min, body.depth.max] : null;
   if (state.pinned && (state.pinned[0] >= seg.width || state.pinned[1] >= seg.height)) state.pinned = null;
   $("hint").hidden = true; $("panels").hidden = false;
   renderOverlay(); renderDepth(); renderLegend(body.classes); renderLatency(body);
@@ -327,6 +337,7 @@ $("pick-folder").addEventListener("change", (e) => {
 $("pick-video").addEventListener("change", (e) => { sendFiles([...e.target.files]); e.target.value = ""; });
 $("stop").addEventListener("click", () => { state.stop = true; });
 $("opacity").addEventListener("input", (e) => { $("opacity-value").textContent = Number(e.target.value).toFixed(2); renderOverlay(); });
+$("depth-fit").addEventListener("change", () => { if (state.depth) renderDepth(); });
 window.addEventListener("resize", () => { if (state.depth) renderDepthBar(); });
 
 const drop = $("drop");
