@@ -108,3 +108,22 @@ def test_class_plots_take_the_names(tmp_path):
     assert plot_confusion_matrix(np.eye(3) * 10, tmp_path / "cm.png", names=names).is_file()
     with pytest.raises(ValueError, match="3 class names"):
         plot_class_iou([0.5, 0.1], tmp_path / "bad.png", names=names)
+
+
+def test_depth_colours_follow_the_log_scale_definition():
+    """The OpenCV colouring equals round(log-scale position * 255) through the colour map, up to
+    one index step where the logarithm's last bit decides the rounding; invalid pixels are black."""
+    from mtdense.viz import _depth_to_unit, _lut
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 150.0, (64, 96)).astype(np.float32)
+    depth[::7, ::5] = 0.0
+    depth[3, :10], depth[4, :5], depth[5, :5] = np.nan, np.inf, -3.0
+    valid = np.isfinite(depth) & (depth > 0)
+    idx = (_depth_to_unit(np.where(valid, depth, 1.0), (1.0, 100.0)) * 255).round().astype(int)
+    got = colorize_depth(depth, (1.0, 100.0), cmap="gray")  # grey: the colour is the index
+    assert np.all(got[~valid] == 0)
+    assert np.abs(got[valid][:, 0].astype(int) - idx[valid]).max() <= 1
+    assert np.mean(got[valid][:, 0].astype(int) == idx[valid]) > 0.999
+    with pytest.raises(ValueError, match="H x W"):
+        colorize_depth(depth[None], (1.0, 100.0))

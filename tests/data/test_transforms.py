@@ -219,3 +219,80 @@ def test_zoom_depth_is_relative_to_the_evaluation_scale():
                        reference_width=32)(src)
     valid = a["depth"].numpy() > 0
     np.testing.assert_allclose(b["depth"].numpy()[valid], a["depth"].numpy()[valid] / 2.0, rtol=1e-6)
+
+
+def _normals_of(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A unit normal per pixel that encodes (x, y): tilted right by x, down by y."""
+    n = np.stack([0.01 * (x + 1), 0.02 * (y + 1), -np.ones_like(x, dtype=np.float64)], axis=-1)
+    return (n / np.linalg.norm(n, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_normals_move_with_the_image_and_a_flip_negates_their_x():
+    src = coded_sample()
+    y, x = np.mgrid[0:H, 0:W]
+    src["normals"] = _normals_of(x, y)
+    src["normals"][:, 5] = 0.0  # a column without a label
+    t = TrainTransform(size=(16, 32), scale=(0.25, 0.25), color_jitter=False, hflip=0.5)
+    flips = 0
+    for _ in range(20):
+        out = t(src)
+        assert out["normals"].shape == (3, 16, 32) and out["normals"].dtype == torch.float32
+        rgb = denormalize(out["image"])
+        xs, ys = np.rint(rgb[..., 0] / 4).astype(int), np.rint(rgb[..., 1] / 8).astype(int)
+        flipped = np.diff(xs, axis=1)[0, 0] == -1
+        flips += int(flipped)
+        expected = src["normals"][ys, xs].copy()
+        if flipped:
+            expected[..., 0] *= -1  # the mirrored surface faces the mirrored way
+        np.testing.assert_array_equal(out["normals"].permute(1, 2, 0).numpy(), expected)
+    assert 0 < flips < 20
+
+
+def test_normals_resize_nearest_pad_zero_and_eval_keeps_them():
+    src = coded_sample()
+    y, x = np.mgrid[0:H, 0:W]
+    src["normals"] = _normals_of(x, y)
+    out = EvalTransform(size=(16, 32))(src)
+    got = out["normals"].permute(1, 2, 0).numpy()
+    # nearest-exact: every output vector is one of the input's, unchanged (no blend shortens it)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=-1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(got, src["normals"][1::2, 1::2])
+    src["seg"][0] = 0  # every source pixel labelled: 255 below marks the padding alone
+    zoom_out = TrainTransform(size=(32, 64), scale=(3.0, 3.0), color_jitter=False, hflip=0.0)(src)
+    n = zoom_out["normals"]
+    outside = zoom_out["seg"] == IGNORE_INDEX
+    assert outside.any() and (n[:, outside] == 0).all() and (n[:, ~outside].norm(dim=0) > 0.99).all()
+
+
+def test_bad_normals_name_the_file():
+    src = coded_sample()
+    src["paths"]["normals"] = "normals/frame.png"
+    src["normals"] = np.zeros((H, W, 2), np.float32)
+    with pytest.raises(ValueError, match=r"normals/frame.png: normals are 32x64x2 but the image img.png is 32x64"):
+        EvalTransform()(src)
+    src["normals"] = np.full((H, W, 3), np.nan, np.float32)
+    assert not EvalTransform()(src)["normals"].any()  # non-finite: no label
+
+
+def test_predictor_input_equals_the_evaluation_transform_bit_for_bit():
+    """normalize_images (NumPy on the CPU) gives exactly the tensor of torchvision's
+    to_dtype + normalize that training and evaluation use, with and without a resize."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from mtdense.data.image import normalize_images
+
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (H + 5, W - 3, 3), dtype=np.uint8) for _ in range(2)]
+    sample = coded_sample()
+    expected = EvalTransform()(sample)["image"]
+    assert torch.equal(normalize_images([sample["image"]]), expected[None])
+    for size in (None, (H, W)):
+        batch = tv_tensors.Image(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2))
+        if size is not None:
+            batch = v2.functional.resize(batch, list(size), antialias=True)
+        reference = v2.functional.normalize(v2.functional.to_dtype(batch, torch.float32, scale=True),
+                                            IMAGENET_MEAN, IMAGENET_STD).as_subclass(torch.Tensor)
+        got = normalize_images(images, size)
+        assert got.dtype == torch.float32 and got.is_contiguous()
+        assert torch.equal(got, reference)
