@@ -285,3 +285,47 @@ def test_class_pixel_counts_count_the_hand_labels(hand_tree):
         for k in range(NUM_CLASSES):
             cropped[k] += int((train == k).sum())
     np.testing.assert_array_equal(class_pixel_counts(hand_tree.root, "train", crop_bottom=0.25), cropped)
+
+
+def test_normals_exact_values_crop_and_missing_or_bad_files(hand_tree):
+    """normals/ beside the other folders: read back exactly (rgb / 127.5 - 1, renormalised),
+    cut by crop_bottom like every map; a missing or malformed file names itself and the fix."""
+    from mtdense.data.normals import encode_normals
+
+    root = hand_tree.root
+    rng = np.random.default_rng(1)
+    written = {}
+    for name, files in hand_tree.files.items():
+        split, city = files["image"].parent.parent.name, files["image"].parent.name
+        n = rng.normal(size=(4, 6, 3))
+        n /= np.linalg.norm(n, axis=-1, keepdims=True)
+        rgb = encode_normals(n)
+        rgb[0, 0] = 0  # one pixel without a normal
+        d = root / "normals" / split / city
+        d.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(d / f"{name}_normals.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        written[name] = rgb
+    ds = CityscapesDataset(root, "train", load_normals=True)
+    sample = ds[0]
+    rgb = written[ds.frames[0].name]
+    expected = rgb.astype(np.float64) / 127.5 - 1
+    expected /= np.linalg.norm(expected, axis=-1, keepdims=True).clip(1e-12)
+    expected[0, 0] = 0
+    np.testing.assert_allclose(sample["normals"], expected, rtol=0, atol=1e-6)
+    assert sample["paths"]["normals"].endswith("_normals.png")
+    cut = CityscapesDataset(root, "train", load_normals=True, crop_bottom=0.25)[0]
+    np.testing.assert_array_equal(cut["normals"], sample["normals"][:3])
+    # the Cityscapes-layout dataset of open_dataset says it has normals when it loads them
+    from mtdense.data.open import open_dataset
+
+    assert open_dataset(root, "train", format="cityscapes", load_normals=True).info.tasks == ("seg", "depth", "normals")
+    # a grey pixel meant as "none" encodes no unit vector
+    bad = written[ds.frames[1].name].copy()
+    bad[1, 1] = 128
+    path = root / "normals" / "train" / ds.frames[1].city / f"{ds.frames[1].name}_normals.png"
+    cv2.imwrite(str(path), cv2.cvtColor(bad, cv2.COLOR_RGB2BGR))
+    with pytest.raises(ValueError, match=r"_normals.png: 1 pixels encode no unit vector \(e.g. rgb \(128, 128, 128\)"):
+        ds[1]
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=r"no surface normals \(normals/\).*mtdense data synth .* --overwrite"):
+        CityscapesDataset(root, "train", load_normals=True)

@@ -26,7 +26,9 @@ def test_from_config_takes_every_setting_from_the_recipe(tiny_cityscapes):
     assert (dm.root, dm.batch_size, dm.train_size, dm.val_size) == (tiny_cityscapes, 3, (32, 64), (48, 96))
     assert (dm.crop_scale, dm.zoom_depth, dm.num_workers, list(dm.color_jitter)) == ((0.7, 0.9), True, 0, [0.1, 0.2, 0.3, 0.0])
     assert dm.dataset_kwargs == {"depth_source": "disparity", "clean_disparity": True, "crop_bottom": 0.25,
-                                 "cache_in_memory": True}
+                                 "cache_in_memory": True, "load_normals": False}
+    with_normals = CityscapesDataModule.from_config(data, stage, (32, 64), None, tasks=["seg", "depth", "normals"])
+    assert with_normals.dataset_kwargs["load_normals"] is True
     # Without a recipe, the recipe's defaults.
     plain = CityscapesDataModule(tiny_cityscapes, batch_size=2, train_size=(32, 64))
     defaults = DataConfig()

@@ -70,6 +70,14 @@ def test_cityscapes_recipe_is_unchanged(tiny_recipe, tiny_cityscapes):
     assert fitted is recipe and info.format == "cityscapes" and info.num_classes == 19
 
 
+def test_cityscapes_root_without_normals_refuses_a_normals_task(tiny_recipe, tiny_cityscapes):
+    d = tiny_recipe(tiny_cityscapes)
+    d["model"]["tasks"] = {"seg": 19, "depth": 1, "normals": 3}
+    with pytest.raises(RecipeError, match=r"model\.tasks: normals has no labels in .* \(it has seg, depth\); leave "
+                                          r"normals out of model\.tasks; normals come with the synthetic city"):
+        fit_to_dataset(recipe_from_dict(d))
+
+
 def test_folder_batches_hold_the_dataset_classes(tiny_folder):
     dm = CityscapesDataModule(tiny_folder, batch_size=2, train_size=(64, 96), format="folder", num_classes=5,
                               num_workers=0, tasks=["seg", "depth"])

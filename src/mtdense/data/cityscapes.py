@@ -8,6 +8,8 @@ A Cityscapes root holds, per split and city, files that share a name stem
     disparity/{split}/{city}/{stem}_disparity.png              uint16, d = (p - 1) / 256 px, p = 0 invalid
     camera/{split}/{city}/{stem}_camera.json                   extrinsic.baseline (m), intrinsic.fx/fy/u0/v0 (px)
     rightImg8bit/{split}/{city}/{stem}_rightImg8bit.png        right stereo view
+    normals/{split}/{city}/{stem}_normals.png                  surface normals, 8-bit RGB (the synthetic city only;
+                                                               n = rgb / 127.5 - 1, (0, 0, 0) = none)
 
 Listing (:func:`list_frames`) only finds files and pairs them by stem, never by list order;
 decoding (:func:`load_frame`) turns them into arrays: train ids (official table), depth in metres
@@ -33,9 +35,10 @@ from mtdense.data import depth as depth_lib
 from mtdense.data.frames import FrameDataset
 from mtdense.data.image import read_image
 from mtdense.data.labels import NUM_CLASSES, label_ids_to_train_ids
+from mtdense.data.normals import read_normals_png
 
 __all__ = [
-    "IMAGE_FOLDER", "RIGHT_FOLDER", "CAMERA_FOLDER", "SUFFIXES",
+    "IMAGE_FOLDER", "RIGHT_FOLDER", "CAMERA_FOLDER", "NORMALS_FOLDER", "SUFFIXES",
     "Frame", "frame_file", "list_splits", "list_frames",
     "read_label_ids", "read_disparity_png", "read_camera", "load_frame", "class_pixel_counts",
     "CityscapesDataset",
@@ -44,16 +47,18 @@ __all__ = [
 IMAGE_FOLDER = "leftImg8bit"
 RIGHT_FOLDER = "rightImg8bit"
 CAMERA_FOLDER = "camera"
+NORMALS_FOLDER = "normals"
 SUFFIXES = {
     "image": "_leftImg8bit.png",
     "label": "_gtFine_labelIds.png",
     "disparity": "_disparity.png",
     "camera": "_camera.json",
     "right": "_rightImg8bit.png",
+    "normals": "_normals.png",
 }
 """File name ending of each counterpart; the file name is ``{stem}{suffix}``."""
 
-_ROLES = ("image", "label", "disparity", "camera", "right")
+_ROLES = ("image", "label", "disparity", "camera", "right", "normals")
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Frame:
         disparity: ``*_disparity.png`` of the chosen depth source (None without depth).
         camera: ``*_camera.json`` (None when absent and not needed).
         right: Right view ``*_rightImg8bit.png`` (None unless asked for).
+        normals: Surface normals ``*_normals.png`` (None unless asked for).
     """
 
     name: str
@@ -79,9 +85,11 @@ class Frame:
     disparity: Path | None = None
     camera: Path | None = None
     right: Path | None = None
+    normals: Path | None = None
 
     def paths(self) -> dict[str, Path]:
-        """The frame's files by role (``image``, ``label``, ``disparity``, ``camera``, ``right``), present ones only."""
+        """The frame's files by role (``image``, ``label``, ``disparity``, ``camera``, ``right``,
+        ``normals``), present ones only."""
         return {role: getattr(self, role) for role in _ROLES if getattr(self, role) is not None}
 
 
@@ -138,6 +146,7 @@ def list_frames(
     require_labels: bool = True,
     load_right: bool = False,
     label_source: str = "gtFine",
+    load_normals: bool = False,
 ) -> list[Frame]:
     """List a split's frames and pair each image with its counterparts by name stem.
 
@@ -149,6 +158,8 @@ def list_frames(
         require_labels: A missing label file raises; ``False`` lists it as ``None``.
         load_right: Also pair the right view (required when asked for).
         label_source: Folder of ``*_gtFine_labelIds.png`` files (``gtFine``, or pseudo-labels).
+        load_normals: Also pair the surface normals ``normals/.../*_normals.png`` (required when
+            asked for; the synthetic city writes them).
 
     Returns:
         Frames sorted by name.
@@ -160,12 +171,12 @@ def list_frames(
     root = Path(root)
     images = _image_files(root, split)
     frames: list[Frame] = []
-    missing: dict[str, list[tuple[Path, Path]]] = {"label": [], "disparity": [], "camera": [], "right": []}
+    missing: dict[str, list[tuple[Path, Path]]] = {"label": [], "disparity": [], "camera": [], "right": [], "normals": []}
     for image in images:
         city, name = image.parent.name, _stem(image, "image")
         label = frame_file(root, label_source, split, city, name, "label")
         camera = frame_file(root, CAMERA_FOLDER, split, city, name, "camera")
-        disparity = right = None
+        disparity = right = normals = None
         if not label.is_file():
             if require_labels:
                 missing["label"].append((label, image))
@@ -182,7 +193,11 @@ def list_frames(
             right = frame_file(root, RIGHT_FOLDER, split, city, name, "right")
             if not right.is_file():
                 missing["right"].append((right, image))
-        frames.append(Frame(name, split, city, image, label, disparity, camera, right))
+        if load_normals:
+            normals = frame_file(root, NORMALS_FOLDER, split, city, name, "normals")
+            if not normals.is_file():
+                missing["normals"].append((normals, image))
+        frames.append(Frame(name, split, city, image, label, disparity, camera, right, normals))
     folder = root / IMAGE_FOLDER / split
     fixes = {
         "label": (
@@ -199,12 +214,15 @@ def list_frames(
         "camera": ("camera file (camera/)", f"extract camera_trainvaltest.zip into {root}: depth = baseline * fx / "
                    f"disparity needs each image's own calibration"),
         "right": ("right view (rightImg8bit/)", f"extract rightImg8bit_trainvaltest.zip into {root}"),
+        "normals": ("surface normals (normals/)", f"generate the synthetic city again with this version of mtdense "
+                    f"('mtdense data synth {root} --overwrite' writes normals/; the real Cityscapes has none)"),
     }
     alternatives = {
         "label": "; or pass require_labels=False to list images without labels",
         "disparity": "; or pass depth_source=None to load no depth",
         "camera": "; or pass depth_source=None to load no depth",
         "right": "; or do not ask for the right view (load_right=False)",
+        "normals": "; or leave normals out of model.tasks (load_normals=False)",
     }
     for role, items in missing.items():
         if items:
@@ -357,8 +375,8 @@ def load_frame(frame: Frame, clean_disparity: bool = False, crop_bottom: float =
     Returns:
         ``image`` (H x W x 3 uint8 RGB); ``seg`` (H x W uint8 train ids, 255 = ignore) when the
         frame has a label; ``depth`` (H x W float32 metres, 0 = invalid) and ``camera`` (dict)
-        when it has a disparity map; ``right`` (H x W x 3 uint8) when listed; ``name``; ``paths``
-        (role -> file).
+        when it has a disparity map; ``right`` (H x W x 3 uint8) when listed; ``normals`` (H x W x
+        3 float32 unit vectors, all zero = none) when listed; ``name``; ``paths`` (role -> file).
 
     Raises:
         ValueError: An unreadable file, a map whose size differs from the image, a label id
@@ -386,11 +404,15 @@ def load_frame(frame: Frame, clean_disparity: bool = False, crop_bottom: float =
         right = read_image(frame.right, colour_only=True)
         _check_size(right, frame.right, size, frame.image, "right view")
         sample["right"] = right
+    if frame.normals is not None:
+        normals = read_normals_png(frame.normals)
+        _check_size(normals, frame.normals, size, frame.image, "normals map")
+        sample["normals"] = normals
     if crop_bottom > 0:
         keep = _kept_rows(size[0], crop_bottom)
         if keep < 1:
             raise ValueError(f"crop_bottom={crop_bottom} leaves nothing of the {size[0]}-row image {frame.image}")
-        for key in ("image", "seg", "depth", "right"):
+        for key in ("image", "seg", "depth", "right", "normals"):
             if key in sample:
                 sample[key] = np.ascontiguousarray(sample[key][:keep])
     if camera is not None:
@@ -414,6 +436,8 @@ class CityscapesDataset(FrameDataset):
         load_right: Also load the right view (``right``).
         label_source: Folder of ``*_gtFine_labelIds.png`` files.
         require_labels: A missing label raises; ``False``: such samples have no ``seg``.
+        load_normals: Also load the surface normals (``normals/``, written by the synthetic city;
+            a frame without its file raises).
         cache_in_memory: Keep every decoded sample (before ``transform``) in memory after its
             first read, so later epochs skip decoding. For splits that fit in RAM (about
             ``H * W * 8`` bytes a frame: image, train ids, depth); with loader workers each
@@ -435,6 +459,7 @@ class CityscapesDataset(FrameDataset):
         label_source: str = "gtFine",
         require_labels: bool = True,
         cache_in_memory: bool = False,
+        load_normals: bool = False,
     ):
         if not 0.0 <= crop_bottom < 1.0:
             raise ValueError(f"crop_bottom must be in [0, 1), got {crop_bottom}")
@@ -445,8 +470,9 @@ class CityscapesDataset(FrameDataset):
         self.depth_source = depth_source
         self.clean_disparity = bool(clean_disparity)
         self.crop_bottom = float(crop_bottom)
+        self.load_normals = bool(load_normals)
         frames = list_frames(root, split, depth_source=depth_source, require_labels=require_labels,
-                             load_right=load_right, label_source=label_source)
+                             load_right=load_right, label_source=label_source, load_normals=load_normals)
         self._init_frames(frames, transform, cache_in_memory)
 
     def load_frame(self, frame: Frame) -> dict[str, Any]:

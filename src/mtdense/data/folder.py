@@ -34,6 +34,7 @@ from mtdense.data.frames import FrameDataset
 from mtdense.data.description import DESCRIPTION_FILE, TASKS, DatasetInfo, read_dataset_yaml
 from mtdense.data.image import IMAGE_SUFFIXES, read_image
 from mtdense.data.labels import IGNORE_INDEX
+from mtdense.data.normals import read_normals_png
 
 __all__ = [
     "IMAGE_FOLDER", "LABEL_FOLDERS", "FolderFrame", "LayoutIssue", "folder_tasks", "read_folder_info",
@@ -46,7 +47,6 @@ LABEL_FOLDERS = {"seg": "masks", "depth": "depth", "normals": "normals"}
 """Folder of each task's label files (PNG, named as their image)."""
 
 _ROLES = {"seg": "label", "depth": "depth", "normals": "normals"}  # sample["paths"] keys
-_NORMAL_LENGTH = (0.5, 1.5)  # an encoded unit vector has length 1 +- 0.01; a resize may shorten it
 
 
 @dataclass(frozen=True)
@@ -296,30 +296,6 @@ def read_depth_png(path: str | Path, depth_scale: float) -> np.ndarray:
                          f"single-channel depth PNG; write depth_m * depth_scale ({depth_scale:g}) rounded to uint16, "
                          "0 = no depth (mtdense.data.depth.depth_to_png16 does for 256)")
     return (png.astype(np.float64) / depth_scale).astype(np.float32)
-
-
-def read_normals_png(path: str | Path) -> np.ndarray:
-    """Read a normals PNG as ``H x W x 3`` float32 unit vectors (``rgb / 127.5 - 1``, renormalised;
-    ``(0, 0, 0)`` -> all-zero = invalid).
-
-    Raises:
-        FileNotFoundError: No such file.
-        ValueError: Not a decodable 8-bit RGB image, or pixels that encode no unit vector (length
-            outside 0.5..1.5, e.g. a grey ``(128, 128, 128)`` meant as invalid); the message
-            names the file.
-    """
-    rgb = read_image(path, colour_only=True)
-    n = rgb.astype(np.float64) / 127.5 - 1.0
-    valid = rgb.any(axis=2)
-    length = np.linalg.norm(n, axis=2)
-    bad = valid & ((length < _NORMAL_LENGTH[0]) | (length > _NORMAL_LENGTH[1]))
-    if bad.any():
-        r, c = (int(v[0]) for v in np.nonzero(bad))
-        raise ValueError(f"{path}: {int(bad.sum())} pixels encode no unit vector (e.g. rgb {tuple(rgb[r, c].tolist())} "
-                         f"at row {r}, column {c}); encode n as round((n + 1) * 127.5) and invalid pixels as (0, 0, 0)")
-    out = np.zeros_like(n, dtype=np.float32)
-    out[valid] = (n[valid] / length[valid, None]).astype(np.float32)
-    return out
 
 
 def _check_size(array: np.ndarray, path: Path, size: tuple[int, int], image: Path) -> None:

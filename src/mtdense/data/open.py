@@ -30,7 +30,7 @@ class _Cityscapes(CityscapesDataset):
 
     def __init__(self, root: str | Path, split: str, **kwargs: Any):
         super().__init__(root, split, **kwargs)
-        tasks = ["seg"] + (["depth"] if self.depth_source is not None else [])
+        tasks = ["seg"] + (["depth"] if self.depth_source is not None else []) + (["normals"] if self.load_normals else [])
         self.info = DatasetInfo.cityscapes(tasks=tasks)
 
     @property

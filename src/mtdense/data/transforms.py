@@ -1,18 +1,23 @@
-"""Joint transforms: one random draw per sample, shared by the image, its segmentation and its depth.
+"""Joint transforms: one random draw per sample, shared by the image, its segmentation, its depth
+and its surface normals.
 
 Built on ``torchvision.transforms.v2``: the image is a ``tv_tensors.Image``, the segmentation a
-``tv_tensors.Mask`` and the depth a :class:`DepthMap` (a ``Mask``), so every geometric op moves
-them together and resizes the maps with nearest neighbour (no new label values, no depth
-mixed across an object edge); colour jitter and normalisation touch the image only. Resizing
+``tv_tensors.Mask``, the depth a :class:`DepthMap` and the normals a :class:`NormalsMap` (both
+``Mask`` s), so every geometric op moves them together and resizes the maps with nearest
+neighbour (no new label values, no depth or normal mixed across an object edge); colour jitter
+and normalisation touch the image only. A horizontal flip mirrors the scene, so it also negates
+the normals' x component (camera coordinates: x right, y down, z forward); crops and resizes
+leave the vectors as they are. Resizing
 never changes depth values: depth is in metres, and a resize scales the focal length and the
 disparity alike. A random crop that is then enlarged is another matter: it magnifies the scene,
 so objects look nearer than their depth says; ``zoom_depth=True`` divides the depth by the
 magnification so that apparent size and depth stay consistent (see :class:`JointResizedCrop`).
 Padding (a crop box reaching outside the image) is 0 for the image, 255
-(ignore) for the segmentation and 0 (no value) for the depth.
+(ignore) for the segmentation and 0 (no value) for the depth and the normals.
 
 Both transforms map a sample of :class:`mtdense.data.cityscapes.CityscapesDataset` to
-``image`` float32 3 x H x W (ImageNet-normalised), ``seg`` int64 H x W, ``depth`` float32 H x W
+``image`` float32 3 x H x W (ImageNet-normalised), ``seg`` int64 H x W, ``depth`` float32 H x W,
+``normals`` float32 3 x H x W (where the sample has them; channels first, as the network's output)
 and ``name``; the other keys (``camera``, ``paths``, ``right``) are dropped, since a crop or flip
 would make them wrong, and the default ``DataLoader`` collate works on the result.
 """
@@ -33,7 +38,8 @@ from mtdense.data.labels import IGNORE_INDEX, NUM_CLASSES
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_COLOR_JITTER",
-    "DepthMap", "JointResizedCrop", "TrainTransform", "EvalTransform", "to_tv_tensors",
+    "DepthMap", "NormalsMap", "JointResizedCrop", "JointHorizontalFlip", "TrainTransform", "EvalTransform",
+    "to_tv_tensors",
 ]
 
 DEFAULT_COLOR_JITTER = (0.3, 0.3, 0.3, 0.05)
@@ -44,8 +50,26 @@ class DepthMap(tv_tensors.Mask):
     """Depth in metres (0 = no value), ``1 x H x W`` float32: moved like a mask, padded with 0."""
 
 
+class NormalsMap(tv_tensors.Mask):
+    """Surface normals, ``3 x H x W`` float32 unit vectors in camera coordinates (x right, y down,
+    z forward; all zero = no label): moved like a mask, padded with 0, x negated by a horizontal
+    flip (:class:`JointHorizontalFlip`)."""
+
+
+class JointHorizontalFlip(v2.RandomHorizontalFlip):
+    """``v2.RandomHorizontalFlip`` (the same random draw) that also negates the x component of a
+    :class:`NormalsMap`: a mirrored surface faces the mirrored way."""
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        out = super().transform(inpt, params)
+        if isinstance(inpt, NormalsMap):
+            sign = torch.tensor([-1.0, 1.0, 1.0], dtype=out.dtype, device=out.device)[:, None, None]
+            out = tv_tensors.wrap(out * sign, like=inpt)
+        return out
+
+
 def _fill(inpt: torch.Tensor) -> float:
-    if isinstance(inpt, DepthMap):
+    if isinstance(inpt, (DepthMap, NormalsMap)):
         return 0.0
     if isinstance(inpt, tv_tensors.Mask):
         return float(IGNORE_INDEX)
@@ -169,9 +193,11 @@ def _file(sample: dict[str, Any], role: str) -> str:
 
 
 def to_tv_tensors(sample: dict[str, Any], num_classes: int = NUM_CLASSES) -> dict[str, torch.Tensor]:
-    """A dataset sample's ``image`` / ``seg`` / ``depth`` as ``Image`` / ``Mask`` / :class:`DepthMap`.
+    """A dataset sample's ``image`` / ``seg`` / ``depth`` / ``normals`` as ``Image`` / ``Mask`` /
+    :class:`DepthMap` / :class:`NormalsMap`.
 
-    Non-finite or negative depths become 0 (invalid); the sample stays usable.
+    Non-finite or negative depths become 0 (invalid), a normal with a non-finite component all
+    zero (no label); the sample stays usable.
 
     Args:
         sample: The dataset sample.
@@ -180,7 +206,8 @@ def to_tv_tensors(sample: dict[str, Any], num_classes: int = NUM_CLASSES) -> dic
 
     Raises:
         ValueError: The image is not H x W x 3 uint8, seg holds a value that is neither a class
-            index nor 255, or seg / depth differ in size from the image (the message names the file).
+            index nor 255, normals are not H x W x 3, or seg / depth / normals differ in size from
+            the image (the message names the file).
     """
     image = np.asarray(sample["image"])
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -213,6 +240,15 @@ def to_tv_tensors(sample: dict[str, Any], num_classes: int = NUM_CLASSES) -> dic
             if bad.any():
                 depth = np.where(bad, np.float32(0), depth)
             out["depth"] = DepthMap(torch.from_numpy(np.ascontiguousarray(depth))[None])
+    if sample.get("normals") is not None:
+        normals = np.asarray(sample["normals"], dtype=np.float32)
+        if normals.shape != (*size, 3):
+            raise ValueError(f"{_file(sample, 'normals')}: normals are {'x'.join(map(str, normals.shape))} but the image "
+                             f"{_file(sample, 'image')} is {size[0]}x{size[1]}; they must be H x W x 3 of the image's size")
+        bad = ~np.isfinite(normals).all(axis=2)
+        if bad.any():
+            normals = np.where(bad[..., None], np.float32(0), normals)
+        out["normals"] = NormalsMap(torch.from_numpy(np.ascontiguousarray(normals)).permute(2, 0, 1))
     return out
 
 
@@ -222,6 +258,8 @@ def _finish(tensors: dict[str, torch.Tensor], sample: dict[str, Any]) -> dict[st
         out["seg"] = tensors["seg"][0].as_subclass(torch.Tensor).to(torch.int64)
     if "depth" in tensors:
         out["depth"] = tensors["depth"][0].as_subclass(torch.Tensor).to(torch.float32)
+    if "normals" in tensors:
+        out["normals"] = tensors["normals"].as_subclass(torch.Tensor).to(torch.float32).contiguous()
     if "name" in sample:
         out["name"] = sample["name"]
     return out
@@ -233,8 +271,8 @@ def _normalize() -> list[v2.Transform]:
 
 
 class TrainTransform:
-    """Training augmentation: random resized crop, horizontal flip, colour jitter (image only),
-    ImageNet normalisation; one draw per sample for image, seg and depth.
+    """Training augmentation: random resized crop, horizontal flip (normals' x negated), colour
+    jitter (image only), ImageNet normalisation; one draw per sample for image, seg, depth and normals.
 
     Args:
         size: Output ``(H, W)`` (e.g. ``(200, 512)`` in the recipe's first stage).
@@ -268,7 +306,7 @@ class TrainTransform:
         steps: list[v2.Transform] = [JointResizedCrop(self.size, scale=scale, ratio=ratio, random=True, zoom_depth=zoom_depth,
                                                        reference_width=reference_width)]
         if hflip > 0:
-            steps.append(v2.RandomHorizontalFlip(p=hflip))
+            steps.append(JointHorizontalFlip(p=hflip))
         if color_jitter is True:
             color_jitter = DEFAULT_COLOR_JITTER
         if color_jitter:

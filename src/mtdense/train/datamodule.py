@@ -49,9 +49,17 @@ def native_size(root: str | Path, split: str = "train", crop_bottom: float = 0.0
 
 def dataset_info(root: str | Path, format: str = "cityscapes", split: str = "train",
                  depth_source: str | None = "disparity") -> DatasetInfo:
-    """The :class:`~mtdense.data.description.DatasetInfo` of a recipe's dataset (its train split)."""
+    """The :class:`~mtdense.data.description.DatasetInfo` of a recipe's dataset (its train split).
+
+    A Cityscapes-layout root has ``normals`` when it holds ``normals/SPLIT/`` (the synthetic city).
+    """
     if format == "cityscapes":
-        return DatasetInfo.cityscapes(tasks=("seg", "depth") if depth_source is not None else ("seg",))
+        from mtdense.data.cityscapes import NORMALS_FOLDER
+
+        tasks = ["seg"] + (["depth"] if depth_source is not None else [])
+        if (Path(root) / NORMALS_FOLDER / split).is_dir():
+            tasks.append("normals")
+        return DatasetInfo.cityscapes(tasks=tasks)
     return open_dataset(root, split, format=format).info
 
 
@@ -88,7 +96,8 @@ class CityscapesDataModule(L.LightningDataModule):
             other than ``cityscapes`` are opened with :func:`mtdense.data.open_dataset` and take no
             ``depth_source`` / ``clean_disparity`` / ``crop_bottom``.
         num_classes: Segmentation classes ``K`` the transforms accept (seg ``0..K-1`` or 255).
-        tasks: Tasks to load (``folder`` and ``kitti``; default: all the dataset has).
+        tasks: Tasks to load (``folder`` and ``kitti``; default: all the dataset has; ``cityscapes``
+            loads normals only when they are named here).
         train_split: The split trained on (``kitti``: e.g. ``train+semantics_train``).
         val_split: The split validated on.
     """
@@ -129,7 +138,8 @@ class CityscapesDataModule(L.LightningDataModule):
         self.color_jitter = color_jitter
         if format == "cityscapes":
             self.dataset_kwargs = {"depth_source": depth_source, "clean_disparity": clean_disparity,
-                                   "crop_bottom": crop_bottom, "cache_in_memory": bool(cache_in_memory)}
+                                   "crop_bottom": crop_bottom, "cache_in_memory": bool(cache_in_memory),
+                                   "load_normals": tasks is not None and "normals" in tasks}
         else:
             self.dataset_kwargs = {"cache_in_memory": bool(cache_in_memory)}
             if format in ("folder", "kitti") and tasks is not None:

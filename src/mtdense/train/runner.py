@@ -138,6 +138,12 @@ def fit_to_dataset(recipe: Recipe) -> tuple[Recipe, DatasetInfo]:
     d = recipe.data
     info = dataset_info(Path(str(d.root)).expanduser(), d.format, split=d.splits()[0], depth_source=d.depth_source)
     if d.format == "cityscapes":
+        missing = [t for t in recipe.model.tasks if t not in info.tasks]
+        if missing:
+            raise RecipeError(f"model.tasks: {', '.join(missing)} has no labels in {d.root} (it has "
+                              f"{', '.join(info.tasks)}); leave {', '.join(missing)} out of model.tasks"
+                              + ("; normals come with the synthetic city: generate it again with this version "
+                                 "('mtdense data synth DIR --overwrite')" if "normals" in missing else ""))
         return recipe, DatasetInfo.cityscapes(tasks=[t for t in info.tasks if t in recipe.model.tasks])
     given = dict(recipe.model.tasks)
     default = given == DEFAULT_TASKS

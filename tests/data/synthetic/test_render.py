@@ -111,3 +111,44 @@ def test_renderer_projects_a_known_rectangle(city):
         assert view.instance.max() == 0
     disparity = camera.disparity(np.array([10.0], np.float32))
     assert disparity[0] == pytest.approx(camera.fx * camera.baseline / 10)
+
+
+def test_normals_are_exact_unit_normals_of_the_rendered_surfaces(city):
+    """Each pixel's normal is perpendicular to its surface (back-projected from the rendered
+    depth), faces the camera, and is zero exactly on the sky; the PNG holds it within its
+    quantisation and the Cityscapes reader gives it back."""
+    from mtdense.data.cityscapes import CityscapesDataset
+    from mtdense.data.normals import read_normals_png
+
+    frame = syn.render_frame(SEED, "train", 0, SIZE)
+    view, cam = frame.left, frame.camera
+    n, depth = view.normals, view.depth
+    sky = view.label == syn.SKY
+    assert n.shape == (*SIZE, 3) and n.dtype == np.float32
+    assert (n[sky] == 0).all() and (depth[sky] == 0).all()
+    np.testing.assert_allclose(np.linalg.norm(n[~sky], axis=1), 1.0, rtol=1e-6)
+    # back-project: P = depth * ((u - u0) / fx, (v - v0) / fy, 1), camera coordinates (right, down, forward)
+    v, u = np.mgrid[0 : SIZE[0], 0 : SIZE[1]]
+    P = depth[..., None] * np.stack([(u - cam.u0) / cam.fx, (v - cam.v0) / cam.fy, np.ones_like(u, float)], -1)
+    assert ((n * P).sum(-1)[~sky] < 0).all()  # the visible side faces the camera
+    # along rows and columns inside one surface (same normal, same object and class) P moves in its plane
+    cosines = []
+    for axis in (0, 1):
+        a, b = (slice(None, -1), slice(None)) if axis == 0 else (slice(None), slice(None, -1))
+        a2, b2 = (slice(1, None), slice(None)) if axis == 0 else (slice(None), slice(1, None))
+        same = (~sky[a, b] & ~sky[a2, b2] & (n[a, b] == n[a2, b2]).all(-1) & (view.label[a, b] == view.label[a2, b2])
+                & (view.instance[a, b] == view.instance[a2, b2]))
+        t = (P[a2, b2] - P[a, b])[same]
+        cosines.append(np.abs((n[a, b][same] * t).sum(-1)) / np.linalg.norm(t, axis=1))
+    cosines = np.concatenate(cosines)
+    assert cosines.size > SIZE[0] * SIZE[1]  # most neighbours share a surface
+    assert np.median(cosines) < 1e-4 and np.mean(cosines < 1e-3) > 0.97  # the rest: two parallel surfaces meeting
+    c, stem = syn.frame_name("train", 0)
+    png = city.root / "normals" / "train" / c / f"{stem}_normals.png"
+    decoded = read_normals_png(png)
+    assert (decoded[sky] == 0).all() and (decoded[~sky] != 0).any(axis=1).all()
+    angle = np.degrees(np.arccos(np.clip((decoded[~sky] * n[~sky]).sum(1), -1, 1)))
+    assert angle.max() < 0.5  # the 8-bit quantisation
+    sample = CityscapesDataset(city.root, "train", load_normals=True)[0]
+    np.testing.assert_array_equal(sample["normals"], decoded)
+    assert "normals" not in CityscapesDataset(city.root, "train")[0]  # only when asked for

@@ -29,7 +29,7 @@ def test_summary_and_meta_file_describe_the_city(city):
         for folder, suffix in [("rightImg8bit", "rightImg8bit.png"), ("disparity", "disparity.png"),
                                ("camera", "camera.json"), ("gtFine", "gtFine_labelIds.png"),
                                ("gtFine", "gtFine_color.png"), ("gtFine", "gtFine_instanceIds.png"),
-                               ("gtFine", "gtFine_polygons.json")]:
+                               ("gtFine", "gtFine_polygons.json"), ("normals", "normals.png")]:
             assert len(files(city.root, folder, split, suffix)) == n, (folder, suffix, split)
     shares = city.class_frequencies()
     assert abs(sum(shares.values()) - 1) < 1e-9
@@ -86,7 +86,7 @@ def test_same_seed_same_bytes_any_worker_count(tmp_path):
     c = syn.generate_city(tmp_path / "c", 3, 1, size=(64, 128), seed=12, progress=False, workers=0)
     names = sorted(p.relative_to(a.root) for p in a.root.rglob("*") if p.is_file())
     assert names == sorted(p.relative_to(b.root) for p in b.root.rglob("*") if p.is_file())
-    assert len(names) == 4 * 8 + 1
+    assert len(names) == 4 * 9 + 1  # per frame: 2 views, 4 gtFine files, disparity, camera, normals; the meta file
     for name in names:
         assert (a.root / name).read_bytes() == (b.root / name).read_bytes(), name
     assert np.array_equal(a.label_pixels, b.label_pixels)

@@ -3,7 +3,7 @@
 Rendering is a numpy ray caster over axis-aligned rectangles with a z-buffer: for every
 rectangle the rays of its image bounding box are intersected with its plane, clipped to its
 extent and shape mask and depth-tested (pass 1, which fills depth, rectangle index and surface
-coordinates); then each visible pixel is shaded once from its surface coordinates (pass 2:
+coordinates; the index gives each pixel its surface's exact normal); then each visible pixel is shaded once from its surface coordinates (pass 2:
 procedural textures band-limited by the pixel footprint, sun and sky light, ground shadows,
 haze). Each camera adds its own mild sensor noise.
 
@@ -41,12 +41,15 @@ class View:
         depth: H x W float32 depth along the optical axis in metres, 0 = sky (no surface).
         label: H x W uint8 Cityscapes label ids.
         instance: H x W int32 object number (0 = none; cars and persons are numbered).
+        normals: H x W x 3 float32 unit normal of the visible surface in this camera's coordinates
+            (x right, y down, z forward; the side that faces the camera), all zero for the sky.
     """
 
     image: np.ndarray
     depth: np.ndarray
     label: np.ndarray
     instance: np.ndarray
+    normals: np.ndarray | None = None
 
 
 def _rays(camera: StereoCamera, pose: CameraPose) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +121,16 @@ def _shadow(scene: Scene, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         bot = m[iz + 1, ix] + (m[iz + 1, ix + 1] - m[iz + 1, ix]) * fx
         out[inside] = top + (bot - top) * fz
     return out
+
+
+def _normals(quads: list[Quad], C: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """``(1 + len(quads)) x 3`` float32: row 0 (the sky) zero, row ``k + 1`` the unit normal of quad
+    ``k`` on the side facing the camera at ``C``, in camera coordinates (``R`` is camera-to-world)."""
+    lut = np.zeros((len(quads) + 1, 3), np.float32)
+    for k, q in enumerate(quads):
+        sign = q.facing or (1 if C[q.axis] > q.c else -1)  # a two-sided quad is seen from the camera's side
+        lut[k + 1] = sign * R[q.axis]  # world normal e_axis * sign, rotated into the camera: R^T n
+    return lut
 
 
 def render_view(
@@ -215,7 +228,8 @@ def render_view(
     label_lut = np.array([SKY] + [q.label for q in quads], np.uint8)
     obj_lut = np.array([0] + [q.obj for q in quads], np.int32)
     depth = np.where(qid >= 0, zbuf, 0).astype(np.float32)
-    return View(image=image, depth=depth, label=label_lut[qid + 1], instance=obj_lut[qid + 1])
+    return View(image=image, depth=depth, label=label_lut[qid + 1], instance=obj_lut[qid + 1],
+                normals=_normals(quads, C, R)[qid + 1])
 
 
 @dataclass

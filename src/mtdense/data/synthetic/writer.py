@@ -8,7 +8,10 @@ Written per frame (``{city}_{index:06d}_000019``), exactly as in the Cityscapes 
   ``*_polygons.json`` (outer contours, drawn in order they rebuild the label map);
 - ``disparity/``: uint16, ``p = round(256 d + 1)``, 0 where there is no disparity (sky);
 - ``camera/``: ``extrinsic.baseline`` (0.209313 m) and ``intrinsic.fx, fy, u0, v0`` scaled
-  from the Cityscapes values to the image size.
+  from the Cityscapes values to the image size;
+- ``normals/``: ``*_normals.png``, the exact normal of each visible surface of the left view in
+  its camera coordinates, 8-bit RGB ``round((n + 1) * 127.5)``, ``(0, 0, 0)`` for the sky (not
+  part of the Cityscapes download; :mod:`mtdense.data.normals`).
 
 ``mtdense_synthetic.json`` at the root records the settings (:func:`city_settings` reads it)
 and is written last, so its presence means the city is complete. The same seed gives the same
@@ -31,6 +34,7 @@ from tqdm import tqdm
 
 from mtdense.data.depth import encode_cityscapes_disparity
 from mtdense.data.labels import CLASSES, LABEL_ID_COLORS, TRAIN_CLASS_NAMES
+from mtdense.data.normals import encode_normals
 from mtdense.data.synthetic.camera import StereoCamera, _check_size
 from mtdense.data.synthetic.render import Frame, render_frame
 from mtdense.data.synthetic.sampling import frame_rng
@@ -51,8 +55,8 @@ CITIES = {
 
 _META_FILE = "mtdense_synthetic.json"
 _PARTIAL_FILE = ".mtdense_synthetic_partial"
-_GENERATED = ("leftImg8bit", "rightImg8bit", "gtFine", "disparity", "camera")
-_FORMAT_VERSION = 1
+_GENERATED = ("leftImg8bit", "rightImg8bit", "gtFine", "disparity", "camera", "normals")
+_FORMAT_VERSION = 2  # 2: normals/ written
 
 
 def frame_name(split: str, index: int) -> tuple[str, str]:
@@ -126,6 +130,7 @@ def write_frame(root: str | Path, split: str, index: int, frame: Frame) -> np.nd
     )
     _write_png(dirs["disparity"] / f"{stem}_disparity.png", encode_cityscapes_disparity(frame.disparity()))
     (dirs["camera"] / f"{stem}_camera.json").write_text(json.dumps(frame.camera_json(), indent=2) + "\n")
+    _write_png(dirs["normals"] / f"{stem}_normals.png", cv2.cvtColor(encode_normals(left.normals), cv2.COLOR_RGB2BGR))
     return np.bincount(left.label.ravel(), minlength=256).astype(np.int64)
 
 
