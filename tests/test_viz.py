@@ -127,3 +127,26 @@ def test_depth_colours_follow_the_log_scale_definition():
     assert np.mean(got[valid][:, 0].astype(int) == idx[valid]) > 0.999
     with pytest.raises(ValueError, match="H x W"):
         colorize_depth(depth[None], (1.0, 100.0))
+
+
+def test_normals_colours_and_panel_tile():
+    from mtdense.viz import colorize_normals, make_panel
+
+    n = np.zeros((2, 3, 3), np.float32)
+    n[0, 0] = (0, 0, -1)  # a wall facing the camera
+    n[0, 1] = (0, -1, 0)  # the ground
+    n[0, 2] = (-1, 0, 0)  # a wall on the right, facing left
+    n[1, 0] = np.nan  # no normal, as (1, 1) and (1, 2): all zero
+    rgb = colorize_normals(n)
+    assert rgb[0].tolist() == [[128, 128, 0], [128, 0, 128], [0, 128, 128]]
+    assert not rgb[1].any()
+    image = np.full((2, 3, 3), 100, np.uint8)
+    seg = np.zeros((2, 3), np.uint8)
+    depth = np.full((2, 3), 5.0, np.float32)
+    plain = make_panel(image, seg, depth)
+    panel = make_panel(image, seg, depth, normals=n)
+    assert panel.shape[1] == plain.shape[1] + 3
+    np.testing.assert_array_equal(panel[:, : plain.shape[1]], plain)
+    np.testing.assert_array_equal(panel[:, -3:], rgb)
+    with pytest.raises(ValueError, match=r"normals \(2, 3\) must be H x W x 3"):
+        make_panel(image, seg, depth, normals=n[..., 0])

@@ -11,7 +11,11 @@ over the whole split:
 * depth: AbsRel, SqRel, RMSE, RMSE log, delta accuracies (:class:`mtdense.metrics.DepthMetrics`),
   and the same per ground-truth distance bin (error against distance);
 * depth distributions: 1000-bin histograms of ground-truth and predicted depth over the same
-  (valid) pixels of the first ``hist_samples`` samples (the recipe looks at ~100).
+  (valid) pixels of the first ``hist_samples`` samples (the recipe looks at ~100);
+* surface normals, for a model with a normals head and samples with ``normals``: the angular
+  error (mean, median, shares within 11.25 / 22.5 / 30 degrees,
+  :class:`mtdense.metrics.NormalsMetrics`), its histogram in 1-degree bins, and the first
+  samples' predicted and ground-truth normals side by side.
 
 :func:`write_report` turns that into pictures and a JSON file.
 """
@@ -19,7 +23,7 @@ over the whole split:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +33,7 @@ from tqdm import tqdm
 from mtdense.data.labels import TRAIN_CLASS_NAMES
 from mtdense.inference import Predictor
 from mtdense.io import write_json_atomic
-from mtdense.metrics import DepthMetrics, SegMetrics
+from mtdense.metrics import DepthMetrics, NormalsMetrics, SegMetrics
 
 __all__ = ["DISTANCE_BINS_M", "Analysis", "analyze", "write_report"]
 
@@ -52,6 +56,11 @@ class Analysis:
         hist_gt, hist_pred: Pixel counts per histogram bin.
         samples: Samples evaluated; ``hist_samples``: of which in the histograms.
         class_names: The names of the K classes, in order (the model's ``DatasetInfo.classes``).
+        normals: ``{"normal_mean", "normal_median", "normal_11_25", "normal_22_5", "normal_30"}``,
+            or ``None`` (no normals head, or no sample with normals).
+        normals_edges: 181 edges over 0..180 degrees; ``normals_counts``: pixels per 1-degree bin.
+        normals_examples: ``(image, predicted normals, ground-truth normals)`` of the first samples
+            with normals.
     """
 
     seg: dict
@@ -66,6 +75,10 @@ class Analysis:
     samples: int
     hist_samples: int
     class_names: tuple[str, ...] = tuple(TRAIN_CLASS_NAMES)
+    normals: dict | None = None
+    normals_edges: np.ndarray | None = None
+    normals_counts: np.ndarray | None = None
+    normals_examples: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         k = len(self.seg["per_class_iou"])
@@ -74,17 +87,23 @@ class Analysis:
 
     def summary(self) -> str:
         d = self.depth
-        return (
+        text = (
             f"{self.samples} samples: mIoU {100 * self.seg['miou']:.2f}%, pixel acc {100 * self.seg['pixel_acc']:.2f}% | "
             f"depth AbsRel {d['abs_rel']:.4f}, SqRel {d['sq_rel']:.4f}, RMSE {d['rmse']:.3f} m, RMSE log {d['rmse_log']:.4f}, "
             f"delta1 {100 * d['delta1']:.2f}%"
         )
+        if self.normals is not None:
+            n = self.normals
+            text += (f" | normals mean {n['normal_mean']:.2f} deg, median {n['normal_median']:.2f} deg, "
+                     f"< 11.25: {100 * n['normal_11_25']:.2f}%, < 22.5: {100 * n['normal_22_5']:.2f}%, "
+                     f"< 30: {100 * n['normal_30']:.2f}%")
+        return text
 
     def to_json(self) -> dict:
         def clean(v):
             return None if isinstance(v, float) and not np.isfinite(v) else v
 
-        return {
+        out = {
             "samples": self.samples,
             "segmentation": {
                 "miou": clean(self.seg["miou"]), "pixel_acc": clean(self.seg["pixel_acc"]),
@@ -98,6 +117,11 @@ class Analysis:
             "classes": list(self.class_names),
             "confusion_matrix": self.confusion.tolist(),
         }
+        if self.normals is not None:
+            out["normals"] = {k: clean(float(v)) for k, v in self.normals.items()}
+            out["normals_error_histogram"] = {"edges_deg": self.normals_edges.tolist(),
+                                              "pixels": [int(c) for c in self.normals_counts]}
+        return out
 
 
 def analyze(
@@ -109,6 +133,7 @@ def analyze(
     max_depth: float = 250.0,
     distance_edges: Sequence[float] = DISTANCE_BINS_M,
     progress: bool = True,
+    normals_examples: int = 4,
 ) -> Analysis:
     """Evaluate ``predictor`` over ``dataset`` and collect what :func:`write_report` draws.
 
@@ -126,6 +151,7 @@ def analyze(
             clipped at 250 m in training).
         distance_edges: Ground-truth distance bins in metres for AbsRel against distance.
         progress: Show a tqdm bar.
+        normals_examples: Samples with normals (the first ones) kept for the normals pictures.
     """
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     if n == 0:
@@ -138,9 +164,17 @@ def analyze(
     hist_edges = np.linspace(0.0, max_depth, hist_bins + 1)
     hist_gt = np.zeros(hist_bins, np.int64)
     hist_pred = np.zeros(hist_bins, np.int64)
+    normals_metric = NormalsMetrics()  # fed where the prediction and the sample both have normals
+    examples = []
     for i in tqdm(range(n), desc="analyze", unit="sample", disable=not progress):
         sample = dataset[i]
         pred = predictor.predict(sample["image"])
+        if getattr(pred, "normals", None) is not None and sample.get("normals") is not None:
+            gt_normals = np.asarray(sample["normals"], dtype=np.float32)
+            normals_metric.update(torch.from_numpy(pred.normals).permute(2, 0, 1)[None],
+                                  torch.from_numpy(gt_normals).permute(2, 0, 1)[None])
+            if len(examples) < normals_examples:
+                examples.append((np.asarray(sample["image"]), pred.normals, gt_normals))
         if "seg" in sample:
             seg_metric.update(torch.from_numpy(pred.seg)[None], torch.from_numpy(np.asarray(sample["seg"]))[None])
         if "depth" not in sample:
@@ -157,6 +191,14 @@ def analyze(
             hist_gt += np.histogram(gt_depth[valid], hist_edges)[0]
             hist_pred += np.histogram(pred.depth[valid], hist_edges)[0]
     seg = seg_metric.compute()
+    normals = None
+    normals_edges = normals_counts = None
+    if float(normals_metric.n) > 0:
+        normals = {k: float(v) for k, v in normals_metric.compute().items()}
+        fine = normals_metric.histogram.cpu().numpy()
+        normals_edges = np.arange(181, dtype=np.float64)
+        starts = np.searchsorted(np.arange(len(fine)) * normals_metric.resolution, normals_edges[:-1] - 1e-9)
+        normals_counts = np.add.reduceat(fine, starts).astype(np.int64)
     return Analysis(
         seg={"miou": float(seg["miou"]), "pixel_acc": float(seg["pixel_acc"]), "per_class_iou": seg["per_class_iou"].tolist()},
         confusion=seg_metric.confmat.cpu().numpy(),
@@ -170,13 +212,21 @@ def analyze(
         samples=n,
         hist_samples=min(n, hist_samples),
         class_names=tuple(info.classes),
+        normals=normals,
+        normals_edges=normals_edges,
+        normals_counts=normals_counts,
+        normals_examples=examples,
     )
 
 
 def write_report(analysis: Analysis, out: str | Path) -> list[Path]:
     """Write ``depth_histogram.png``, ``class_iou.png``, ``confusion_matrix.png``,
-    ``error_vs_distance.png`` and ``metrics.json`` into ``out``; returns the paths."""
-    from mtdense.viz import plot_class_iou, plot_confusion_matrix, plot_depth_histograms, plot_error_vs_distance
+    ``error_vs_distance.png``, with normals ``normals_error.png`` and ``normals_examples.png``, and
+    ``metrics.json`` into ``out``; returns the paths."""
+    from mtdense.viz import (
+        plot_class_iou, plot_confusion_matrix, plot_depth_histograms, plot_error_vs_distance, plot_normals_error,
+        plot_normals_examples,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,6 +236,11 @@ def write_report(analysis: Analysis, out: str | Path) -> list[Path]:
         plot_confusion_matrix(analysis.confusion, out / "confusion_matrix.png", names=analysis.class_names),
         plot_error_vs_distance(analysis.distance_edges, analysis.distance_abs_rel, analysis.distance_pixels, out / "error_vs_distance.png"),
     ]
+    if analysis.normals is not None:
+        n = analysis.normals
+        paths.append(plot_normals_error(analysis.normals_edges, analysis.normals_counts, out / "normals_error.png",
+                                        mean=n["normal_mean"], median=n["normal_median"]))
+        paths.append(plot_normals_examples(analysis.normals_examples, out / "normals_examples.png"))
     metrics = out / "metrics.json"
     write_json_atomic(metrics, analysis.to_json())
     return paths + [metrics]

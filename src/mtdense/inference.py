@@ -7,9 +7,10 @@
     ((1024, 2048), dtype('uint8'), dtype('float32'))
 
 Segmentation is returned as Cityscapes train ids (0..18); depth in metres, decoded from the
-network's ``log(depth) / 5`` output. Both are computed at the network's input size and
-resized (logits and encoded depth bilinearly, before the argmax and the decoding) to the
-size of the image that was passed in.
+network's ``log(depth) / 5`` output; for a model with a normals head, surface normals as unit
+vectors in camera coordinates. All are computed at the network's input size and resized
+(logits, encoded depth and normals bilinearly, before the argmax, the decoding and the
+renormalisation) to the size of the image that was passed in.
 
 Memory at the original size is bounded by its pixels, not pixels x classes: the logits are
 resized one class at a time into a running maximum (the same labels as a bilinear resize of
@@ -44,6 +45,8 @@ from mtdense.data.depth import decode_depth, depth_to_png16
 from mtdense.data.description import DatasetInfo
 from mtdense.data.image import normalize_images, read_image
 from mtdense.data.labels import train_ids_to_label_ids
+from mtdense.data.normals import encode_normals
+from mtdense.models.net import finish_output
 from mtdense.deploy.runtime import Runtime, argmax_labels, open_runtime
 
 __all__ = ["Prediction", "Predictor", "ImageTooLarge", "DEFAULT_MAX_PIXELS", "resize_labels", "argmax_labels", "one_torch_thread"]
@@ -168,11 +171,14 @@ class Prediction:
         depth: H x W float32 depth in metres (> 0).
         info: The description of the model's training data (class names, palette); ``None``:
             Cityscapes, as for a checkpoint saved without one.
+        normals: H x W x 3 float32 unit surface normals in camera coordinates (x right, y down,
+            z forward), for a model with a normals head; ``None`` otherwise.
     """
 
     seg: np.ndarray
     depth: np.ndarray
     info: DatasetInfo | None = None
+    normals: np.ndarray | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -197,9 +203,21 @@ class Prediction:
         """H x W uint16, ``round(depth_m * 256)`` (the mtdense 16-bit depth PNG encoding)."""
         return depth_to_png16(self.depth)
 
+    def normals_rgb(self) -> np.ndarray:
+        """H x W x 3 uint8 RGB, ``round((n + 1) * 127.5)`` (the normals PNG encoding of
+        :mod:`mtdense.data.normals`, also their picture).
+
+        Raises:
+            ValueError: The model has no normals head.
+        """
+        if self.normals is None:
+            raise ValueError("this prediction has no normals: the model has no normals head")
+        return encode_normals(self.normals)
+
 
 class Predictor:
-    """Segmentation and depth for images, a batch or video frames, from a trained model.
+    """Segmentation and depth (and normals, where the model has them) for images, a batch or video
+    frames, from a trained model.
 
     Args:
         model: A checkpoint path (anything :func:`mtdense.load_model` reads), a file from
@@ -384,8 +402,33 @@ class Predictor:
         depth = decode_depth(y[:, 0].float())
         return seg, depth
 
+    @torch.inference_mode()
+    def postprocess_normals(self, out: dict[str, torch.Tensor], out_size: tuple[int, int] | None = None) -> torch.Tensor | None:
+        """The runtime's normals at ``out_size``: ``B x 3 x H x W`` unit vectors, resized bilinearly
+        and normalised again (a blend of unit vectors is shorter); ``None`` for a model without a
+        normals head."""
+        n = out.get("normals")
+        if n is None:
+            return None
+        n = n.float()
+        if out_size is not None and tuple(n.shape[-2:]) != tuple(out_size):
+            n = F.interpolate(n, size=tuple(out_size), mode="bilinear", align_corners=False)
+        return finish_output("normals", n)
+
+    @torch.inference_mode()
+    def predictions(self, out: dict[str, torch.Tensor], out_size: tuple[int, int] | None = None) -> list[Prediction]:
+        """The runtime's outputs for a batch (:meth:`infer`) -> one :class:`Prediction` per image at
+        ``out_size``: :meth:`postprocess` for segmentation and depth, :meth:`postprocess_normals`
+        for normals. What a caller that runs :meth:`infer` itself (a pipeline) turns outputs into."""
+        seg, depth = self.postprocess(out, out_size)
+        normals = self.postprocess_normals(out, out_size)
+        seg_np, depth_np = seg.cpu().numpy(), depth.cpu().numpy().astype(np.float32, copy=False)
+        normals_np = None if normals is None else np.ascontiguousarray(normals.permute(0, 2, 3, 1).cpu().numpy())
+        return [Prediction(seg=seg_np[j], depth=depth_np[j], info=self.info,
+                           normals=None if normals_np is None else normals_np[j]) for j in range(len(seg_np))]
+
     def predict(self, image: BatchInput) -> Prediction | list[Prediction]:
-        """Predict segmentation and depth.
+        """Predict segmentation and depth (and normals, for a model with a normals head).
 
         Args:
             image: One image (a path, or an H x W x 3 uint8 RGB array) or a batch: a list of
@@ -422,8 +465,7 @@ class Predictor:
             groups.setdefault(rgb.shape[:2], []).append(i)
         with self.torch_threads():
             for hw, idx in groups.items():
-                seg, depth = self.forward(self.preprocess([rgbs[i] for i in idx]), out_size=hw)
-                seg_np, depth_np = seg.cpu().numpy(), depth.cpu().numpy().astype(np.float32, copy=False)
-                for j, i in enumerate(idx):
-                    preds[i] = Prediction(seg=seg_np[j], depth=depth_np[j], info=self.info)
+                x = self.preprocess([rgbs[i] for i in idx])
+                for j, pred in enumerate(self.predictions(self.infer(x, hw), hw)):
+                    preds[idx[j]] = pred
         return preds[0] if single else preds  # type: ignore[return-value]

@@ -32,7 +32,8 @@ from torchmetrics import Metric
 from mtdense.data.labels import IGNORE_INDEX, NUM_CLASSES
 
 __all__ = ["SegMetrics", "DepthMetrics", "NormalsMetrics", "DEPTH_METRIC_NAMES", "NORMALS_METRIC_NAMES",
-           "NORMALS_THRESHOLDS_DEG", "metrics_to_dict", "format_metrics", "check_same_classes", "evaluate_split"]
+           "NORMALS_THRESHOLDS_DEG", "DELTA_METRICS", "metrics_to_dict", "format_metrics", "read_baseline",
+           "multi_task_delta", "format_delta", "check_same_classes", "dataset_options", "evaluate_split"]
 
 DEPTH_METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
 NORMALS_THRESHOLDS_DEG = (11.25, 22.5, 30.0)
@@ -335,6 +336,125 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+DELTA_METRICS: dict[str, dict[str, bool]] = {
+    "seg": {"miou": True, "pixel_acc": True},
+    "depth": {"abs_rel": False, "sq_rel": False, "rmse": False, "rmse_log": False, "delta1": True, "delta2": True,
+              "delta3": True},
+    "normals": {"normal_mean": False, "normal_median": False, "normal_11_25": True, "normal_22_5": True,
+                "normal_30": True},
+}
+"""The figures of each task that enter the multi-task Delta_m, and whether higher is better."""
+
+
+def read_baseline(paths: str | Path | Sequence[str | Path]) -> dict[str, float]:
+    """The single-task figures of one or more ``metrics.json`` files (as ``mtdense evaluate`` writes
+    them, one per single-task model, or one file holding all), merged into one mapping.
+
+    Only the keys of :data:`DELTA_METRICS` are read; the rest (``per_class_iou``, ``num_images``, ...)
+    is ignored.
+
+    Raises:
+        FileNotFoundError: A file is missing.
+        ValueError: Not a JSON object, a figure that is not a finite number, the same figure with
+            two values in two files, or no figure at all (each message names the file and the key).
+    """
+    import json
+
+    files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    known = {k for figures in DELTA_METRICS.values() for k in figures}
+    merged: dict[str, float] = {}
+    origin: dict[str, Path] = {}
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such baseline file; give the metrics.json of 'mtdense evaluate' on a "
+                                    "single-task model")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not readable JSON ({exc}); give the metrics.json of 'mtdense evaluate'") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: holds a JSON {type(data).__name__}, not an object of figures such as "
+                             f"{{\"miou\": 0.41, \"abs_rel\": 0.15}}")
+        for key in sorted(known & set(data)):
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{path}: '{key}' is {value!r}, not a finite number; evaluate the single-task model "
+                                 "again, or remove the key")
+            if key in merged and merged[key] != float(value):
+                raise ValueError(f"{path}: '{key}' is {value} here but {merged[key]} in {origin[key]}; give each "
+                                 "single-task figure once")
+            merged[key], origin[key] = float(value), path
+    if not merged:
+        raise ValueError(f"{', '.join(map(str, files))}: no single-task figure in it (looked for "
+                         f"{', '.join(sorted(known))}); give the metrics.json of 'mtdense evaluate' on a single-task model")
+    return merged
+
+
+def multi_task_delta(metrics: dict[str, Any], baseline: dict[str, float]) -> dict[str, Any]:
+    """The multi-task Delta_m of a model against single-task models, in percent (positive = better).
+
+    Each figure ``k`` shared by ``metrics`` and ``baseline`` gives ``s_k (M_k - B_k) / B_k``, with
+    ``s_k = +1`` where higher is better and ``-1`` where lower is (:data:`DELTA_METRICS`). Then
+
+    * ``delta_m_mtan``: their mean over all figures, as the MTAN line of work computes it
+      (Liu et al.; CAGrad, Nash-MTL on NYUv2: 9 figures averaged together);
+    * ``delta_m_libmtl``: the mean over tasks of each task's mean, as LibMTL computes it (every
+      task counts once, whatever its number of figures).
+
+    Args:
+        metrics: The multi-task model's figures (:func:`metrics_to_dict`).
+        baseline: The single-task figures (:func:`read_baseline`).
+
+    Returns:
+        ``{"delta_m_mtan", "delta_m_libmtl"}`` (percent), ``"per_task"`` (percent per task) and
+        ``"per_metric"`` (percent per figure, signed so that positive is better).
+
+    Raises:
+        ValueError: No figure in common, a figure the model has no value for, or a baseline of 0.
+    """
+    per_metric: dict[str, float] = {}
+    per_task: dict[str, float] = {}
+    for task, figures in DELTA_METRICS.items():
+        changes = []
+        for key, higher in figures.items():
+            if key not in baseline or key not in metrics:
+                continue
+            value, base = metrics[key], baseline[key]
+            if value is None or not math.isfinite(float(value)):
+                raise ValueError(f"'{key}' has no value for this model (no labelled pixel of that task?); Delta_m needs "
+                                 f"it beside the baseline's {base}")
+            if base == 0:
+                raise ValueError(f"the baseline's '{key}' is 0: Delta_m divides by it; give a baseline with a non-zero "
+                                 f"'{key}', or remove the key")
+            change = (1.0 if higher else -1.0) * (float(value) - base) / abs(base) * 100.0
+            per_metric[key] = change
+            changes.append(change)
+        if changes:
+            per_task[task] = sum(changes) / len(changes)
+    if not per_metric:
+        raise ValueError(f"the baseline ({', '.join(sorted(baseline))}) and this model's figures "
+                         f"({', '.join(k for k in metrics if any(k in f for f in DELTA_METRICS.values()))}) have none "
+                         "in common; compare figures of the same tasks")
+    return {
+        "delta_m_mtan": sum(per_metric.values()) / len(per_metric),
+        "delta_m_libmtl": sum(per_task.values()) / len(per_task),
+        "per_task": per_task,
+        "per_metric": per_metric,
+    }
+
+
+def format_delta(delta: dict[str, Any]) -> str:
+    """Lines of :func:`multi_task_delta` output."""
+    n = len(delta["per_metric"])
+    lines = [
+        f"Delta_m (MTAN: mean over the {n} figures)             {delta['delta_m_mtan']:+.2f}%",
+        f"Delta_m (LibMTL: mean over the {len(delta['per_task'])} tasks of their means)  {delta['delta_m_libmtl']:+.2f}%",
+        "per task: " + ", ".join(f"{t} {v:+.2f}%" for t, v in delta["per_task"].items()),
+        "per figure (positive = better): " + ", ".join(f"{k} {v:+.2f}%" for k, v in delta["per_metric"].items()),
+    ]
+    return "\n".join(lines)
+
+
 def check_same_classes(root: str | Path, dataset_classes: Sequence[str], model_classes: Sequence[str]) -> None:
     """Refuse to score a model on a dataset of other classes.
 
@@ -348,6 +468,18 @@ def check_same_classes(root: str | Path, dataset_classes: Sequence[str], model_c
             f"{root}: the dataset's {len(data)} classes ({', '.join(data)}) differ from the {len(ours)} the "
             f"checkpoint was trained on ({', '.join(ours)}); evaluate on data with the model's classes, in the same order"
         )
+
+
+def dataset_options(root: str | Path, fmt: str, split: str, tasks: Sequence[str]) -> dict[str, Any]:
+    """Options of :func:`mtdense.data.open_dataset` that load what a model of ``tasks`` is scored on:
+    for the ``cityscapes`` layout, the surface normals (``load_normals``) when the model has a
+    normals head and the root holds ``normals/SPLIT/`` (the synthetic city); nothing otherwise."""
+    if fmt == "cityscapes" and "normals" in tasks:
+        from mtdense.data.cityscapes import NORMALS_FOLDER
+
+        if (Path(root) / NORMALS_FOLDER / split).is_dir():
+            return {"load_normals": True}
+    return {}
 
 
 def evaluate_split(
@@ -364,41 +496,52 @@ def evaluate_split(
     device: str | torch.device = "cpu",
     progress: bool = True,
     format: str = "auto",
+    garg_crop: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model on a dataset split at the labels' own resolution.
 
-    Each image runs through the network at ``size`` (or its own size); logits and encoded
-    depth are resized bilinearly back to the label size before the argmax and the decoding,
-    so the figures compare with the official evaluation on the original label maps.
+    Each image runs through the network at ``size`` (or its own size); logits, encoded depth and
+    normals are resized bilinearly back to the label size before the argmax, the decoding and the
+    renormalisation, so the figures compare with the official evaluation on the original label maps.
 
     The classes are the checkpoint's (:attr:`mtdense.inference.Predictor.info`): the metrics
     have its class count and name its classes, and a dataset whose class names differ is
     refused. Frames without a label of a task (a ``folder`` dataset may lack masks or depth for
-    some) count for the other tasks only.
+    some) count for the other tasks only. A model with a normals head is scored on the normals of
+    the data where it has them (:class:`NormalsMetrics`).
 
     Args:
         model: A model or a checkpoint path (anything :func:`mtdense.load_model` reads).
         root: Dataset root.
-        split: The split (``train``, ``val``, ``test``, ...; Cityscapes' test has no public labels).
+        split: The split (``train``, ``val``, ``test``, ...; Cityscapes' test has no public labels;
+            KITTI: ``val``, ``semantics_val``, ``val+semantics_val``, ...).
         size: Network input ``(H, W)``; ``None`` keeps each image's size.
         out_dir: Writes ``metrics.json`` there (and predictions, if asked).
         save_predictions: Also write the predictions: for a model of the 19 Cityscapes classes
             ``predictions/labelIds/{name}_pred_labelIds.png`` (Cityscapes label ids, for the
             official script), for any other ``predictions/trainIds/{name}_pred_trainIds.png``
             (uint8 class indices 0..K-1 of the model's classes); and
-            ``predictions/depth/{name}_pred_depth.png`` (uint16, ``round(depth_m * 256)``).
+            ``predictions/depth/{name}_pred_depth.png`` (uint16, ``round(depth_m * 256)``); with a
+            normals head ``predictions/normals/{name}_pred_normals.png`` (8-bit RGB,
+            ``round((n + 1) * 127.5)``).
         depth_source: Depth ground truth of the ``cityscapes`` format (``"disparity"`` or a
             teacher name); other formats have their own depth.
-        max_depth: Optional depth cap in metres for the depth errors.
+        max_depth: Optional depth cap in metres for the depth errors (ground truth beyond it is
+            left out, predictions are clipped to it; KITTI's usual 80 m:
+            :data:`mtdense.data.kitti.KITTI_MAX_DEPTH_M`).
         batch_size: Images per forward pass.
         num_workers: Loader worker processes.
         device: Where the network runs.
         progress: Show a tqdm progress bar.
         format: The dataset format, as :func:`mtdense.data.open_dataset` takes it (``auto``
             detects it from the layout).
+        garg_crop: Score depth only inside the Garg et al. crop (:func:`mtdense.data.kitti.garg_crop_mask`),
+            the KITTI convention; ``kitti`` format only.
 
     Returns:
-        :func:`metrics_to_dict` output plus ``num_images``.
+        :func:`metrics_to_dict` output plus ``num_images`` and ``evaluation``: the settings the
+        figures were computed with (``format``, ``split``, ``size``, ``garg_crop``,
+        ``max_depth_m``, and ``depth_source`` for the ``cityscapes`` layout).
 
     Raises:
         ValueError: The dataset's classes differ from the model's (both are named), an empty
@@ -409,7 +552,9 @@ def evaluate_split(
     from tqdm import tqdm
 
     from mtdense.data.depth import depth_to_png16
+    from mtdense.data.kitti import kitti_eval_depth
     from mtdense.data.labels import train_ids_to_label_ids
+    from mtdense.data.normals import encode_normals
     from mtdense.data.open import detect_format, open_dataset
     from mtdense.data.transforms import EvalTransform
     from mtdense.inference import Predictor
@@ -425,6 +570,11 @@ def evaluate_split(
     elif depth_source != "disparity":
         raise ValueError(f"{root}: depth_source {depth_source!r} is an option of the cityscapes format; this dataset "
                          f"is in the {fmt} format, which has its own depth: leave it out")
+    if garg_crop and fmt != "kitti":
+        raise ValueError(f"{root}: the Garg crop is the KITTI evaluation convention (fractions of KITTI's frame); this "
+                         f"dataset is in the {fmt} format: leave --garg-crop out, or evaluate a kitti dataset")
+    has_normals = "normals" in predictor.runtime.tasks
+    options.update(dataset_options(root, fmt, split, predictor.runtime.tasks))
     dataset = open_dataset(root, split, format=fmt, transform=EvalTransform(size=None, num_classes=info.num_classes),
                            **options)
     check_same_classes(root, dataset.classes, info.classes)
@@ -433,37 +583,52 @@ def evaluate_split(
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     seg_metric = SegMetrics(num_classes=info.num_classes).to(predictor.device)
     depth_metric = DepthMetrics(max_depth=max_depth).to(predictor.device)
+    normals_metric = NormalsMetrics().to(predictor.device)
     label_ids = has_cityscapes_classes(info)
     seg_folder = "labelIds" if label_ids else "trainIds"
     pred_dir = Path(out_dir) / "predictions" if out_dir is not None else None
     if save_predictions:
         if pred_dir is None:
             raise ValueError("save_predictions needs out_dir: the folder the prediction PNGs are written to")
-        (pred_dir / seg_folder).mkdir(parents=True, exist_ok=True)
-        (pred_dir / "depth").mkdir(parents=True, exist_ok=True)
+        for folder in (seg_folder, "depth") + (("normals",) if has_normals else ()):
+            (pred_dir / folder).mkdir(parents=True, exist_ok=True)
     n = 0
-    has_seg = has_depth = False
+    has_seg = has_depth = scored_normals = False
     for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=not progress):
         image = batch["image"].to(predictor.device)
         label_size = tuple(image.shape[-2:])
         if size is not None and tuple(size) != label_size:
             image = TF.resize(image, list(size), antialias=True)
-        seg, depth = predictor.forward(image, out_size=label_size)
+        out = predictor.infer(image, label_size)
+        seg, depth = predictor.postprocess(out, label_size)
+        normals = predictor.postprocess_normals(out, label_size)
         if "seg" in batch:
             seg_metric.update(seg, batch["seg"].to(predictor.device))
             has_seg = True
         if "depth" in batch:
-            depth_metric.update(depth, batch["depth"].to(predictor.device))
+            target = batch["depth"].to(predictor.device)
+            if garg_crop:
+                target = kitti_eval_depth(target, garg_crop=True, max_depth_m=None)
+            depth_metric.update(depth, target)
             has_depth = True
+        if normals is not None and "normals" in batch:
+            normals_metric.update(normals, batch["normals"].to(predictor.device))
+            scored_normals = True
         n += image.shape[0]
         if save_predictions:
-            for name, s, d in zip(batch["name"], seg.cpu().numpy(), depth.cpu().numpy()):
+            for j, (name, s, d) in enumerate(zip(batch["name"], seg.cpu().numpy(), depth.cpu().numpy())):
                 s = train_ids_to_label_ids(s) if label_ids else s
                 write_png_atomic(pred_dir / seg_folder / f"{name}_pred_{seg_folder}.png", s)
                 write_png_atomic(pred_dir / "depth" / f"{name}_pred_depth.png", depth_to_png16(d))
+                if normals is not None:
+                    rgb = encode_normals(normals[j].permute(1, 2, 0).cpu().numpy())
+                    write_png_atomic(pred_dir / "normals" / f"{name}_pred_normals.png", rgb[..., ::-1].copy())
     metrics = metrics_to_dict(seg_metric.compute() if has_seg else None, depth_metric.compute() if has_depth else None,
-                              class_names=info.classes)
+                              class_names=info.classes, normals=normals_metric.compute() if scored_normals else None)
     metrics["num_images"] = n
+    metrics["evaluation"] = {"format": fmt, "split": split, "size": None if size is None else [int(v) for v in size],
+                             "garg_crop": bool(garg_crop), "max_depth_m": None if max_depth is None else float(max_depth),
+                             **({"depth_source": depth_source} if fmt == "cityscapes" else {})}
     if out_dir is not None:
         write_json_atomic(Path(out_dir) / "metrics.json", metrics)
     return metrics

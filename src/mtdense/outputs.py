@@ -3,8 +3,10 @@
 For an image ``NAME``: ``NAME_panel.png`` (image | segmentation overlay in the colours of the
 model's dataset | depth colour map), ``NAME_trainIds.png`` (uint8 class indices 0..K-1 of the
 model's classes; for a Cityscapes model the train ids), ``NAME_labelIds.png`` (uint8 Cityscapes
-label ids, for the official scripts; written only by a model of the 19 Cityscapes classes) and
-``NAME_depth.png`` (uint16, ``round(depth_m * 256)``, 0 = invalid). For a video ``NAME``:
+label ids, for the official scripts; written only by a model of the 19 Cityscapes classes),
+``NAME_depth.png`` (uint16, ``round(depth_m * 256)``, 0 = invalid) and, for a model with a normals
+head, ``NAME_normals.png`` (8-bit RGB ``round((n + 1) * 127.5)``, :mod:`mtdense.data.normals`; the
+panel then has a normals tile too). For a video ``NAME``:
 ``NAME_annotated.mp4``, the panel of every frame with the measured model speed. Every file is
 written atomically (:mod:`mtdense.io`): a killed run leaves whole files or none. An image
 is computed whole (labels, depth, panel) before its first file is written, so one that fails
@@ -82,7 +84,8 @@ def image_files(rgb: np.ndarray, pred, panels: bool = True, depth_range: tuple[f
                 alpha: float = 0.5) -> dict[str, np.ndarray]:
     """The images written for one input, by name: ``trainIds`` (uint8 class indices), ``labelIds``
     (uint8 Cityscapes label ids, only for a model of the Cityscapes classes), ``depth`` (uint16,
-    ``round(depth_m * 256)``) and, with ``panels``, ``panel`` (BGR uint8, in the palette of the
+    ``round(depth_m * 256)``), ``normals`` (BGR uint8 of the RGB encoding ``round((n + 1) * 127.5)``,
+    only when ``pred`` has normals) and, with ``panels``, ``panel`` (BGR uint8, in the palette of the
     model's dataset).
 
     Args:
@@ -97,10 +100,13 @@ def image_files(rgb: np.ndarray, pred, panels: bool = True, depth_range: tuple[f
     if has_cityscapes_classes(info):
         files["labelIds"] = pred.label_ids()
     files["depth"] = pred.depth_png16()
+    normals = getattr(pred, "normals", None)
+    if normals is not None:
+        files["normals"] = cv2.cvtColor(pred.normals_rgb(), cv2.COLOR_RGB2BGR)
     if panels:
         palette = None if info is None else info.palette
-        files["panel"] = cv2.cvtColor(make_panel(rgb, pred.seg, pred.depth, tuple(depth_range), alpha, palette=palette),
-                                      cv2.COLOR_RGB2BGR)
+        files["panel"] = cv2.cvtColor(make_panel(rgb, pred.seg, pred.depth, tuple(depth_range), alpha, palette=palette,
+                                                 normals=normals), cv2.COLOR_RGB2BGR)
     return files
 
 

@@ -1,6 +1,7 @@
 """Pictures of predictions and of analyses.
 
-Panels (image | segmentation overlay | depth colour map with a scale bar in metres) are drawn
+Panels (image | segmentation overlay | depth colour map with a scale bar in metres | surface
+normals, for a model that predicts them) are drawn
 with OpenCV and NumPy, fast enough for every frame of a video: the overlay colours the labels
 through a 256-entry table (:func:`palette_table`). Their colours are a dataset's palette
 (:attr:`mtdense.data.description.DatasetInfo.palette`), the Cityscapes one by default. Analysis
@@ -23,8 +24,10 @@ from mtdense.data.labels import IGNORE_INDEX, TRAIN_CLASS_NAMES, TRAIN_PALETTE
 from mtdense.io import atomic_path
 
 __all__ = [
-    "DEFAULT_DEPTH_RANGE", "palette_table", "overlay_segmentation", "colorize_depth", "depth_scale_bar", "make_panel", "put_label",
-    "plot_depth_histograms", "plot_class_iou", "plot_confusion_matrix", "plot_error_vs_distance",
+    "DEFAULT_DEPTH_RANGE", "palette_table", "overlay_segmentation", "colorize_depth", "colorize_normals", "depth_scale_bar",
+    "make_panel", "put_label",
+    "plot_depth_histograms", "plot_class_iou", "plot_confusion_matrix", "plot_error_vs_distance", "plot_normals_error",
+    "plot_normals_examples",
 ]
 
 DEFAULT_DEPTH_RANGE = (1.0, 100.0)  # metres; street scenes: 1 m (bonnet) .. 100 m (far buildings)
@@ -148,6 +151,24 @@ def colorize_depth(
     return cv2.bitwise_and(out, out, mask=valid)  # invalid pixels black
 
 
+def colorize_normals(normals: np.ndarray) -> np.ndarray:
+    """Colour-code unit normals (camera coordinates: x right, y down, z forward) as
+    ``round((n + 1) * 127.5)`` RGB, the normals PNG encoding: a wall facing the camera
+    (0, 0, -1) is olive (128, 128, 0), the ground (0, -1, 0) purple (128, 0, 128), a wall on the
+    right facing left (-1, 0, 0) teal (0, 128, 128); pixels without a normal (all zero or
+    non-finite) are black.
+
+    Args:
+        normals: H x W x 3 vectors.
+
+    Returns:
+        H x W x 3 uint8 RGB.
+    """
+    from mtdense.data.normals import encode_normals
+
+    return encode_normals(normals)
+
+
 def depth_scale_bar(
     height: int, depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE, cmap: str = "turbo_r", width: int = 80
 ) -> np.ndarray:
@@ -191,8 +212,9 @@ def make_panel(
     cmap: str = "turbo_r",
     title: str | None = None,
     palette: np.ndarray | Sequence[Sequence[int]] | None = None,
+    normals: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Side-by-side panel: image | segmentation overlay | depth colour map + scale bar.
+    """Side-by-side panel: image | segmentation overlay | depth colour map + scale bar (| normals).
 
     Args:
         image: H x W x 3 uint8 RGB.
@@ -203,19 +225,26 @@ def make_panel(
         cmap: Depth colour map.
         title: Optional text written on the image tile (e.g. the measured FPS).
         palette: ``K x 3`` uint8 RGB class colours, as :func:`overlay_segmentation`; ``None``: Cityscapes.
+        normals: H x W x 3 unit normals, drawn by :func:`colorize_normals` after the scale bar;
+            ``None``: no normals tile.
 
     Returns:
-        ``H x (3 W + bar) x 3`` uint8 RGB.
+        ``H x (3 W + bar) x 3`` uint8 RGB (``4 W + bar`` with normals).
     """
     _check_image(image)
     if depth.shape != image.shape[:2]:
         raise ValueError(f"depth {depth.shape} and image {image.shape[:2]} differ in size")
+    if normals is not None and normals.shape != (*image.shape[:2], 3):
+        raise ValueError(f"normals {normals.shape} must be H x W x 3 of the image's size {image.shape[:2]}")
     h = image.shape[0]
     tile = image.copy()
     if title:
         put_label(tile, title)
     bar = depth_scale_bar(h, depth_range, cmap, width=max(60, min(120, h // 6)))
-    return np.concatenate([tile, overlay_segmentation(image, seg, alpha, palette), colorize_depth(depth, depth_range, cmap), bar], axis=1)
+    tiles = [tile, overlay_segmentation(image, seg, alpha, palette), colorize_depth(depth, depth_range, cmap), bar]
+    if normals is not None:
+        tiles.append(colorize_normals(normals))
+    return np.concatenate(tiles, axis=1)
 
 
 # -- analysis plots ---------------------------------------------------------------------------
@@ -320,4 +349,62 @@ def plot_error_vs_distance(
     ax.set_title("Depth error against distance")
     ax.set_zorder(ax2.get_zorder() + 1)
     ax.patch.set_visible(False)
+    return _save(fig, path)
+
+
+def plot_normals_error(edges: np.ndarray, counts: np.ndarray, path: str | Path, mean: float | None = None,
+                       median: float | None = None) -> Path:
+    """Histogram of the normals' angular error in degrees, with the 11.25 / 22.5 / 30 degree marks.
+
+    Args:
+        edges: B + 1 bin edges in degrees (0..180).
+        counts: B pixel counts per bin.
+        path: Output image file.
+        mean, median: Drawn as vertical lines where given (degrees).
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    c = np.asarray(counts, dtype=np.float64)
+    if c.shape != (len(edges) - 1,):
+        raise ValueError(f"{c.shape[0]} counts for {len(edges) - 1} bins")
+    fig = Figure(figsize=(8, 4))
+    ax = fig.add_subplot()
+    ax.stairs(c / max(1.0, c.sum()), edges, color="tab:purple", fill=True, alpha=0.5, label=f"{int(c.sum()):,} px")
+    for limit in (11.25, 22.5, 30.0):
+        ax.axvline(limit, color="grey", linestyle=":", linewidth=1)
+    for value, label, style in ((mean, "mean", "-"), (median, "median", "--")):
+        if value is not None and np.isfinite(value):
+            ax.axvline(value, color="black", linestyle=style, linewidth=1, label=f"{label} {value:.2f} deg")
+    ax.set_xlabel("angular error [degrees]")
+    ax.set_ylabel("fraction of pixels")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_title("Surface normals: angular error over pixels with a ground-truth normal")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_normals_examples(examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], path: str | Path) -> Path:
+    """Rows of image | predicted normals | ground-truth normals | angular error (0..45 degrees).
+
+    Args:
+        examples: ``(image H x W x 3 uint8, predicted H x W x 3, ground truth H x W x 3)`` per row;
+            ground truth all zero = no normal (black in the pictures).
+        path: Output image file.
+    """
+    if not examples:
+        raise ValueError("plot_normals_examples: no examples to draw")
+    fig = Figure(figsize=(12, 2.6 * len(examples) + 0.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(examples), 4))
+    for row, (image, pred, gt) in zip(axes, examples):
+        valid = np.abs(gt).sum(-1) > 0
+        cos = (pred * gt).sum(-1) / np.maximum(np.linalg.norm(pred, axis=-1) * np.linalg.norm(gt, axis=-1), 1e-12)
+        error = np.where(valid, np.degrees(np.arccos(np.clip(cos, -1, 1))), np.nan)
+        for ax, (picture, title) in zip(row, ((image, "image"), (colorize_normals(pred), "predicted normals"),
+                                              (colorize_normals(gt), "ground-truth normals"))):
+            ax.imshow(picture)
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+        im = row[3].imshow(error, vmin=0, vmax=45, cmap="magma")
+        row[3].set_title("angular error [deg]", fontsize=9)
+        row[3].set_axis_off()
+        fig.colorbar(im, ax=row[3], fraction=0.046)
     return _save(fig, path)

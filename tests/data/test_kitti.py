@@ -301,3 +301,77 @@ def test_training_steps_through_the_cli(kitti, tmp_path):
     metrics = (run / "stage0-s0" / "csv").rglob("metrics.csv")
     header = next(metrics).read_text().splitlines()[0]
     assert "val/miou" in header and "val/abs_rel" in header
+
+
+@pytest.fixture(scope="module")
+def kitti_ckpt(tmp_path_factory) -> Path:
+    import mtdense
+    from mtdense.data.kitti import kitti_info
+
+    torch.manual_seed(0)
+    model = mtdense.create_model(decoder_channels=16).eval()
+    model.dataset_info = kitti_info().to_dict()
+    return mtdense.save_checkpoint(model, tmp_path_factory.mktemp("kitti_model") / "model.pth")
+
+
+def test_evaluate_with_the_garg_crop_and_the_80_m_cap(kitti, kitti_ckpt, tmp_path):
+    """evaluate --format kitti --garg-crop --max-depth 80: depth figures over the LiDAR points inside
+    the crop and within 80 m, predictions clipped to 80 m, equal to a hand computation; metrics.json
+    says which options made them."""
+    import json
+
+    from mtdense.inference import Predictor
+
+    root, written = kitti
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(kitti_ckpt), "--data", str(root), "--format", "kitti", "--split", "val",
+                 "--garg-crop", "--max-depth", "80", "--out", str(out), "--workers", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["evaluation"] == {"format": "kitti", "split": "val", "size": None, "garg_crop": True,
+                                     "max_depth_m": 80.0}
+    predictor = Predictor(kitti_ckpt)
+    p_all, g_all = [], []
+    for frame in DRIVES["val"]["2011_09_26_drive_0005_sync"]:
+        name = f"2011_09_26_drive_0005_sync_{frame}"
+        pred = predictor.predict(written["image"][name]).depth.astype(np.float64)
+        gt = written["depth"][name].astype(np.float64) / 256
+        keep = garg_crop_mask(H, W) & (gt > 1e-3) & (gt <= 80)
+        p_all.append(np.clip(pred[keep], 1e-3, 80))
+        g_all.append(gt[keep])
+    p, g = np.concatenate(p_all), np.concatenate(g_all)
+    assert 0 < g.size < 2 * H * W
+    assert metrics["abs_rel"] == pytest.approx(np.mean(np.abs(p - g) / g), rel=1e-5)
+    assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean((p - g) ** 2)), rel=1e-5)
+    assert metrics["delta1"] == pytest.approx(np.mean(np.maximum(p / g, g / p) < 1.25), abs=1e-6)
+    assert "miou" not in metrics  # the val depth frames carry no segmentation
+    assert main(["evaluate", str(kitti_ckpt), "--data", str(root), "--split", "val", "--out", str(out), "--workers", "0"]) == 0
+    plain = json.loads((out / "metrics.json").read_text())
+    assert plain["evaluation"]["garg_crop"] is False and plain["evaluation"]["max_depth_m"] is None
+    assert plain["abs_rel"] != pytest.approx(metrics["abs_rel"])
+
+
+def test_analyze_reads_kitti(kitti, kitti_ckpt, tmp_path):
+    import json
+
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(kitti_ckpt), "--data", str(kitti[0]), "--format", "kitti", "--split", "val+semantics_val",
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["samples"] == 2 + 2 and data["depth"]["abs_rel"] is not None  # 2 depth frames, 2 labelled ones
+    assert data["segmentation"]["pixel_acc"] is not None
+
+
+def test_the_garg_crop_is_refused_outside_kitti(tmp_path, capsys):
+    import mtdense
+
+    root = tmp_path / "data"
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "dataset.yaml").write_text("classes: [a, b]\n")
+    assert cv2.imwrite(str(root / "images" / "val" / "x.png"), np.zeros((32, 32, 3), np.uint8))
+    model = mtdense.create_model(tasks={"seg": 2, "depth": 1}, decoder_channels=16)
+    model.dataset_info = {"classes": ["a", "b"]}
+    ckpt = mtdense.save_checkpoint(model, tmp_path / "m.pth")
+    assert main(["evaluate", str(ckpt), "--data", str(root), "--garg-crop", "--workers", "0"]) == 2
+    assert "the Garg crop is the KITTI evaluation convention" in capsys.readouterr().err
+    assert main(["evaluate", str(ckpt), "--data", str(root), "--max-depth", "0", "--workers", "0"]) == 2
+    assert "--max-depth 0: give a cap in metres > 0" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import argparse
 
 DESCRIPTION = """\
 Evaluate a trained model over a dataset split (Cityscapes layout, the real dataset or one
-written by 'mtdense data synth'; folder; nyuv2: --format, detected by default) and draw where it
+written by 'mtdense data synth'; folder; nyuv2; kitti: --format, detected by default) and draw where it
 is right and wrong. Classes are the checkpoint's (a dataset of other class names is refused),
 named in the plots and metrics.json. Writes into --out:
   depth_histogram.png    ground-truth vs predicted depth, 1000 bins over 0..250 m, over the
@@ -14,8 +14,13 @@ named in the plots and metrics.json. Writes into --out:
   class_iou.png          IoU per class (over the whole split, one confusion matrix)
   confusion_matrix.png   confusion matrix, each ground-truth row normalised to 1
   error_vs_distance.png  depth AbsRel per ground-truth distance bin, with pixel shares
+  normals_error.png      (a model with a normals head, on data with normals) the angular error
+                         histogram in 1-degree bins, with its mean and median
+  normals_examples.png   image | predicted normals | ground-truth normals | angular error, for
+                         the first samples with normals
   metrics.json           all numbers: mIoU, per-class IoU, pixel accuracy, AbsRel, SqRel,
-                         RMSE, RMSE log, delta < 1.25^k, per-bin AbsRel, confusion matrix
+                         RMSE, RMSE log, delta < 1.25^k, per-bin AbsRel, confusion matrix, and the
+                         normals' mean / median error and shares within 11.25, 22.5, 30 degrees
 Predictions are made at each image's own size unless --size is given (then resized back)."""
 
 EPILOG = """\
@@ -33,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="model checkpoint (.pth / .ckpt / .safetensors)")
     p.add_argument("--data", required=True,
                    help="dataset root (Cityscapes: leftImg8bit/, gtFine/, disparity/, camera/; folder: dataset.yaml, images/, masks/, depth/)")
-    p.add_argument("--format", default="auto", choices=("auto", "cityscapes", "folder", "nyuv2"),
+    p.add_argument("--format", default="auto", choices=("auto", "cityscapes", "folder", "nyuv2", "kitti"),
                    help="dataset format; auto detects it from the layout (default: %(default)s)")
     p.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
     p.add_argument("--out", required=True, help="output folder (created)")
@@ -46,12 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mtdense.analyze import analyze, write_report
-    from mtdense.data.open import open_dataset
+    from mtdense.data.open import detect_format, open_dataset
     from mtdense.inference import Predictor
-    from mtdense.metrics import check_same_classes
+    from mtdense.metrics import check_same_classes, dataset_options
 
     predictor = Predictor(args.checkpoint, device=args.device, size=tuple(args.size) if args.size else None)
-    dataset = open_dataset(args.data, args.split, format=args.format)
+    fmt = detect_format(args.data) if args.format == "auto" else args.format
+    dataset = open_dataset(args.data, args.split, format=fmt,
+                           **dataset_options(args.data, fmt, args.split, predictor.runtime.tasks))
     check_same_classes(args.data, dataset.classes, predictor.info.classes)
     result = analyze(predictor, dataset, max_samples=args.max_samples, hist_samples=args.hist_samples)
     print(result.summary())
