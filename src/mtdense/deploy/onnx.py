@@ -4,9 +4,12 @@ the training graph as is).
 
 The exported graph takes ``image``: ``B x 3 x H x W`` float32 ImageNet-normalised RGB (batch,
 height and width dynamic; H, W >= 32) and returns one output per task at the input size:
-``seg`` (``B x C x H x W`` logits) and ``depth`` (``B x 1 x H x W``, encoded as
-``log(depth_m) / 5``; metres = ``exp(5 * depth)``). The model config rides in the file's
-metadata.
+``seg`` (``B x C x H x W`` logits), ``depth`` (``B x 1 x H x W``, encoded as
+``log(depth_m) / 5``; metres = ``exp(5 * depth)``) and, for a model with a normals head,
+``normals`` (``B x 3 x H x W`` unit vectors). The model config and the description of the data it
+was trained on (class names, colours, tasks: ``mtdense.dataset_info``) ride in the file's metadata,
+and :class:`OnnxModel` reads them back (``runtime.dataset_info``), so a :class:`~mtdense.inference.Predictor`
+of the file names and colours the classes as the checkpoint's does.
 
     >>> path = export_onnx(mtdense.load_model("model.pth"), "model.onnx")
     >>> rt = OnnxModel(path)                  # the runtime contract: rt(batch) -> {task: tensor}
@@ -56,7 +59,8 @@ def export_onnx(
             ``1`` for a graph that :func:`quantize_onnx` will quantize).
 
     Returns:
-        ``path``. The model config and output encodings are stored in the file's metadata.
+        ``path``. The model config, the output encodings and the model's ``dataset_info`` (where
+        it has one) are stored in the file's metadata (:func:`onnx_metadata`).
     """
     path = Path(path)
     model = copy.deepcopy(model).cpu().eval()
@@ -77,15 +81,25 @@ def export_onnx(
     meta = {
         "mtdense.config": json.dumps(getattr(model, "config", {})),
         "mtdense.input": "image: B x 3 x H x W float32, RGB scaled to 0..1 then ImageNet mean/std normalised",
-        "mtdense.outputs": json.dumps({t: ("logits over Cityscapes train ids" if t == "seg" else "log(depth_m)/5" if t == "depth" else "raw") for t in names}),
+        "mtdense.outputs": json.dumps({t: _OUTPUT_MEANING.get(t, "raw") for t in names}),
         "mtdense.graph": "DeployNet" if deploy else "MultiTaskNet",
     }
     if deploy:
         meta["mtdense.deploy_groups"] = str(net.groups)
+    info = getattr(model, "dataset_info", None)
+    if info is not None:
+        meta["mtdense.dataset_info"] = json.dumps(dict(info))
     program.model.metadata_props.update(meta)
     with atomic_path(path) as tmp:  # a killed export leaves no partial file
         program.save(str(tmp), external_data=False)
     return path
+
+
+_OUTPUT_MEANING = {
+    "seg": "logits over the classes of mtdense.dataset_info (Cityscapes train ids without it)",
+    "depth": "log(depth_m)/5",
+    "normals": "unit surface normals, camera coordinates (x right, y down, z forward)",
+}
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:
@@ -111,6 +125,7 @@ def ort_session(
     optimization: str = "all",
     profile_prefix: str | None = None,
     stop_spinning: bool = False,
+    spin: bool = True,
 ):
     """Open an ONNX Runtime inference session.
 
@@ -125,6 +140,10 @@ def ort_session(
             spin for the next run (``session.force_spinning_stop``): what a benchmark that
             alternates runtimes needs, so one runtime's idle threads do not hold the cores
             while the next one is timed.
+        spin: Let idle worker threads spin between the parallel parts of a run
+            (``session.intra_op.allow_spinning``, ONNX Runtime's default). ``False`` parks them
+            at once: the cores go to the process's other threads (a video's decoding and
+            writing, the fused kernel) instead of to waiting.
 
     Returns:
         An ``onnxruntime.InferenceSession``.
@@ -142,6 +161,8 @@ def ort_session(
         so.intra_op_num_threads = int(threads)
     if stop_spinning:
         so.add_session_config_entry("session.force_spinning_stop", "1")
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
@@ -169,6 +190,21 @@ def run_onnx(session, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
     return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x})))
 
 
+def _dataset_info(path: Path, session) -> dict | None:
+    """The ``mtdense.dataset_info`` metadata of an open session's file, checked; ``None`` without it."""
+    text = session.get_modelmeta().custom_metadata_map.get("mtdense.dataset_info")
+    if text is None:
+        return None
+    from mtdense.data.description import DatasetInfo
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: its mtdense.dataset_info metadata is not JSON ({exc}); export it again with "
+                         "'mtdense export'") from exc
+    return DatasetInfo.from_dict(data, source=f"{path} (mtdense.dataset_info metadata)").to_dict()
+
+
 @register
 class OnnxModel(Runtime):
     """An ``mtdense export`` ONNX file (fp32 or int8) run by ONNX Runtime (the ``ort`` runtime).
@@ -186,6 +222,9 @@ class OnnxModel(Runtime):
     Attributes:
         fixed_size: ``(H, W)`` of a ``--static`` export (it accepts nothing else), else ``None``.
         tasks: Output name -> channels.
+        dataset_info: The exported model's dataset description as plain data (class names,
+            colours, tasks; :meth:`~mtdense.data.description.DatasetInfo.to_dict`) from the file's
+            ``mtdense.dataset_info`` metadata, or ``None`` for a file exported without one.
     """
 
     name = "ort"
@@ -212,6 +251,7 @@ class OnnxModel(Runtime):
         missing = {"seg", "depth"} - set(self.output_names)
         if missing:
             raise ValueError(f"{self.path}: no output named {sorted(missing)} (outputs: {self.output_names}); export it with 'mtdense export'")
+        self.dataset_info = _dataset_info(self.path, self.session)
         self.note = f"ORT {self.session.get_providers()[0].replace('ExecutionProvider', '')}, graph opt all"
 
     @classmethod
