@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -203,10 +204,13 @@ def create_app(
             raise BadInput(400, str(exc)) from None
         data, name = await _upload(request, limits)
         async with active:
-            rgb = await worker.helper(decode_upload, data, limits, name)
+            def prepare() -> tuple[np.ndarray, torch.Tensor]:  # one trip to a helper thread for both
+                rgb = decode_upload(data, limits, name)
+                return rgb, worker.prepare(rgb)
+
+            rgb, x = await worker.helper(prepare)
             del data
             hw = rgb.shape[:2]
-            x = await worker.prepare(rgb)
             queued = time.perf_counter()
             out, forward_s = await worker.infer(x, hw)
             waited = time.perf_counter() - queued - forward_s

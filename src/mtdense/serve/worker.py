@@ -79,8 +79,8 @@ class ModelWorker:
         predictor: The predictor; its runtime is only ever called from the model thread.
         helpers: Helper threads (>= 1).
 
-    Use :meth:`start` and :meth:`close` (or ``with``); :meth:`prepare`, :meth:`infer` and
-    :meth:`finish` are awaited from the server's event loop.
+    Use :meth:`start` and :meth:`close` (or ``with``). From the server's event loop: await
+    :meth:`helper` with work that calls :meth:`prepare` or :meth:`finish`, and :meth:`infer`.
     """
 
     def __init__(self, predictor: Predictor, helpers: int = DEFAULT_HELPERS):
@@ -152,12 +152,10 @@ class ModelWorker:
         self.start()
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def _prepare(self, rgb: np.ndarray) -> torch.Tensor:
+    def prepare(self, rgb: np.ndarray) -> torch.Tensor:
+        """``1 x 3 x h x w``: the image resized and normalised for the network, as
+        :meth:`Predictor.predict <mtdense.inference.Predictor.predict>` makes it (call it in a helper)."""
         return self.predictor.preprocess([rgb])
-
-    async def prepare(self, rgb: np.ndarray) -> torch.Tensor:
-        """``1 x 3 x h x w``: the image resized and normalised for the network (a helper thread)."""
-        return await self.helper(self._prepare, rgb)
 
     async def infer(self, x: torch.Tensor, out_size: tuple[int, int]) -> tuple[dict[str, torch.Tensor], float]:
         """The runtime's outputs for ``x`` (:meth:`Predictor.infer <mtdense.inference.Predictor.infer>`)
