@@ -12,13 +12,14 @@ DATA_COMMAND_MODULES: list[str] = [
     "mtdense.commands.data_cache",
     "mtdense.commands.data_teacher",
     "mtdense.commands.data_pseudo_label",
+    "mtdense.commands.data_frames",
 ]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "data",
-        help="dataset tools: generate a synthetic city, check a Cityscapes tree, stereo teachers, pseudo-labels",
+        help="dataset tools: generate a synthetic city, check a dataset, frames from videos, teachers, pseudo-labels",
         description="Dataset tools. Run 'mtdense data TOOL --help' for each tool.",
     )
     data_sub = p.add_subparsers(dest="data_command", metavar="TOOL", required=True)
