@@ -345,3 +345,100 @@ def test_onnx_model_rejects_a_foreign_file(tmp_path):
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="broken.onnx"):
         OnnxModel(tmp_path / "broken.onnx")
+
+
+@pytest.fixture(scope="module")
+def three_task_model():
+    """A 5-class seg + depth + normals model with the description of its (folder) data."""
+    torch.manual_seed(1)
+    m = mtdense.create_model(tasks={"seg": 5, "depth": 1, "normals": 3}, decoder_channels=16).eval()
+    m.dataset_info = {"classes": ["floor", "wall", "person", "chair", "table"],
+                      "colors": [[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40], [40, 220, 220]],
+                      "ignore_index": 255, "depth_scale": 256.0, "tasks": ["seg", "depth", "normals"], "format": "folder"}
+    return m
+
+
+@pytest.fixture(scope="module")
+def three_task_onnx(three_task_model, tmp_path_factory):
+    # groups=1 is what a 16-channel decoder gets anyway, and what int8 quantization needs
+    return export_onnx(three_task_model, tmp_path_factory.mktemp("three") / "three.onnx", size=(64, 96), groups=1)
+
+
+def _edit_metadata(src, dst, key, value):
+    """A copy of an ONNX file with one metadata entry set (``None``: removed)."""
+    import onnx
+
+    graph = onnx.load(str(src))
+    kept = [(p.key, p.value) for p in graph.metadata_props if p.key != key]
+    del graph.metadata_props[:]
+    for k, v in kept + ([(key, value)] if value is not None else []):
+        graph.metadata_props.add(key=k, value=v)
+    onnx.save(graph, str(dst))
+    return dst
+
+
+def test_onnx_export_carries_the_dataset_and_the_normals(three_task_model, three_task_onnx, tmp_path):
+    """A 5-class model exported to ONNX predicts and names its 5 classes, and its normals output
+    reproduces PyTorch's unit vectors; the int8 file keeps the description."""
+    import json
+
+    from mtdense.data.description import DatasetInfo
+    from mtdense.deploy.onnx import onnx_metadata
+    from mtdense.inference import Predictor
+
+    model, path = three_task_model, three_task_onnx
+    meta = onnx_metadata(path)
+    assert DatasetInfo.from_dict(json.loads(meta["mtdense.dataset_info"])).to_dict() == model.dataset_info
+    assert "unit surface normals" in json.loads(meta["mtdense.outputs"])["normals"]
+    rt = OnnxModel(path)
+    assert rt.dataset_info == model.dataset_info and rt.tasks == {"seg": 5, "depth": 1, "normals": 3}
+    x = torch.from_numpy(preprocess_images(list(images(2, 64, 96)), (64, 96)))
+    with torch.no_grad():
+        ref = model(x)
+    out = rt(x)
+    torch.testing.assert_close(out["normals"], ref["normals"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out["normals"].norm(dim=1), torch.ones(2, 64, 96), rtol=1e-5, atol=1e-5)
+    predictor = Predictor(path)
+    assert predictor.info.classes == ("floor", "wall", "person", "chair", "table")
+    assert predictor.info.palette.tolist() == model.dataset_info["colors"]
+    preds = predictor.predict(list(images(2, 64, 96)))
+    torch_preds = Predictor(model).predict(list(images(2, 64, 96)))
+    for a, b in zip(preds, torch_preds):
+        assert a.seg.max() < 5 and (a.seg == b.seg).mean() >= 0.999
+        assert a.normals.shape == (64, 96, 3)
+        np.testing.assert_allclose(a.normals, b.normals, atol=1e-3)
+    q = quantize_onnx(path, tmp_path / "three.int8.onnx", list(images(2, 64, 96, seed=4)), size=(64, 96))
+    assert OnnxModel(q).dataset_info == model.dataset_info
+    # a file without the description (exported before it was written) still runs, with numbered classes
+    bare = _edit_metadata(path, tmp_path / "bare.onnx", "mtdense.dataset_info", None)
+    assert OnnxModel(bare).dataset_info is None
+    assert Predictor(bare).info.classes == tuple(f"class {i}" for i in range(5))
+
+
+def test_broken_dataset_description_in_an_onnx_file_is_refused(three_task_onnx, tmp_path):
+    path = _edit_metadata(three_task_onnx, tmp_path / "broken.onnx", "mtdense.dataset_info", '{"classes": ["a", "a"]}')
+    with pytest.raises(ValueError, match=r"broken.onnx \(mtdense.dataset_info metadata\): 'classes' name 'a' appears twice"):
+        OnnxModel(path)
+    path = _edit_metadata(three_task_onnx, tmp_path / "broken.onnx", "mtdense.dataset_info", "{classes")
+    with pytest.raises(ValueError, match=r"broken.onnx: its mtdense.dataset_info metadata is not JSON .*export it again"):
+        OnnxModel(path)
+
+
+def test_the_fused_runtime_refuses_normals_naming_the_fix(three_task_model, tmp_path, capsys):
+    from mtdense.deploy.runtime import RuntimeUnavailable, create_runtime
+
+    with pytest.raises(RuntimeUnavailable, match=r"the fused runtime computes the heads itself and cannot normalise this "
+                                                 r"model's normals head to unit vectors; use the ONNX backend \(--backend ort"):
+        create_runtime("fused", three_task_model)
+    ckpt = mtdense.save_checkpoint(three_task_model, tmp_path / "three.pth")
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "x.png"), images(1, 64, 96)[0])
+    assert main(["predict", str(ckpt), str(tmp_path / "x.png"), "--out", str(tmp_path / "p"), "--backend", "fused"]) == 2
+    assert "use the ONNX backend" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    assert main(["predict", str(ckpt), str(tmp_path / "x.png"), "--out", str(tmp_path / "p"), "--backend", "eager"]) == 0
+    from mtdense.deploy.fused import fused_available
+
+    if fused_available():  # without a compiler --format fused is refused for that first
+        assert main(["export", str(ckpt), "--format", "fused", "--size", "64", "96"]) == 2
+        assert "--format fused: " in capsys.readouterr().err

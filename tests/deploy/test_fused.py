@@ -50,9 +50,9 @@ def test_fused_equals_the_network_at_odd_sizes_and_batch_2():
 
 @needs_compiler
 def test_fused_handles_any_number_of_heads_and_one_thread():
-    model = _model(tasks={"seg": 19, "depth": 1, "normals": 3, "edges": 1})
+    model = _model(tasks={"seg": 19, "depth": 1, "albedo": 3, "edges": 1})
     net = FusedNet(model, threads=1)
-    assert net.gemm_heads == ["seg", "normals"] and net.direct_heads == ["depth", "edges"]
+    assert net.gemm_heads == ["seg", "albedo"] and net.direct_heads == ["depth", "edges"]
     _assert_matches(net, model, seed=2)
 
 
@@ -158,9 +158,9 @@ def test_fused_winograd_covers_partial_tiles_blocks_and_panels():
     (two 16-channel blocks and 8), a 1/4 map of 18 x 83 (a partial 4 x 4 tile row and column, two
     16-tile blocks, the second partial), 5 tile rows over 3 threads, and 19, 3 and 7 outputs
     (row panels of 5, 3 and 4, the last with a padded row)."""
-    model = _model(decoder_channels=40, tasks={"seg": 19, "depth": 1, "normals": 3, "parts": 7})
+    model = _model(decoder_channels=40, tasks={"seg": 19, "depth": 1, "albedo": 3, "parts": 7})
     net = FusedNet(model, threads=3)
-    assert net.gemm_heads == ["seg", "normals", "parts"]
+    assert net.gemm_heads == ["seg", "albedo", "parts"]
     _assert_matches(net, model, size=(70, 330), seed=5)
 
 
@@ -170,14 +170,14 @@ def test_kernel_labels_are_the_argmax_of_its_logits(size, threads):
     """``labels()`` decodes the segmentation inside the kernel (the full-resolution logits are never
     written): the same labels as the argmax of the logits it returns otherwise, ties to the lower
     class, at sizes whose 8-row bands and 4x upsampling leave remainders; the other outputs unchanged."""
-    model = _model(tasks={"seg": 19, "depth": 1, "normals": 3})
+    model = _model(tasks={"seg": 19, "depth": 1, "albedo": 3})
     net = FusedNet(model, threads=threads)
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(6))
     logits = net(x)
     out = net.labels(x)
     assert out["seg"].dtype == torch.uint8 and out["seg"].shape == (2, *size)
     assert torch.equal(out["seg"], logits["seg"].argmax(1).to(torch.uint8))
-    assert torch.equal(out["depth"], logits["depth"]) and torch.equal(out["normals"], logits["normals"])
+    assert torch.equal(out["depth"], logits["depth"]) and torch.equal(out["albedo"], logits["albedo"])
 
 
 def test_every_runtime_gives_labels_through_the_contract():

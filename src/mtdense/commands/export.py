@@ -11,8 +11,11 @@ Export a trained model for deployment.
 
 --format onnx (default) writes one .onnx file (weights inside) with input 'image'
 (B x 3 x H x W float32, RGB scaled to 0..1 then ImageNet-normalised; batch, height and width
-dynamic) and one output per task at the input size: 'seg' (B x 19 x H x W logits over
-Cityscapes train ids) and 'depth' (B x 1 x H x W, log(depth_m)/5; metres = exp(5 * depth)).
+dynamic) and one output per task at the input size: 'seg' (B x K x H x W logits over the
+model's K classes; 19 Cityscapes train ids by default), 'depth' (B x 1 x H x W, log(depth_m)/5;
+metres = exp(5 * depth)) and, for a model with a normals head, 'normals' (B x 3 x H x W unit
+vectors). The file's metadata carries the model's dataset description (class names, colours,
+tasks: mtdense.dataset_info), so 'mtdense predict model.onnx' names and colours its classes.
 The graph is the inference rewrite of the network (BatchNorm folded, separable pooling,
 cheaper head convolutions, layout-friendly ReLU6, the finest level in cache-sized channel
 groups; same function). Right after export ONNX Runtime and
@@ -34,7 +37,8 @@ pip install "mtdense[openvino]".
 
 --format fused prepares the fused CPU runtime ahead of time: it compiles the kernel and
 exports the runtime's graph for --size into the cache ($MTDENSE_CACHE, else ~/.cache/mtdense),
-keyed by the weights, the size and the CPU, then checks it against PyTorch. A later
+keyed by the weights, the size and the CPU, then checks it against PyTorch (a model with a
+normals head is refused: the kernel does not normalise them; use --format onnx). A later
 'mtdense predict CKPT --backend fused --size H W' on this machine then starts in a second or
 two instead of exporting first. No --out: the cache is the output.
 
@@ -186,6 +190,9 @@ def _prepare_fused(args: argparse.Namespace) -> int:
     if reason:
         raise ValueError(f"--format fused: {reason}")
     model = load_model(args.checkpoint)
+    refused = FusedNet.refuses(model.tasks)
+    if refused:
+        raise ValueError(f"--format fused: {args.checkpoint}: {refused}")
     size = (int(args.size[0]), int(args.size[1]))
     start = time.perf_counter()
     net = FusedNet(model, size=size)

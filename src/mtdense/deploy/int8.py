@@ -127,7 +127,8 @@ def quantize_onnx(
         fp32_scopes: Module-path patterns left unquantized.
 
     Returns:
-        ``out_path``.
+        ``out_path``, carrying the ``mtdense.*`` metadata of ``fp32_path`` (model config, dataset
+        description).
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -160,6 +161,13 @@ def quantize_onnx(
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
+        # The file's mtdense.* metadata (model config, dataset description) goes with it.
+        quantized = onnx.load(str(out_tmp))
+        have = {p.key for p in quantized.metadata_props}
+        for prop in source.metadata_props:
+            if prop.key.startswith("mtdense.") and prop.key not in have:
+                quantized.metadata_props.add(key=prop.key, value=prop.value)
+        onnx.save(quantized, str(out_tmp))
     return out_path
 
 

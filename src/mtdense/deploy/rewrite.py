@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtdense.models import MultiTaskNet
+from mtdense.models.net import finish_output
 
 __all__ = [
     "DeployNet", "NamedOutputs", "TapConv3x3", "SplitConv3x3", "SeparableMaxPool2d", "same_maxpool_size", "deploy_head_conv",
@@ -297,7 +298,8 @@ class DeployNet(nn.Module):
             outs = [self.heads[t](top) for t in self.task_names]
         else:
             outs = self._grouped(self.encoder(x))
-        return tuple(F.interpolate(o, size=size, mode="bilinear", align_corners=False) for o in outs)
+        return tuple(finish_output(t, F.interpolate(o, size=size, mode="bilinear", align_corners=False))
+                     for t, o in zip(self.task_names, outs))
 
     def coarse_levels(self, feats: list[torch.Tensor]) -> torch.Tensor | None:
         """Every decoder level but the finest: the CRP output of level 1 (the next coarser

@@ -103,6 +103,11 @@ class Runtime(abc.ABC):
         devices: Devices it runs on.
         suffixes: File suffixes :meth:`from_file` opens (``.onnx``, ``.xml``).
         export_format: The ``mtdense export --format`` value whose files it runs, if any.
+        raw_heads: Whether it computes the task heads itself and returns their raw outputs (the
+            fused kernel) instead of running the network's forward or an export of it. Such a
+            runtime cannot finish a head whose output the network post-processes
+            (:data:`~mtdense.models.net.UNIT_VECTOR_TASKS`: normals, normalised after the
+            upsampling), and a network with one is refused when the runtime is opened (:meth:`refuses`).
         tasks: Output name -> channels.
         fixed_size: ``(H, W)`` it takes exclusively, or ``None`` for any size.
         note: How it was built (export form, precision, provider): a row note in ``mtdense bench``.
@@ -114,6 +119,7 @@ class Runtime(abc.ABC):
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     suffixes: ClassVar[tuple[str, ...]] = ()
     export_format: ClassVar[str | None] = None
+    raw_heads: ClassVar[bool] = False
 
     tasks: dict[str, int]
     fixed_size: tuple[int, int] | None = None
@@ -128,6 +134,18 @@ class Runtime(abc.ABC):
             return (f"{cls.name} runs on {' or '.join(words.get(d, d) for d in cls.devices)} only, not on "
                     f"{words.get(options.device, options.device)}")
         return None
+
+    @classmethod
+    def refuses(cls, tasks: dict[str, int] | Sequence[str]) -> str | None:
+        """Why this runtime cannot run a network with these task heads (``None``: it can)."""
+        from mtdense.models.net import UNIT_VECTOR_TASKS
+
+        finished = [t for t in tasks if t in UNIT_VECTOR_TASKS]
+        if not cls.raw_heads or not finished:
+            return None
+        return (f"the {cls.name} runtime computes the heads itself and cannot normalise this model's "
+                f"{', '.join(finished)} head to unit vectors; use the ONNX backend (--backend ort, or the .onnx file of "
+                f"'mtdense export') or --backend eager, which run every head")
 
     @classmethod
     def from_model(cls, model: nn.Module, options: RuntimeOptions) -> Runtime:
@@ -259,10 +277,16 @@ def create_runtime(name: str, model: nn.Module, options: RuntimeOptions | None =
     """
     cls = runtime_class(name)
     options = _options(options, kwargs)
-    reason = cls.unavailable(options)
+    reason = cls.refuses(_model_tasks(model)) or cls.unavailable(options)
     if reason:
         raise RuntimeUnavailable(reason)
     return cls.from_model(model, options)
+
+
+def _model_tasks(model: nn.Module) -> dict[str, int]:
+    from mtdense.deploy.eager import model_tasks
+
+    return model_tasks(model)
 
 
 def open_runtime(model: str | Path | nn.Module | Runtime, backend: str | None = None,
@@ -280,6 +304,9 @@ def open_runtime(model: str | Path | nn.Module | Runtime, backend: str | None = 
     if isinstance(model, Runtime):
         if backend not in (None, model.name):
             raise ValueError(f"backend {backend!r} asked for, but the model is already a {model.name} runtime")
+        reason = type(model).refuses(model.tasks)
+        if reason:
+            raise RuntimeUnavailable(reason)
         return model
     options = _options(options, kwargs)
     if isinstance(model, nn.Module):

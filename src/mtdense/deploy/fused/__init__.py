@@ -13,6 +13,10 @@ rewrite as ``mtdense export``), then ``csrc/finest.c``:
   tiles with 2.25 instead of 9 multiplications per output (AVX2/FMA when the CPU has it);
 * upsamples the outputs bilinearly to the input size.
 
+It runs every head whose raw output is the task's output (segmentation, depth, ...); a model with a
+surface-normals head is refused (its vectors must be normalised after the upsampling): run it with
+the ONNX or eager backend.
+
 It computes the same function as the network: every sum but the Winograd convolution's has the
 same terms, added in another order, and the Winograd transforms add rounding of about 1e-6 of
 the logits' size (outputs agree with PyTorch to about 1e-7 on the default network).
@@ -32,5 +36,11 @@ Modules: :mod:`~mtdense.deploy.fused.build` (compiling and caching the kernel, s
 
 from mtdense.deploy.fused.build import SOURCE, FusedUnavailable, build_library, fused_available, load_library
 from mtdense.deploy.fused.net import FusedNet
+
+# The kernel computes the heads itself and returns their raw outputs: right for segmentation logits,
+# encoded depth and any other raw head, but a normals head needs its vectors normalised after the
+# upsampling, which the kernel does not do. A model with normals is refused where the fused runtime
+# is chosen (Runtime.refuses), naming the ONNX and eager backends instead.
+FusedNet.raw_heads = True
 
 __all__ = ["FusedNet", "FusedUnavailable", "SOURCE", "build_library", "fused_available", "load_library"]
