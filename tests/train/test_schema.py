@@ -17,7 +17,8 @@ from mtdense.train.schema import (
 )
 
 
-@pytest.mark.parametrize("name", ["cityscapes_mobilenet_v3_small", "synthetic_demo"])
+@pytest.mark.parametrize("name", ["cityscapes_mobilenet_v3_small", "synthetic_demo", "kitti_mobilenet_v3_small",
+                                  "nyuv2_mobilenet_v3_small"])
 def test_packaged_recipes_are_valid(name):
     assert name in packaged_configs()
     recipe, text = load_recipe(name, check_paths=False)
@@ -32,6 +33,15 @@ def test_cityscapes_recipe_holds_the_recipes_numbers():
     assert (quarter.size, quarter.epochs, quarter.batch_size, quarter.lr) == ([200, 512], 150, 16, 5e-4)
     assert (half.epochs, half.lr, full.epochs, full.lr) == (25, 5e-6, 25, 5e-6)
     assert quarter.batch_size > half.batch_size > full.batch_size
+
+
+def test_nyuv2_recipe_holds_its_numbers():
+    r, _ = load_recipe("nyuv2_mobilenet_v3_small", check_paths=False)
+    assert r.data.format == "nyuv2" and r.data.splits() == ("train", "val")
+    assert r.model.tasks == {"seg": 13, "depth": 1, "normals": 3} and r.model.pretrained is True
+    assert (r.loss.depth, r.loss.normals, r.loss.weighting) == ("l1", "cosine", "fixed")
+    (stage,) = r.stages
+    assert (stage.size, stage.scale, stage.epochs, stage.batch_size, stage.zoom_depth) == ([288, 384], 1.0, 200, 8, True)
 
 
 def test_valid_recipe_fills_defaults(tiny_recipe, tiny_cityscapes):
