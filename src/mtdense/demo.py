@@ -8,6 +8,10 @@ loss, staged one-cycle training, split-level metrics, pictures) without any down
     result = run_demo("runs/demo")
     print(result.metrics["miou"], result.metrics["abs_rel"], result.wall_s)
 
+The city also holds the exact surface normals of what it renders, so the same demo trains the
+three-task model (``tasks=("seg", "depth", "normals")``, ``mtdense demo --tasks seg,depth,normals``),
+or any subset of the tasks.
+
 The val frames are generated with the train frames but never used for training or model
 selection: the figures come from the last checkpoint.
 """
@@ -15,6 +19,7 @@ selection: the figures come from the last checkpoint.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +28,15 @@ import numpy as np
 
 from mtdense.io import atomic_path, write_json_atomic, write_text_atomic
 
-__all__ = ["DemoResult", "run_demo", "save_prediction_figure", "DEMO_CONFIG"]
+__all__ = ["DemoResult", "run_demo", "save_prediction_figure", "task_overrides", "DEMO_CONFIG", "DEMO_TASKS"]
 
 DEMO_CONFIG = "synthetic_demo"
+DEMO_TASKS = ("seg", "depth", "normals")
+"""The tasks the synthetic city has labels for."""
+_CHANNELS = {"seg": 19, "depth": 1, "normals": 3}
+# Fixed weight of a task the recipe names no weight for. Normals: the cosine loss (1 - cos) starts
+# near 1 and ends near 0.1, the size of the cross-entropy late in the demo, so 1:1 with it.
+_DEFAULT_WEIGHT = {"normals": 1.0}
 
 
 @dataclass
@@ -57,8 +68,11 @@ def save_prediction_figure(
     depth_gt: np.ndarray,
     path: str | Path,
     title: str | None = None,
+    normals_pred: np.ndarray | None = None,
+    normals_gt: np.ndarray | None = None,
 ) -> Path:
-    """Save image | predicted seg | ground-truth seg | predicted depth | ground-truth depth.
+    """Save image | predicted seg | ground-truth seg | predicted depth | ground-truth depth
+    (| predicted normals | ground-truth normals).
 
     Args:
         image: H x W x 3 uint8 RGB.
@@ -66,11 +80,13 @@ def save_prediction_figure(
         depth_pred, depth_gt: H x W metres (ground truth 0 = invalid, drawn black).
         path: Output PNG.
         title: Figure title.
+        normals_pred, normals_gt: H x W x 3 unit normals (ground truth all zero = none, drawn
+            black), drawn by :func:`mtdense.viz.colorize_normals` where given.
     """
     from matplotlib.figure import Figure
 
     from mtdense.data.labels import colorize_train_ids
-    from mtdense.viz import colorize_depth
+    from mtdense.viz import colorize_depth, colorize_normals
 
     valid = depth_gt > 0
     lo, hi = (np.percentile(depth_gt[valid], [2, 98]) if valid.any() else (1.0, 100.0))
@@ -84,6 +100,10 @@ def save_prediction_figure(
         (colorize_depth(depth_pred, rng), f"depth ({rng[0]:.0f}-{rng[1]:.0f} m)"),
         (gt_col, "ground-truth depth"),
     ]
+    if normals_pred is not None:
+        panels.append((colorize_normals(normals_pred), "normals"))
+    if normals_gt is not None:
+        panels.append((colorize_normals(normals_gt), "ground-truth normals"))
     h, w = image.shape[:2]
     fig = Figure(figsize=(3.2 * len(panels), 3.2 * h / w + 0.6), layout="constrained")
     axes = fig.subplots(1, len(panels))
@@ -103,8 +123,9 @@ def _prediction_figures(model_path: Path, root: Path, out_dir: Path, count: int)
     from mtdense.data.cityscapes import CityscapesDataset
     from mtdense.inference import Predictor
 
-    dataset = CityscapesDataset(root, "val")
     predictor = Predictor(model_path)
+    with_normals = "normals" in predictor.runtime.tasks
+    dataset = CityscapesDataset(root, "val", load_normals=with_normals)
     paths = []
     for i in np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int):
         sample = dataset[int(i)]
@@ -113,6 +134,7 @@ def _prediction_figures(model_path: Path, root: Path, out_dir: Path, count: int)
             save_prediction_figure(
                 sample["image"], pred.seg, sample["seg"], pred.depth, sample["depth"],
                 out_dir / "pictures" / f"{sample['name']}.png", title=f"val {sample['name']}",
+                normals_pred=pred.normals, normals_gt=sample.get("normals"),
             )
         )
     return paths
@@ -123,6 +145,7 @@ def _report(out_dir: Path, metrics: dict[str, Any], wall_s: float, timings: dict
     from mtdense.metrics import format_metrics
 
     g = recipe.data.generate
+    losses = {"seg": "cross-entropy", "depth": f"{recipe.loss.depth} depth", "normals": f"{recipe.loss.normals} normals"}
     stages = "; ".join(
         f"{s.name}: {s.epochs} epochs, batch {s.batch_size}, lr {s.lr:g}, size {s.size or s.scale}" for s in recipe.stages
     )
@@ -132,8 +155,9 @@ def _report(out_dir: Path, metrics: dict[str, Any], wall_s: float, timings: dict
         f"Synthetic city: {g.n_train} train + {g.n_val} val frames of {g.size[0]}x{g.size[1]} (seed {g.seed}), "
         f"depth from the generated stereo disparity.",
         f"Model: {recipe.model.encoder} + {recipe.model.decoder_channels}-channel Light-Weight RefineNet, "
-        f"{'ImageNet weights' if recipe.model.pretrained is True else 'random init'}; loss: cross-entropy + "
-        f"{recipe.loss.depth} depth ({recipe.loss.weighting} weighting).",
+        f"{'ImageNet weights' if recipe.model.pretrained is True else 'random init'}; tasks "
+        f"{', '.join(recipe.model.tasks)}; loss: {' + '.join(losses[t] for t in recipe.model.tasks if t in losses)} "
+        f"({recipe.loss.weighting} weighting).",
         f"Training: {stages}.",
         "",
         f"Evaluated on the val split (never used for training or checkpoint selection), checkpoint `{checkpoint}`:",
@@ -146,7 +170,8 @@ def _report(out_dir: Path, metrics: dict[str, Any], wall_s: float, timings: dict
         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
         + ").",
         "",
-        "Pictures (image | segmentation | ground truth | depth | ground-truth depth):",
+        "Pictures (image | segmentation | ground truth | depth | ground-truth depth"
+        + (" | normals | ground-truth normals" if "normals" in recipe.model.tasks else "") + "):",
         "",
         *[f"![{p.stem}]({p.relative_to(out_dir)})" for p in figures],
         "",
@@ -158,12 +183,38 @@ def _report(out_dir: Path, metrics: dict[str, Any], wall_s: float, timings: dict
     return path
 
 
+def task_overrides(recipe, tasks: Sequence[str]) -> list[str]:
+    """``--set`` overrides that make ``recipe`` train ``tasks`` (a subset of :data:`DEMO_TASKS`):
+    ``model.tasks`` with their channels, ``loss.weights`` for them (the recipe's, 1.0 for normals
+    where it names none), and the settings of a task left out switched off (ENet class weights
+    without seg, the depth head's start value without depth).
+
+    Raises:
+        ValueError: An unknown task, one named twice, or none.
+    """
+    tasks = list(tasks)
+    unknown = [t for t in tasks if t not in DEMO_TASKS]
+    if unknown or not tasks or len(set(tasks)) != len(tasks):
+        raise ValueError(f"--tasks {','.join(tasks)}: give one or more of {', '.join(DEMO_TASKS)}, each once "
+                         f"(e.g. --tasks seg,depth,normals)" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    ordered = [t for t in DEMO_TASKS if t in tasks]
+    weights = {t: recipe.loss.weights.get(t, _DEFAULT_WEIGHT.get(t, 1.0)) for t in ordered}
+    out = ["model.tasks={" + ", ".join(f"{t}: {_CHANNELS[t]}" for t in ordered) + "}",
+           "loss.weights={" + ", ".join(f"{t}: {w:g}" for t, w in weights.items()) + "}"]
+    if "seg" not in ordered:
+        out.append("loss.class_weights=null")
+    if "depth" not in ordered:
+        out.append("model.depth_init_m=null")
+    return out
+
+
 def run_demo(
     out_dir: str | Path = "runs/demo",
     config: str | Path = DEMO_CONFIG,
     overrides: list[str] | None = None,
     num_pictures: int = 4,
     progress: bool = True,
+    tasks: Sequence[str] | None = None,
 ) -> DemoResult:
     """Generate the synthetic city (unless already there), train, evaluate on val, report.
 
@@ -172,9 +223,11 @@ def run_demo(
             ``pictures/``, ``report.md``.
         config: The recipe (default the packaged ``synthetic_demo``); ``data.root`` is set to
             ``{out_dir}/data``.
-        overrides: Extra ``--set`` style overrides.
+        overrides: Extra ``--set`` style overrides (applied last: they win over ``tasks``).
         num_pictures: Val frames drawn as prediction pictures.
         progress: Progress bars.
+        tasks: The tasks to train, a subset of :data:`DEMO_TASKS` (:func:`task_overrides`);
+            ``None``: the recipe's (segmentation and depth).
 
     Returns:
         A :class:`DemoResult`.
@@ -188,6 +241,9 @@ def run_demo(
     data_root = out_dir / "data"
     overrides = [f"data.root={data_root}", *(overrides or []), f"trainer.progress_bar={str(progress).lower()}"]
     recipe, text = load_recipe(config, overrides)
+    if tasks is not None:
+        overrides = [overrides[0], *task_overrides(recipe, tasks), *overrides[1:]]
+        recipe, text = load_recipe(config, overrides)
     if recipe.data.generate is None:
         raise ValueError(f"{config}: the demo recipe must have data.generate (how to generate the synthetic city)")
     timings = {}

@@ -142,8 +142,8 @@ def fit_to_dataset(recipe: Recipe) -> tuple[Recipe, DatasetInfo]:
         if missing:
             raise RecipeError(f"model.tasks: {', '.join(missing)} has no labels in {d.root} (it has "
                               f"{', '.join(info.tasks)}); leave {', '.join(missing)} out of model.tasks"
-                              + ("; normals come with the synthetic city: generate it again with this version "
-                                 "('mtdense data synth DIR --overwrite')" if "normals" in missing else ""))
+                              + (f"; normals come with the synthetic city since this version: delete {d.root} and "
+                                 f"generate it again (a city made before has no normals/)" if "normals" in missing else ""))
         return recipe, DatasetInfo.cityscapes(tasks=[t for t in info.tasks if t in recipe.model.tasks])
     given = dict(recipe.model.tasks)
     default = given == DEFAULT_TASKS
