@@ -13,6 +13,8 @@ The ``folder`` format describes itself in ``ROOT/dataset.yaml`` (:func:`read_dat
     colors: [[128, 64, 128], ...]      # optional: K RGB triples 0..255 (default: default_palette(K))
     ignore_index: 255                  # optional: mask value of unlabelled pixels, K..255 (default 255)
     depth_scale: 256                   # optional: depth_m = png_value / depth_scale (default 256)
+    stereo: {baseline: 0.54, fx: 721.5} # optional: the rig of right/SPLIT/NAME.png views (metres, px
+                                       # at the size of images/), for stereo teachers (read_stereo)
 
 ``ignore_index`` describes the files; samples always carry 255 for ignored pixels
 (:data:`mtdense.data.labels.IGNORE_INDEX`), whatever the files use.
@@ -32,7 +34,7 @@ import numpy as np
 from mtdense.data.labels import IGNORE_INDEX, TRAIN_CLASS_NAMES, TRAIN_PALETTE
 
 __all__ = ["TASKS", "FORMATS", "DESCRIPTION_FILE", "DatasetInfo", "default_palette", "read_dataset_yaml",
-           "model_dataset_info"]
+           "model_dataset_info", "StereoRig", "read_stereo"]
 
 TASKS = ("seg", "depth", "normals")
 """Every task a dataset may have labels for, in this canonical order."""
@@ -43,7 +45,7 @@ FORMATS = ("cityscapes", "folder", "nyuv2", "kitti")
 DESCRIPTION_FILE = "dataset.yaml"
 """The file that describes a ``folder`` dataset, at its root."""
 
-_YAML_KEYS = ("classes", "colors", "ignore_index", "depth_scale")
+_YAML_KEYS = ("classes", "colors", "ignore_index", "depth_scale", "stereo")
 _DICT_KEYS = ("classes", "colors", "ignore_index", "depth_scale", "tasks", "format")
 _GRID_LEVELS = 8  # candidate colours: an 8 x 8 x 8 RGB grid
 _MIN_LIGHTNESS = 20.0  # CIELAB L*: darker candidates are too close to the black of ignored pixels
@@ -314,7 +316,53 @@ def read_dataset_yaml(path: str | Path, tasks: Sequence[str] = ("seg",), format:
     if data is None:
         raise ValueError(f"{path}: the file is empty; write at least 'classes: [name, ...]'")
     _check_keys(data, _YAML_KEYS, str(path))
+    if data.get("stereo") is not None:
+        _check_stereo(data["stereo"], str(path))
     return _build(data, str(path), tasks=tasks, format=format)
+
+
+@dataclass(frozen=True)
+class StereoRig:
+    """The stereo rig of a ``folder`` dataset's ``right/`` views (``stereo:`` in ``dataset.yaml``).
+
+    Attributes:
+        baseline: Distance between the two cameras, metres.
+        fx: Focal length in px at the size of the images in ``images/``.
+    """
+
+    baseline: float
+    fx: float
+
+    def depth(self, disparity_px: np.ndarray) -> np.ndarray:
+        """Disparity in px -> depth in metres (``baseline * fx / d``; 0 where ``d <= 0`` or not finite)."""
+        d = np.nan_to_num(np.asarray(disparity_px, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        out = np.zeros(d.shape, np.float64)
+        np.divide(self.baseline * self.fx, d, out=out, where=d > 0)
+        return out.astype(np.float32)
+
+
+def _check_stereo(value: Any, source: str) -> StereoRig:
+    example = "write e.g. 'stereo: {baseline: 0.54, fx: 721.5}' (metres between the cameras, focal length in px)"
+    if not isinstance(value, Mapping) or set(value) != {"baseline", "fx"}:
+        raise _fail(source, "stereo", f"is {value!r}; it needs exactly the keys baseline and fx; {example}")
+    for key in ("baseline", "fx"):
+        v = value[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise _fail(source, "stereo", f"{key} is {v!r}, not a number > 0; {example}")
+    return StereoRig(baseline=float(value["baseline"]), fx=float(value["fx"]))
+
+
+def read_stereo(path: str | Path) -> StereoRig | None:
+    """The ``stereo:`` rig of a ``dataset.yaml``, or None where it has none.
+
+    Raises:
+        FileNotFoundError, ValueError: As :func:`read_dataset_yaml` (the whole file is checked).
+    """
+    import yaml
+
+    read_dataset_yaml(path)
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return None if data.get("stereo") is None else _check_stereo(data["stereo"], str(path))
 
 
 def model_dataset_info(model: Any) -> DatasetInfo:

@@ -7,6 +7,11 @@
     ROOT/masks/SPLIT/NAME.png       8-bit class index 0..K-1, ignore_index = unlabelled   (optional)
     ROOT/depth/SPLIT/NAME.png       16-bit, depth_m = value / depth_scale, 0 = invalid     (optional)
     ROOT/normals/SPLIT/NAME.png     8-bit RGB, n = rgb / 127.5 - 1, (0, 0, 0) = invalid     (optional)
+    ROOT/right/SPLIT/NAME.png       the right view of a stereo rig (``stereo:`` in dataset.yaml), read by
+                                    stereo teachers only                                    (optional)
+
+Teachers write further label sources in the same encodings beside these (``ROOT/OUT/SPLIT/NAME.png``,
+e.g. ``masks_teacher/``, ``depth_mono/``); the dataset reads only the folders above.
 
 Labels are paired with images by name, never by list order. A frame may lack any label
 (asymmetric annotations): its sample then carries that task filled with "no label" (seg all 255,
@@ -39,7 +44,7 @@ from mtdense.data.normals import read_normals_png
 __all__ = [
     "IMAGE_FOLDER", "LABEL_FOLDERS", "FolderFrame", "LayoutIssue", "folder_tasks", "read_folder_info",
     "list_folder_splits", "scan_split", "list_folder_frames", "read_mask", "mask_to_seg", "read_depth_png",
-    "read_normals_png", "empty_label", "load_folder_frame", "FolderDataset",
+    "read_normals_png", "empty_label", "load_folder_frame", "FolderDataset", "RIGHT_FOLDER", "right_image",
 ]
 
 IMAGE_FOLDER = "images"
@@ -47,6 +52,19 @@ LABEL_FOLDERS = {"seg": "masks", "depth": "depth", "normals": "normals"}
 """Folder of each task's label files (PNG, named as their image)."""
 
 _ROLES = {"seg": "label", "depth": "depth", "normals": "normals"}  # sample["paths"] keys
+
+RIGHT_FOLDER = "right"
+"""Folder of the right views of a stereo rig (``right/SPLIT/NAME.png``), named as their left image."""
+
+
+def right_image(root: str | Path, split: str, name: str) -> Path | None:
+    """The right view ``ROOT/right/SPLIT/NAME.*`` of frame ``name`` (any image suffix), or None."""
+    folder = Path(root) / RIGHT_FOLDER / split
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (folder / f"{name}{suffix}", folder / f"{name}{suffix.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
 
 
 @dataclass(frozen=True)

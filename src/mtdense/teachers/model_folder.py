@@ -1,0 +1,123 @@
+"""A trained mtdense model as the teacher of a folder dataset: segmentation, depth, normals or any
+subset of what it predicts (a bigger mtdense model teaching a smaller one, or today's
+pseudo-labels on any dataset).
+
+Segmentation is kept where the model is confident, as :mod:`mtdense.teachers.seg` does for an
+ONNX network: softmax at the network's size, mapped onto the dataset's classes (the model's own
+classes when they are the dataset's, else through a class map), resized to the frame, the
+dataset's ignore index under ``threshold``. Depth (metres) and normals are the model's outputs
+at the frame's size, as :class:`~mtdense.inference.Predictor` gives them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtdense.data.description import DESCRIPTION_FILE, DatasetInfo
+from mtdense.teachers.folder import FrameInput, Labels, TeacherContext
+from mtdense.teachers.onnx_image import resize_map
+from mtdense.teachers.seg import ClassMap, check_threshold, confident_labels, map_scores, softmax
+
+__all__ = ["ModelTeacher", "MODEL_TASKS"]
+
+MODEL_TASKS = ("seg", "depth", "normals")
+
+
+class ModelTeacher:
+    """An mtdense model (a checkpoint, or an exported file :class:`~mtdense.inference.Predictor` runs).
+
+    Args:
+        checkpoint: The model.
+        tasks: What to label (default: every one of seg, depth, normals the model predicts).
+        threshold: Least mapped softmax probability to keep a seg pixel, 0..1.
+        size: Network input ``(H, W)`` (``None``: each frame's own size).
+        device: ``cpu`` or ``cuda``.
+        class_map: A class map YAML (model class -> dataset class) where the model's classes are
+            not the dataset's.
+
+    Raises:
+        FileNotFoundError, ValueError: an unreadable model, a task it does not predict, a bad setting.
+    """
+
+    def __init__(self, checkpoint: str | Path, tasks: Sequence[str] | None = None, threshold: float = 0.9,
+                 size: tuple[int, int] | None = None, device: str = "cpu", class_map: str | Path | None = None):
+        from mtdense.inference import Predictor
+
+        self.checkpoint = Path(checkpoint)
+        self.threshold = check_threshold(threshold)
+        self.predictor = Predictor(self.checkpoint, device=device, size=tuple(size) if size else None)
+        have = [t for t in MODEL_TASKS if t in self.predictor.runtime.tasks]
+        if tasks is None:
+            tasks = have
+        unknown = [t for t in tasks if t not in MODEL_TASKS]
+        if unknown:
+            raise ValueError(f"--tasks: {unknown} are not tasks; choose from {', '.join(MODEL_TASKS)}")
+        missing = [t for t in tasks if t not in have]
+        if missing:
+            raise ValueError(f"{self.checkpoint}: the model predicts {', '.join(have)}, not {', '.join(missing)}; drop "
+                             f"{', '.join(missing)} from --tasks")
+        self.tasks = tuple(t for t in MODEL_TASKS if t in tasks)
+        if not self.tasks:
+            raise ValueError("--tasks: give at least one of seg, depth, normals")
+        if class_map is not None and "seg" not in self.tasks:
+            raise ValueError("--class-map maps segmentation classes, but seg is not among --tasks")
+        self.class_map_path = Path(class_map) if class_map is not None else None
+        self.class_map: ClassMap | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": str(self.checkpoint.resolve()), "tasks": list(self.tasks),
+                               "input_size": list(self.predictor.size) if self.predictor.size else None}
+        if "seg" in self.tasks:
+            out["threshold"] = self.threshold
+            out.update(self.class_map.describe() if self.class_map is not None else {"class_map": None})
+        return out
+
+    def setup(self, info: DatasetInfo) -> None:
+        if "seg" not in self.tasks:
+            return
+        model_classes = tuple(self.predictor.info.classes)
+        if self.class_map_path is not None:
+            self.class_map = ClassMap.from_yaml(self.class_map_path, info.classes, teacher_classes=model_classes)
+        elif model_classes != tuple(info.classes):
+            raise ValueError(f"{self.checkpoint}: the model's classes ({', '.join(model_classes)}) are not the dataset's "
+                             f"({DESCRIPTION_FILE}: {', '.join(info.classes)}); give --class-map FILE mapping the model's "
+                             "classes onto the dataset's, or label only depth / normals with --tasks")
+        else:
+            self.class_map = ClassMap.identity(model_classes)
+
+    def bind(self, context: TeacherContext) -> None:
+        if self.class_map is None:
+            self.setup(context.info)
+
+    @torch.inference_mode()
+    def label(self, batch: Sequence[FrameInput]) -> list[Labels | BaseException]:
+        p = self.predictor
+        out: list[Labels | None] = [None] * len(batch)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, item in enumerate(batch):
+            groups.setdefault(tuple(item.rgb.shape[:2]), []).append(i)
+        with p.torch_threads():
+            for size, idx in groups.items():
+                y = p.runtime(p.preprocess([batch[i].rgb for i in idx]))
+                depth = normals = None
+                if "depth" in self.tasks:  # one seg channel: postprocess resizes its labels for nothing else
+                    depth = p.postprocess({"seg": y["seg"][:, :1], "depth": y["depth"]}, size)[1].cpu().numpy()
+                if "normals" in self.tasks:
+                    normals = p.postprocess_normals(y, size).permute(0, 2, 3, 1).cpu().numpy()
+                logits = y["seg"].float().cpu().numpy() if "seg" in self.tasks else None
+                for j, i in enumerate(idx):
+                    maps: dict[str, np.ndarray] = {}
+                    if logits is not None:
+                        mapped = resize_map(map_scores(softmax(logits[j]), self.class_map), size)
+                        maps["seg"] = confident_labels(mapped, self.threshold)[0]
+                    if depth is not None:
+                        maps["depth"] = depth[j].astype(np.float32)
+                    if normals is not None:
+                        maps["normals"] = np.ascontiguousarray(normals[j], dtype=np.float32)
+                    out[i] = Labels(maps)
+        return out  # type: ignore[return-value]
