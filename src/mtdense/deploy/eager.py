@@ -7,20 +7,9 @@ import copy
 import torch
 from torch import nn
 
-from mtdense.deploy.runtime import Runtime, RuntimeOptions, RuntimeUnavailable, register
+from mtdense.deploy.runtime import Runtime, RuntimeOptions, RuntimeUnavailable, model_tasks, register
 
 __all__ = ["EagerRuntime", "ChannelsLastRuntime", "CompileRuntime", "Fp16Runtime", "CudaGraphRuntime", "model_tasks"]
-
-
-def model_tasks(model: nn.Module) -> dict[str, int]:
-    """Task name -> output channels of a network with task heads (``model.tasks``, or its heads' last convs)."""
-    tasks = getattr(model, "tasks", None)
-    if isinstance(tasks, dict):
-        return dict(tasks)
-    heads = getattr(model, "heads", None)
-    if heads is None:
-        return {"seg": 19, "depth": 1}  # a bare module following the network's contract
-    return {name: [m for m in head.modules() if isinstance(m, nn.Conv2d)][-1].out_channels for name, head in heads.items()}
 
 
 @register

@@ -42,6 +42,7 @@ from torch import nn
 __all__ = [
     "Runtime", "RuntimeOptions", "RuntimeUnavailable", "RUNTIMES", "register", "runtime_class", "create_runtime",
     "open_runtime", "runtime_for_file", "runtime_for_format", "check_input", "run_in_chunks", "argmax_labels",
+    "model_tasks",
 ]
 
 
@@ -88,6 +89,17 @@ def run_in_chunks(x: torch.Tensor, fixed_batch: int | None, run_one, names: Sequ
     runs = [run_one(c) for c in chunks]
     cat = (lambda k: runs[0][k]) if len(runs) == 1 else (lambda k: np.concatenate([r[k] for r in runs]))
     return {n: torch.from_numpy(cat(k)).to(x.device) for k, n in enumerate(names)}
+
+
+def model_tasks(model: nn.Module) -> dict[str, int]:
+    """Task name -> output channels of a network with task heads (``model.tasks``, or its heads' last convs)."""
+    tasks = getattr(model, "tasks", None)
+    if isinstance(tasks, dict):
+        return dict(tasks)
+    heads = getattr(model, "heads", None)
+    if heads is None:
+        return {"seg": 19, "depth": 1}  # a bare module following the network's contract
+    return {name: [m for m in head.modules() if isinstance(m, nn.Conv2d)][-1].out_channels for name, head in heads.items()}
 
 
 class Runtime(abc.ABC):
@@ -277,16 +289,11 @@ def create_runtime(name: str, model: nn.Module, options: RuntimeOptions | None =
     """
     cls = runtime_class(name)
     options = _options(options, kwargs)
-    reason = cls.refuses(_model_tasks(model)) or cls.unavailable(options)
+    reason = cls.refuses(model_tasks(model)) or cls.unavailable(options)
     if reason:
         raise RuntimeUnavailable(reason)
     return cls.from_model(model, options)
 
-
-def _model_tasks(model: nn.Module) -> dict[str, int]:
-    from mtdense.deploy.eager import model_tasks
-
-    return model_tasks(model)
 
 
 def open_runtime(model: str | Path | nn.Module | Runtime, backend: str | None = None,
