@@ -42,7 +42,7 @@ Run 'mtdense COMMAND --help' for the options of each command. Start with 'mtdens
 exit status:
   0    success
   1    some items of a many-item command failed (predict, data teacher, data cache,
-       data pseudo-label): each was reported in one line and the others were done
+       data pseudo-label, data frames): each was reported in one line and the others were done
   2    bad input or usage, refused: one line names the file, what is wrong and what to do
   3    unexpected internal error: please report it with the command you ran
   130  interrupted (Ctrl-C)
