@@ -189,3 +189,20 @@ def test_baseline_files_that_disagree_or_share_nothing(tmp_path):
         multi_task_delta({"abs_rel": 0.2}, read_baseline(a))
     with pytest.raises(ValueError, match="'miou' has no value for this model"):
         multi_task_delta({"miou": None}, read_baseline(a))
+
+
+def test_video_panels_take_the_normals(tree, ckpt, tmp_path):
+    from mtdense.inference import Predictor
+    from mtdense.outputs import VideoSink
+
+    pred = Predictor(ckpt).predict(str(tree / "images" / "val" / "f0.png"))
+    rgb = cv2.cvtColor(cv2.imread(str(tree / "images" / "val" / "f0.png")), cv2.COLOR_BGR2RGB)
+    widths = {}
+    for name, normals in (("plain", None), ("normals", pred.normals)):
+        sink = VideoSink(tmp_path / f"{name}.mp4", fps=5)
+        sink.write(rgb, pred.seg, pred.depth, normals=normals)
+        sink.close()
+        video = cv2.VideoCapture(str(tmp_path / f"{name}.mp4"))
+        widths[name] = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
+        video.release()
+    assert widths["normals"] == widths["plain"] + W

@@ -161,12 +161,14 @@ class VideoSink:
         self.writer: cv2.VideoWriter | None = None
         self.frames = 0
 
-    def write(self, rgb: np.ndarray, seg: np.ndarray, depth: np.ndarray, title: str | None = None) -> None:
-        """Add the panel of one frame: ``rgb`` H x W x 3 uint8, ``seg`` class indices, ``depth`` metres."""
+    def write(self, rgb: np.ndarray, seg: np.ndarray, depth: np.ndarray, title: str | None = None,
+              normals: np.ndarray | None = None) -> None:
+        """Add the panel of one frame: ``rgb`` H x W x 3 uint8, ``seg`` class indices, ``depth`` metres,
+        ``normals`` H x W x 3 unit vectors (a model with a normals head; every frame of a video alike)."""
         from mtdense.viz import make_panel
 
-        panel = cv2.cvtColor(make_panel(rgb, seg, depth, self.depth_range, self.alpha, title=title, palette=self.palette),
-                             cv2.COLOR_RGB2BGR)
+        panel = cv2.cvtColor(make_panel(rgb, seg, depth, self.depth_range, self.alpha, title=title, palette=self.palette,
+                                        normals=normals), cv2.COLOR_RGB2BGR)
         if self.writer is None:
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (panel.shape[1], panel.shape[0]))
             if not self.writer.isOpened():
