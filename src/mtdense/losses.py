@@ -9,6 +9,11 @@ of unit vectors, :func:`normals_loss`).
 A batch without a single labelled pixel gives a zero loss that is still part of the graph,
 never NaN, so every process in a distributed run takes part in the backward pass.
 
+Each task loss optionally takes per-image weights (``sample_weight``, ``B`` numbers >= 0, e.g. a
+lower weight for a frame whose label came from a teacher): an image's labelled pixels then count
+``w`` times in the sum, still divided by the number of labelled pixels (so weights below 1 lower
+the loss; all weights 1 give the unweighted loss).
+
 The weighting turns the raw task losses into the weighted terms ``loss_<task>``; the total
 ``loss`` is their sum, taken in one place (:meth:`MultiTaskLoss.combine`)::
 
@@ -53,8 +58,19 @@ def _zero_with_graph(t: torch.Tensor) -> torch.Tensor:
     return t.sum() * 0.0
 
 
+def _check_sample_weight(sample_weight: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    """``sample_weight`` as a ``B`` float tensor, refusing another shape or a negative or non-finite weight."""
+    w = torch.as_tensor(sample_weight)
+    if w.shape != (batch,):
+        raise ValueError(f"{what}: sample_weight must hold one weight per image ({batch}), got shape {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError(f"{what}: sample weights must be finite numbers >= 0, got {w.tolist()}")
+    return w
+
+
 def segmentation_loss(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX, class_weights: torch.Tensor | None = None
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX, class_weights: torch.Tensor | None = None,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over the labelled pixels.
 
@@ -64,6 +80,8 @@ def segmentation_loss(
         ignore_index: Label that contributes nothing (255 for Cityscapes).
         class_weights: Optional ``C`` weights (e.g. :func:`enet_class_weights`); the mean is
             then weighted, as in ``F.cross_entropy(weight=...)``.
+        sample_weight: Optional ``B`` weights >= 0, one per image: each pixel's term is multiplied
+            by its image's weight, the divisor stays that of the unweighted mean.
 
     Returns:
         Scalar mean cross-entropy over the labelled pixels; 0 (with a graph) when there is none.
@@ -87,7 +105,16 @@ def segmentation_loss(
             f"and are not the ignore label {ignore_index}; map label ids to train ids first "
             f"(mtdense.data.labels.label_ids_to_train_ids)"
         )
-    return F.cross_entropy(logits, target.long(), weight=class_weights, ignore_index=ignore_index)
+    if sample_weight is None:
+        return F.cross_entropy(logits, target.long(), weight=class_weights, ignore_index=ignore_index)
+    w = _check_sample_weight(sample_weight, logits.shape[0], "segmentation loss").to(logits.device, logits.dtype)
+    # per pixel: class weight x cross-entropy (0 where ignored); divided as F.cross_entropy's mean is
+    per_pixel = F.cross_entropy(logits, target.long(), weight=class_weights, ignore_index=ignore_index, reduction="none")
+    if class_weights is None:
+        divisor = labelled.sum().to(logits.dtype)
+    else:
+        divisor = class_weights.to(logits.dtype)[target[labelled].long()].sum()
+    return (per_pixel * w[:, None, None]).sum() / divisor
 
 
 def enet_class_weights(pixel_counts: Sequence[float] | torch.Tensor, c: float = 1.02) -> torch.Tensor:
@@ -119,6 +146,7 @@ def depth_loss(
     kind: str = "mse",
     berhu_threshold: float = 0.2,
     silog_lambda: float = 0.5,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Depth loss over the pixels with a valid depth, in the encoded space of the depth head.
 
@@ -133,6 +161,9 @@ def depth_loss(
             depths, averaged over the images that have valid pixels).
         berhu_threshold: Fraction of the largest absolute error where berHu turns quadratic.
         silog_lambda: Weight of the scale-invariance term, in ``[0, 1]`` (1 = fully invariant).
+        sample_weight: Optional ``B`` weights >= 0, one per image: each valid pixel's term (silog:
+            each image's term) is multiplied by its image's weight, the divisor stays that of the
+            unweighted mean (the berHu threshold is the batch's, unweighted).
 
     Returns:
         Scalar loss; 0 (with a graph) when no pixel of the batch has a valid depth.
@@ -151,30 +182,40 @@ def depth_loss(
             f"depth loss: pred {tuple(pred.shape)} and target {tuple(depth_m.shape)} differ; both must be B x H x W"
         )
     valid = valid_depth_mask(depth_m)
+    w = None if sample_weight is None else _check_sample_weight(sample_weight, pred.shape[0], "depth loss")
     if not bool(valid.any()):
         return _zero_with_graph(pred)
     # Encode only valid depths: invalid ones (0 m) have no logarithm and must not reach the graph.
     target = encode_depth(depth_m[valid]).to(pred.dtype)
     err = pred[valid] - target
-    if kind == "mse":
-        return err.pow(2).mean()
-    if kind == "l1":
-        return err.abs().mean()
-    if kind == "berhu":
-        abs_err = err.abs()
-        c = (berhu_threshold * abs_err.max()).detach().clamp_min(torch.finfo(abs_err.dtype).tiny)
-        return torch.where(abs_err <= c, abs_err, (abs_err.pow(2) + c * c) / (2 * c)).mean()
+    if w is not None or kind == "silog":  # the image of each valid pixel
+        image_of = torch.arange(pred.shape[0], device=pred.device)[:, None, None].expand_as(valid)[valid]
+    if kind in ("mse", "l1", "berhu"):
+        if kind == "mse":
+            per_pixel = err.pow(2)
+        elif kind == "l1":
+            per_pixel = err.abs()
+        else:
+            abs_err = err.abs()
+            c = (berhu_threshold * abs_err.max()).detach().clamp_min(torch.finfo(abs_err.dtype).tiny)
+            per_pixel = torch.where(abs_err <= c, abs_err, (abs_err.pow(2) + c * c) / (2 * c))
+        if w is None:
+            return per_pixel.mean()
+        return (per_pixel * w.to(per_pixel.device, per_pixel.dtype)[image_of]).mean()
     # silog: per-image statistics through an index of the valid pixels' image.
-    image_of = torch.arange(pred.shape[0], device=pred.device)[:, None, None].expand_as(valid)[valid]
     n = torch.bincount(image_of, minlength=pred.shape[0]).to(err.dtype)
     s1 = torch.zeros_like(n).index_add(0, image_of, err)
     s2 = torch.zeros_like(n).index_add(0, image_of, err * err)
     has = n > 0
     mean1, mean2 = s1[has] / n[has], s2[has] / n[has]
-    return (mean2 - silog_lambda * mean1.pow(2)).mean()
+    per_image = mean2 - silog_lambda * mean1.pow(2)
+    if w is None:
+        return per_image.mean()
+    return (per_image * w.to(per_image.device, per_image.dtype)[has]).mean()
 
 
-def normals_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
+def normals_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "cosine",
+                 sample_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Surface-normal loss over the pixels with a target normal.
 
     Args:
@@ -184,6 +225,8 @@ def normals_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "cosine")
         kind: ``"cosine"``: ``mean(1 - cos(pred, target))`` (the loss of MTAN and LibMTL, 0 for
             equal directions, 2 for opposite ones); ``"l1"``: ``mean(|pred - target|_1)``, the L1
             norm of the difference of the unit vectors summed over the three components.
+        sample_weight: Optional ``B`` weights >= 0, one per image: each labelled pixel's term is
+            multiplied by its image's weight, the divisor stays the number of labelled pixels.
 
     Returns:
         Scalar mean over the labelled pixels; 0 (with a graph) when there is none.
@@ -197,13 +240,16 @@ def normals_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "cosine")
         raise ValueError(f"normals loss: pred and target must both be B x 3 x H x W; got {tuple(pred.shape)} and "
                          f"{tuple(target.shape)}")
     valid = target.detach().abs().sum(1) > 0
+    w = None if sample_weight is None else _check_sample_weight(sample_weight, pred.shape[0], "normals loss")
     if not bool(valid.any()):
         return _zero_with_graph(pred)
     p = F.normalize(pred.movedim(1, -1)[valid], dim=-1, eps=1e-6)  # N x 3
     t = F.normalize(target.movedim(1, -1)[valid].to(p.dtype), dim=-1, eps=1e-6)
-    if kind == "cosine":
-        return (1.0 - (p * t).sum(-1)).mean()
-    return (p - t).abs().sum(-1).mean()
+    per_pixel = 1.0 - (p * t).sum(-1) if kind == "cosine" else (p - t).abs().sum(-1)
+    if w is None:
+        return per_pixel.mean()
+    image_of = torch.arange(pred.shape[0], device=pred.device)[:, None, None].expand_as(valid)[valid]
+    return (per_pixel * w.to(per_pixel.device, per_pixel.dtype)[image_of]).mean()
 
 
 class TaskWeighting(nn.Module, abc.ABC):
@@ -442,8 +488,20 @@ class MultiTaskLoss(nn.Module):
         return cls(tasks=tasks, depth_loss=cfg.depth, weighting=cfg.weighting, weights=cfg.weights,
                    dwa_temperature=cfg.dwa_temperature, class_weights=cfg.class_weights, normals_loss=cfg.normals)
 
-    def task_losses(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Raw (unweighted) loss of each task: ``{"seg": ..., "depth": ..., "normals": ...}``."""
+    def task_losses(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor],
+                    sample_weights: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Raw (unweighted by the task weighting) loss of each task: ``{"seg": ..., "depth": ..., "normals": ...}``.
+
+        Args:
+            outputs: The model's outputs.
+            targets: The targets (a batch dict).
+            sample_weights: Optional task -> ``B`` per-image weights (a batch's ``label_weight``:
+                lower for a teacher's labels); a task not named is unweighted.
+        """
+        weights = dict(sample_weights or {})
+        unknown = sorted(set(weights) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"loss: sample weights for tasks {unknown} that have no loss here (tasks: {self.tasks})")
         missing = [t for t in self.tasks if t not in outputs or t not in targets]
         if missing:
             raise ValueError(
@@ -456,11 +514,13 @@ class MultiTaskLoss(nn.Module):
                 raise ValueError(
                     f"loss: {self.class_weights.numel()} class weights for {outputs['seg'].shape[1]} segmentation classes"
                 )
-            raw["seg"] = segmentation_loss(outputs["seg"], targets["seg"], self.ignore_index, self.class_weights)
+            raw["seg"] = segmentation_loss(outputs["seg"], targets["seg"], self.ignore_index, self.class_weights,
+                                           sample_weight=weights.get("seg"))
         if "depth" in self.tasks:
-            raw["depth"] = depth_loss(outputs["depth"], targets["depth"], self.depth_loss)
+            raw["depth"] = depth_loss(outputs["depth"], targets["depth"], self.depth_loss, sample_weight=weights.get("depth"))
         if "normals" in self.tasks:
-            raw["normals"] = normals_loss(outputs["normals"], targets["normals"], self.normals_loss)
+            raw["normals"] = normals_loss(outputs["normals"], targets["normals"], self.normals_loss,
+                                          sample_weight=weights.get("normals"))
         return raw
 
     def combine(self, raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -470,5 +530,6 @@ class MultiTaskLoss(nn.Module):
         out["loss"] = torch.stack(list(out.values())).sum()
         return out
 
-    def forward(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.combine(self.task_losses(outputs, targets))
+    def forward(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor],
+                sample_weights: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        return self.combine(self.task_losses(outputs, targets, sample_weights))

@@ -541,7 +541,10 @@ def evaluate_split(
     Returns:
         :func:`metrics_to_dict` output plus ``num_images`` and ``evaluation``: the settings the
         figures were computed with (``format``, ``split``, ``size``, ``garg_crop``,
-        ``max_depth_m``, and ``depth_source`` for the ``cityscapes`` layout).
+        ``max_depth_m``, and ``depth_source`` for the ``cityscapes`` layout) and, for the
+        ``folder`` and ``cityscapes`` layouts, ``label_sources``: the folder each scored task's
+        ground truth was read from (a folder dataset's real ``masks`` / ``depth`` / ``normals``,
+        never a teacher's).
 
     Raises:
         ValueError: The dataset's classes differ from the model's (both are named), an empty
@@ -629,6 +632,12 @@ def evaluate_split(
     metrics["evaluation"] = {"format": fmt, "split": split, "size": None if size is None else [int(v) for v in size],
                              "garg_crop": bool(garg_crop), "max_depth_m": None if max_depth is None else float(max_depth),
                              **({"depth_source": depth_source} if fmt == "cityscapes" else {})}
+    scored = [t for t, done in (("seg", has_seg), ("depth", has_depth), ("normals", scored_normals)) if done]
+    if fmt in ("folder", "cityscapes"):
+        from mtdense.data.folder import LABEL_FOLDERS
+
+        folders = LABEL_FOLDERS if fmt == "folder" else {"seg": "gtFine", "depth": depth_source, "normals": "normals"}
+        metrics["evaluation"]["label_sources"] = {t: folders[t] for t in scored}
     if out_dir is not None:
         write_json_atomic(Path(out_dir) / "metrics.json", metrics)
     return metrics

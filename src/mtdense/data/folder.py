@@ -11,7 +11,12 @@
                                     stereo teachers only                                    (optional)
 
 Teachers write further label sources in the same encodings beside these (``ROOT/OUT/SPLIT/NAME.png``,
-e.g. ``masks_teacher/``, ``depth_mono/``); the dataset reads only the folders above.
+e.g. ``masks_teacher/``, ``depth_mono/``). By default the dataset reads only the folders above; with
+``sources`` (task -> folders in order of preference, e.g. ``{"seg": ["masks", "masks_teacher"]}``)
+each frame's label of a task comes from the first of those folders that has it, a frame with none
+gets "no label", and each sample records in ``sources`` the folder every task's label came from
+(``""``: none). The real folders (``masks/``, ``depth/``, ``normals/``) decide which tasks the
+dataset has (:func:`folder_tasks`) and are what evaluation reads.
 
 Labels are paired with images by name, never by list order. A frame may lack any label
 (asymmetric annotations): its sample then carries that task filled with "no label" (seg all 255,
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -45,6 +50,7 @@ __all__ = [
     "IMAGE_FOLDER", "LABEL_FOLDERS", "FolderFrame", "LayoutIssue", "folder_tasks", "read_folder_info",
     "list_folder_splits", "scan_split", "list_folder_frames", "read_mask", "mask_to_seg", "read_depth_png",
     "read_normals_png", "empty_label", "load_folder_frame", "FolderDataset", "RIGHT_FOLDER", "right_image",
+    "check_source_name", "check_sources",
 ]
 
 IMAGE_FOLDER = "images"
@@ -76,6 +82,9 @@ class FolderFrame:
         split: The split folder.
         image: ``images/SPLIT/NAME.*``.
         mask, depth, normals: The label files, or None where the frame has none.
+        sources: ``(task, folder)`` pairs for every task: the folder the label was read from
+            (``""``: none), where the frame was listed with label sources (:func:`scan_split`);
+            empty otherwise.
     """
 
     name: str
@@ -84,10 +93,18 @@ class FolderFrame:
     mask: Path | None = None
     depth: Path | None = None
     normals: Path | None = None
+    sources: tuple[tuple[str, str], ...] = ()
 
     def label(self, task: str) -> Path | None:
         """The frame's label file of ``task`` (``seg``, ``depth``, ``normals``)."""
         return self.mask if task == "seg" else getattr(self, task)
+
+    def source(self, task: str) -> str:
+        """The folder the label of ``task`` comes from (``masks``, ``masks_teacher``, ...); ``""``
+        where the frame has none."""
+        if self.label(task) is None:
+            return ""
+        return dict(self.sources).get(task, LABEL_FOLDERS[task])
 
     def paths(self, tasks: Sequence[str] = TASKS) -> dict[str, str]:
         """Files by role: ``image``, then ``label`` (the mask), ``depth``, ``normals`` for ``tasks``;
@@ -161,12 +178,99 @@ def list_folder_splits(root: str | Path) -> list[str]:
     return sorted(p.name for p in (root / IMAGE_FOLDER).iterdir() if p.is_dir() and _visible(p))
 
 
-def scan_split(root: str | Path, split: str) -> tuple[list[FolderFrame], list[LayoutIssue]]:
+def check_source_name(task: str, name: str) -> None:
+    """Refuse a label source that cannot hold ``task``'s labels: not a plain folder name, the
+    images' or right views' folder, or another task's real label folder.
+
+    Raises:
+        ValueError: The message names the task, the folder and what to give instead.
+    """
+    if task not in LABEL_FOLDERS:
+        raise ValueError(f"{task!r} is not a task; label sources are given for {', '.join(LABEL_FOLDERS)}")
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"{name!r} is not a folder name; give a folder directly under the dataset root, as "
+                         f"'mtdense data teacher' writes it (e.g. {LABEL_FOLDERS[task]}_teacher)")
+    others = {LABEL_FOLDERS[t]: t for t in LABEL_FOLDERS if t != task}
+    if name in (IMAGE_FOLDER, RIGHT_FOLDER) or name in others:
+        what = f"the real {others[name]} labels" if name in others else "frames, not labels"
+        raise ValueError(f"{name}/ holds {what}; a {task} source holds labels in the encoding of "
+                         f"{LABEL_FOLDERS[task]}/ (e.g. {LABEL_FOLDERS[task]} or {LABEL_FOLDERS[task]}_teacher)")
+
+
+def check_sources(root: str | Path, sources: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    """Check label sources against a dataset root: known tasks, good folder names, each named once,
+    each folder there.
+
+    Returns:
+        ``{task: (folder, ...)}`` in :data:`~mtdense.data.description.TASKS` order.
+
+    Raises:
+        ValueError: A bad task or folder name, a folder named twice (the message names it).
+        FileNotFoundError: A source folder that is not under ``root`` (the message says how to write it).
+    """
+    root = Path(root)
+    out: dict[str, tuple[str, ...]] = {}
+    for task, names in sources.items():
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise ValueError(f"sources of {task}: no folder given; list one or more, e.g. [{LABEL_FOLDERS.get(task, 'masks')}]")
+        for name in names:
+            try:
+                check_source_name(task, name)
+            except ValueError as exc:
+                raise ValueError(f"sources of {task}: {exc}") from None
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"sources of {task}: {', '.join(twice)} named twice; name each folder once")
+        for name in names:
+            if not (root / name).is_dir() and name != LABEL_FOLDERS[task]:
+                raise FileNotFoundError(f"{root / name}: no such label source of {task}; write it with 'mtdense data "
+                                        f"teacher {root} --out ...' (a teacher's folder), or fix the name")
+        out[task] = tuple(names)
+    return {t: out[t] for t in TASKS if t in out}
+
+
+def _scan_labels(root: Path, name: str, split: str, task: str, images: dict[str, Path],
+                 issues: list[LayoutIssue]) -> dict[str, Path]:
+    """The label files of ``ROOT/name/SPLIT`` by frame name, with their layout problems."""
+    found: dict[str, Path] = {}
+    label_dir = root / name / split
+    if not label_dir.is_dir():
+        return found
+    folder = root / IMAGE_FOLDER / split
+    for path in sorted(filter(_visible, label_dir.iterdir())):
+        if path.is_dir():
+            issues.append(LayoutIssue("warning", path, "a sub-folder of a label folder is not read",
+                                      f"put label files directly in {name}/{split}/"))
+        elif path.suffix.lower() != ".png":
+            issues.append(LayoutIssue("error", path, f"{name}/ files must be PNG (lossy formats change "
+                                      f"{'class indices' if task == 'seg' else 'values'})",
+                                      "save it as a PNG named as its image"))
+        elif path.stem not in images:
+            issues.append(LayoutIssue("error", path, f"no image {path.stem}.* in {folder}",
+                                      "restore the image, or delete the stray label (a misnamed file pairs with nothing)"))
+        elif path.stem in found:
+            issues.append(LayoutIssue("error", path, f"a second {name}/ file named {path.stem!r}",
+                                      "remove or rename one of them"))
+        else:
+            found[path.stem] = path
+    return found
+
+
+def scan_split(root: str | Path, split: str,
+               sources: Mapping[str, Sequence[str]] | None = None) -> tuple[list[FolderFrame], list[LayoutIssue]]:
     """List a split's frames and every layout problem, without decoding anything.
 
     Errors: two images with one name (``a.png`` and ``a.jpg``), a label file that is not a PNG
     (JPEG compression changes class indices and depth), a label whose image is missing.
     Warnings: a file in ``images/SPLIT`` that is not an image, a sub-folder (the format is flat).
+
+    Args:
+        root: The dataset root.
+        split: The split folder.
+        sources: Task -> label folders in order of preference (see the module docstring); a
+            frame's label of such a task is the first folder's that has one, and every frame
+            records the folders in :attr:`FolderFrame.sources`. ``None``: the real folders.
 
     Returns:
         Frames sorted by name (labels paired by name; of two images with one name, the first in
@@ -194,42 +298,31 @@ def scan_split(root: str | Path, split: str) -> tuple[list[FolderFrame], list[La
                                       "labels pair with images by name", "remove or rename one of them"))
         else:
             images[path.stem] = path
-    labels: dict[str, dict[str, Path]] = {}
-    for task, name in LABEL_FOLDERS.items():
-        found = labels[task] = {}
-        label_dir = root / name / split
-        if not label_dir.is_dir():
-            continue
-        for path in sorted(filter(_visible, label_dir.iterdir())):
-            if path.is_dir():
-                issues.append(LayoutIssue("warning", path, "a sub-folder of a label folder is not read",
-                                          f"put label files directly in {name}/{split}/"))
-            elif path.suffix.lower() != ".png":
-                issues.append(LayoutIssue("error", path, f"{name}/ files must be PNG (lossy formats change "
-                                          f"{'class indices' if task == 'seg' else 'values'})",
-                                          "save it as a PNG named as its image"))
-            elif path.stem not in images:
-                issues.append(LayoutIssue("error", path, f"no image {path.stem}.* in {folder}",
-                                          "restore the image, or delete the stray label (a misnamed file pairs with nothing)"))
-            elif path.stem in found:
-                issues.append(LayoutIssue("error", path, f"a second {name}/ file named {path.stem!r}",
-                                          "remove or rename one of them"))
-            else:
-                found[path.stem] = path
-    frames = [FolderFrame(stem, split, image, *(labels[t].get(stem) for t in TASKS))
-              for stem, image in sorted(images.items())]
+    if sources is None:
+        labels = {task: _scan_labels(root, name, split, task, images, issues) for task, name in LABEL_FOLDERS.items()}
+        frames = [FolderFrame(stem, split, image, *(labels[t].get(stem) for t in TASKS))
+                  for stem, image in sorted(images.items())]
+        return frames, issues
+    folders = {t: tuple(sources.get(t, (LABEL_FOLDERS[t],))) for t in TASKS}
+    found = {t: [(name, _scan_labels(root, name, split, t, images, issues)) for name in folders[t]] for t in TASKS}
+    frames = []
+    for stem, image in sorted(images.items()):
+        picked = {t: next(((name, files[stem]) for name, files in found[t] if stem in files), ("", None)) for t in TASKS}
+        frames.append(FolderFrame(stem, split, image, *(picked[t][1] for t in TASKS),
+                                  sources=tuple((t, picked[t][0]) for t in TASKS)))
     return frames, issues
 
 
-def list_folder_frames(root: str | Path, split: str) -> list[FolderFrame]:
-    """:func:`scan_split`, refusing a split with layout errors.
+def list_folder_frames(root: str | Path, split: str,
+                       sources: Mapping[str, Sequence[str]] | None = None) -> list[FolderFrame]:
+    """:func:`scan_split` (with its ``sources``), refusing a split with layout errors.
 
     Raises:
         FileNotFoundError: The root, its ``images/`` or the split does not exist.
         ValueError: A layout error (the message names the first file and counts the rest), or a
             split without images.
     """
-    frames, issues = scan_split(root, split)
+    frames, issues = scan_split(root, split, sources)
     errors = [i for i in issues if i.severity == "error"]
     if errors:
         more = f" ({len(errors) - 1} more problems: run 'mtdense data check {root}')" if len(errors) > 1 else ""
@@ -346,7 +439,9 @@ def load_folder_frame(frame: FolderFrame, info: DatasetInfo, tasks: Sequence[str
     Returns:
         ``image`` (H x W x 3 uint8 RGB); per task ``seg`` (H x W uint8, 255 = ignore), ``depth``
         (H x W float32 metres, 0 = invalid), ``normals`` (H x W x 3 float32 unit vectors,
-        all-zero = invalid); ``name``; ``paths`` (role -> file, ``""`` for a label the frame lacks).
+        all-zero = invalid); ``name``; ``paths`` (role -> file, ``""`` for a label the frame lacks);
+        for a frame listed with label sources, ``sources`` (task -> the folder its label came from,
+        ``""`` where it has none).
 
     Raises:
         ValueError: A file that does not decode, has the wrong bit depth or size, or (a mask)
@@ -375,6 +470,8 @@ def load_folder_frame(frame: FolderFrame, info: DatasetInfo, tasks: Sequence[str
             sample[task] = normals
     sample["name"] = frame.name
     sample["paths"] = frame.paths(tasks)
+    if frame.sources:
+        sample["sources"] = {task: frame.source(task) for task in tasks}
     return sample
 
 
@@ -388,16 +485,21 @@ class FolderDataset(FrameDataset):
         cache_in_memory: Keep every decoded sample (before ``transform``) in memory after its
             first read; with loader workers each worker holds its own copy.
         tasks: Tasks to load, a subset of the dataset's (default: all it has).
+        sources: Task -> label folders in order of preference (``{"seg": ["masks",
+            "masks_teacher"]}``): a frame's label is the first folder's that has one, and each
+            sample records where its labels came from in ``sources``; a task named here may be
+            loaded even where the real folder has no labels. ``None``: the real folders only.
 
     Attributes:
         info: The :class:`~mtdense.data.description.DatasetInfo` (``tasks`` as loaded).
         classes: The class names.
         frames: The listed :class:`FolderFrame` objects, sorted by name.
+        sources: The label sources (``{}``: the real folders).
 
     Raises:
-        FileNotFoundError: No root, ``images/``, split or ``dataset.yaml``.
+        FileNotFoundError: No root, ``images/``, split, ``dataset.yaml`` or source folder.
         ValueError: A broken ``dataset.yaml``, a layout error (see :func:`scan_split`), an
-            empty split, or a task asked for that the dataset has no labels for.
+            empty split, a task asked for that the dataset has no labels for, or a bad source.
     """
 
     def __init__(
@@ -407,21 +509,25 @@ class FolderDataset(FrameDataset):
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         cache_in_memory: bool = False,
         tasks: Sequence[str] | None = None,
+        sources: Mapping[str, Sequence[str]] | None = None,
     ):
         self.root = Path(root)
         self.split = split
         _check_root(self.root)
         info = read_folder_info(self.root)
-        if tasks is not None:
-            tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-            missing = [t for t in tasks if t not in info.tasks]
+        self.sources = check_sources(self.root, sources) if sources is not None else {}
+        have = [t for t in TASKS if t in info.tasks or t in self.sources]
+        if tasks is not None or self.sources:
+            tasks = have if tasks is None else [tasks] if isinstance(tasks, str) else list(tasks)
+            missing = [t for t in tasks if t not in have]
             if missing:
                 folders = ", ".join(f"{LABEL_FOLDERS[t]}/" if t in LABEL_FOLDERS else repr(t) for t in missing)
                 raise ValueError(f"{self.root}: no labels for {', '.join(missing)} (no PNG in {folders}); this dataset "
-                                 f"has {', '.join(info.tasks) or 'no labels'}")
+                                 f"has {', '.join(have) or 'no labels'}")
             info = DatasetInfo.from_dict({**info.to_dict(), "tasks": tasks})
         self.info = info
-        self._init_frames(list_folder_frames(self.root, split), transform, cache_in_memory)
+        frames = list_folder_frames(self.root, split, self.sources if sources is not None else None)
+        self._init_frames(frames, transform, cache_in_memory)
 
     @property
     def classes(self) -> list[str]:
@@ -432,4 +538,5 @@ class FolderDataset(FrameDataset):
 
     def __repr__(self) -> str:
         return (f"FolderDataset(root={str(self.root)!r}, split={self.split!r}, frames={len(self)}, "
-                f"classes={len(self.classes)}, tasks={list(self.info.tasks)})")
+                f"classes={len(self.classes)}, tasks={list(self.info.tasks)}"
+                + (f", sources={ {t: list(v) for t, v in self.sources.items()} })" if self.sources else ")"))

@@ -6,12 +6,19 @@ is :mod:`mtdense.data.transforms`' (one random draw shared by image, mask and de
 order and each sample's random draws come from ``(seed, epoch, sample)``
 (:class:`~mtdense.train.resume.EpochSampler`), so a resumed run replays them. Lightning wraps
 the sampler in a distributed one when it runs on several processes.
+
+With label sources (``data.sources``, ``folder`` format) the training split reads each task's
+label from the first of its folders that has one (a teacher's where the real one is missing);
+its batches carry ``sources`` (task -> the folder of each frame's label) and, for the tasks of
+``data.teacher_weight``, ``label_weight`` (task -> ``B`` per-frame loss weights: the teacher
+weight where the label is a teacher's, 1 otherwise). Validation reads the real labels only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -25,9 +32,9 @@ from mtdense.data.labels import NUM_CLASSES
 from mtdense.data.open import open_dataset
 from mtdense.data.transforms import EvalTransform, TrainTransform
 from mtdense.train.resume import EpochSampler, SeededSamples
-from mtdense.train.schema import DataConfig, StageConfig
+from mtdense.train.schema import DataConfig, RecipeError, StageConfig
 
-__all__ = ["CityscapesDataModule", "DenseDataModule", "dataset_info", "native_size", "scaled_size"]
+__all__ = ["CityscapesDataModule", "DenseDataModule", "LabelSources", "dataset_info", "native_size", "scaled_size"]
 
 # Defaults for use without a recipe: the recipe's own, written once in mtdense.train.schema.
 _DATA = DataConfig()
@@ -61,6 +68,45 @@ def dataset_info(root: str | Path, format: str = "cityscapes", split: str = "tra
             tasks.append("normals")
         return DatasetInfo.cityscapes(tasks=tasks)
     return open_dataset(root, split, format=format).info
+
+
+class LabelSources:
+    """A transform that keeps a sample's label sources (which the joint transforms drop) and gives
+    each task named in ``teacher_weight`` a loss weight.
+
+    Args:
+        transform: The joint transform (:class:`~mtdense.data.transforms.TrainTransform`).
+        teacher_weight: Task -> weight of a label that came from a folder other than the task's
+            real one (:data:`mtdense.data.folder.LABEL_FOLDERS`); a real label, or none, weighs 1.
+
+    The output has ``sources`` (task -> folder, ``""``: no label) and, for the tasks of
+    ``teacher_weight``, ``label_weight`` (task -> float32 scalar), which batch to ``B`` lists and
+    ``B`` tensors.
+    """
+
+    def __init__(self, transform: Callable[[dict[str, Any]], dict[str, Any]], teacher_weight: Mapping[str, float]):
+        self.transform = transform
+        self.teacher_weight = {t: float(w) for t, w in teacher_weight.items()}
+
+    def weight(self, task: str, source: str) -> float:
+        """The loss weight of a ``task`` label from folder ``source``."""
+        from mtdense.data.folder import LABEL_FOLDERS
+
+        if source in ("", LABEL_FOLDERS[task]):
+            return 1.0
+        return self.teacher_weight.get(task, 1.0)
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        sources = dict(sample["sources"])
+        out = self.transform(sample)
+        out["sources"] = sources
+        if self.teacher_weight:
+            out["label_weight"] = {t: torch.tensor(self.weight(t, sources[t]), dtype=torch.float32)
+                                   for t in self.teacher_weight if t in sources}
+        return out
+
+    def __repr__(self) -> str:
+        return f"LabelSources({self.transform!r}, teacher_weight={self.teacher_weight})"
 
 
 def scaled_size(size: tuple[int, int], scale: float, multiple: int = 8) -> tuple[int, int]:
@@ -100,6 +146,13 @@ class CityscapesDataModule(L.LightningDataModule):
             loads normals only when they are named here).
         train_split: The split trained on (``kitti``: e.g. ``train+semantics_train``).
         val_split: The split validated on.
+        sources: ``folder`` only: task -> label folders of the training split in order of
+            preference (``data.sources``); validation reads the real folders.
+        teacher_weight: Task -> loss weight of a teacher's label (``data.teacher_weight``).
+
+    Raises:
+        RecipeError: ``sources`` on a format other than ``folder``, or for a task not in ``tasks``
+            (the message names the ``data.sources`` key).
     """
 
     def __init__(
@@ -123,8 +176,24 @@ class CityscapesDataModule(L.LightningDataModule):
         tasks: Sequence[str] | None = None,
         train_split: str = "train",
         val_split: str = "val",
+        sources: Mapping[str, Sequence[str]] | None = None,
+        teacher_weight: Mapping[str, float] | None = None,
     ):
         super().__init__()
+        if sources is not None and format != "folder":
+            raise RecipeError(f"data.sources: label sources are folders of a folder dataset, not of the {format} format; "
+                              f"remove data.sources")
+        for task in sources or {}:
+            if tasks is not None and task not in tasks:
+                raise RecipeError(f"data.sources.{task}: the model has no {task} task (it trains {', '.join(tasks)}); "
+                                  f"{root} has no real {task} labels in any split, which validation and evaluation "
+                                  f"read: add some (at least to the val split), or remove data.sources.{task}")
+        unknown = sorted(set(teacher_weight or {}) - set(sources or {}))
+        if unknown:
+            raise RecipeError(f"data.teacher_weight.{unknown[0]}: data.sources has no {unknown[0]}; add its sources "
+                              f"or remove the weight")
+        self.sources = None if sources is None else {t: list(v) for t, v in sources.items()}
+        self.teacher_weight = dict(teacher_weight or {})
         self.root = Path(root)
         self.format = format
         self.train_split, self.val_split = str(train_split), str(val_split)
@@ -166,7 +235,7 @@ class CityscapesDataModule(L.LightningDataModule):
             tasks: The model's tasks (a ``folder`` or ``kitti`` dataset loads these).
         """
         same_names = {"depth_source", "clean_disparity", "crop_bottom", "num_workers", "color_jitter", "cache_in_memory",
-                      "format"}
+                      "format", "sources", "teacher_weight"}
         train_split, val_split = data.splits()
         return cls(
             Path(str(data.root)).expanduser(), batch_size=stage.batch_size, train_size=train_size, val_size=val_size,
@@ -174,20 +243,23 @@ class CityscapesDataModule(L.LightningDataModule):
             train_split=train_split, val_split=val_split, **data.model_dump(include=same_names),
         )
 
-    def _dataset(self, split: str, transform: TrainTransform | EvalTransform) -> Dataset:
+    def _dataset(self, split: str, transform: Callable[[dict[str, Any]], dict[str, Any]], **kwargs: Any) -> Dataset:
         if self.format == "cityscapes":
             return CityscapesDataset(self.root, split, transform=transform, **self.dataset_kwargs)
-        return open_dataset(self.root, split, format=self.format, transform=transform, **self.dataset_kwargs)
+        return open_dataset(self.root, split, format=self.format, transform=transform, **self.dataset_kwargs, **kwargs)
 
     def train_dataset(self) -> Dataset:
-        """The augmented training split."""
-        return self._dataset(self.train_split, TrainTransform(
+        """The augmented training split (its labels from :attr:`sources` where given)."""
+        transform = TrainTransform(
             size=self.train_size, scale=self.crop_scale, zoom_depth=self.zoom_depth, color_jitter=self.color_jitter,
             reference_width=None if self.val_size is None else self.val_size[1], num_classes=self.num_classes,
-        ))
+        )
+        if self.sources is None:
+            return self._dataset(self.train_split, transform)
+        return self._dataset(self.train_split, LabelSources(transform, self.teacher_weight), sources=self.sources)
 
     def val_dataset(self) -> Dataset:
-        """The validation split (resized to ``val_size`` if set, no augmentation)."""
+        """The validation split (resized to ``val_size`` if set, no augmentation; real labels only)."""
         return self._dataset(self.val_split, EvalTransform(size=self.val_size, num_classes=self.num_classes))
 
     def setup(self, stage: str) -> None:

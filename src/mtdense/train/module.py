@@ -66,7 +66,9 @@ class MultiTaskModule(L.LightningModule):
 
     Batches are dicts: ``image`` ``B x 3 x H x W`` normalised, ``seg`` ``B x H x W`` int64
     (255 ignore), ``depth`` ``B x H x W`` metres (0 invalid), ``normals`` ``B x 3 x H x W`` unit
-    vectors (all-zero: no label).
+    vectors (all-zero: no label); training batches of a recipe with ``data.teacher_weight`` also
+    ``label_weight`` (task -> ``B`` per-frame loss weights, lower where the label is a teacher's,
+    see :class:`~mtdense.train.datamodule.LabelSources`).
     """
 
     def __init__(
@@ -159,7 +161,8 @@ class MultiTaskModule(L.LightningModule):
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         outputs = self.model(image)
-        raw = self.criterion.task_losses(outputs, batch)
+        weights = {t: w for t, w in (batch.get("label_weight") or {}).items() if t in self.criterion.tasks}
+        raw = self.criterion.task_losses(outputs, batch, weights or None)
         return outputs, raw, self.criterion.combine(raw)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

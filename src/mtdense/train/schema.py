@@ -154,6 +154,45 @@ class DataConfig(Section):
     cache_in_memory: bool = False
     """Keep decoded frames in memory after the first epoch (later epochs only augment); for
     splits that fit in RAM, about ``H * W * 8`` bytes a frame."""
+    sources: dict[str, Annotated[list[str], Field(min_length=1)]] | None = None
+    """``folder`` format: per task, the label folders the training split learns from, in order of
+    preference, e.g. ``{seg: [masks, masks_teacher], depth: [depth, depth_mono]}``: a frame's label
+    is the first folder's that has one (the real label wins where the frame has it, a teacher's
+    fills in where it does not), a frame with none skips that task. Each folder lies under
+    ``root`` in the encoding of the task's real folder (``masks/``, ``depth/``, ``normals/``), as
+    ``mtdense data teacher`` writes it. Validation (and ``mtdense evaluate``) read the real
+    folders only. ``null``: the real folders."""
+    teacher_weight: dict[str, NonNegative] = {}
+    """Per task of ``sources``, the loss weight of a frame whose label came from a folder other
+    than the task's real one (a teacher's), e.g. ``{seg: 0.5}``; a task not named gets 1."""
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> DataConfig:
+        from mtdense.data.folder import LABEL_FOLDERS, check_source_name
+
+        if self.sources is not None and self.format != "folder":
+            raise FieldError("sources", f"label sources are folders of a folder dataset; the {self.format} format has "
+                             f"its own labels: remove data.sources, or convert the data to the folder format "
+                             f"(data.format=folder)")
+        for task, names in (self.sources or {}).items():
+            if task not in LABEL_FOLDERS:
+                raise FieldError(f"sources.{task}", f"{task!r} is not a task; give sources for "
+                                 f"{', '.join(LABEL_FOLDERS)}")
+            for name in names:
+                try:
+                    check_source_name(task, name)
+                except ValueError as exc:
+                    raise FieldError(f"sources.{task}", str(exc)) from None
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise FieldError(f"sources.{task}", f"names {', '.join(twice)} twice; name each folder once")
+        for task in self.teacher_weight:
+            if task not in (self.sources or {}):
+                raise FieldError(f"teacher_weight.{task}", f"weighs teacher labels of {task}, but data.sources has "
+                                 f"no {task} (it names {', '.join(self.sources or {}) or 'nothing'}); add "
+                                 f"data.sources.{task} (e.g. [{LABEL_FOLDERS.get(task, 'masks')}, "
+                                 f"{LABEL_FOLDERS.get(task, 'masks')}_teacher]) or remove the weight")
+        return self
 
     def splits(self) -> tuple[str, str]:
         """``(train, val)``: :attr:`train_split` and :attr:`val_split`, or the format's defaults."""
@@ -341,6 +380,10 @@ class Recipe(Section):
             raise FieldError("loss.class_weights", "class weights need a seg task in model.tasks")
         if isinstance(weights, list) and len(weights) != tasks["seg"]:
             raise FieldError("loss.class_weights", f"{len(weights)} weights for the {tasks['seg']} classes of model.tasks.seg")
+        for task in self.data.sources or {}:
+            if task not in tasks:
+                raise FieldError(f"data.sources.{task}", f"the model has no {task} task (model.tasks: "
+                                 f"{', '.join(tasks)}); remove data.sources.{task}, or add the task to model.tasks")
         return self
 
 
@@ -368,6 +411,13 @@ def validate_paths(recipe: Recipe) -> None:
         if not (path / "dataset.yaml").is_file():
             raise RecipeError(f"data.root: {str(path)!r} has no dataset.yaml; a folder dataset describes itself there "
                               f"('classes: [name, ...]') beside images/SPLIT/")
+        from mtdense.data.folder import LABEL_FOLDERS
+
+        for task, names in (recipe.data.sources or {}).items():
+            for name in names:
+                if name != LABEL_FOLDERS[task] and not (path / name).is_dir():
+                    raise RecipeError(f"data.sources.{task}: {str(path / name)!r} does not exist; write it with "
+                                      f"'mtdense data teacher {path} --out ...' (a teacher's labels), or fix the name")
         return
     if fmt == "kitti":
         from mtdense.data.kitti import KITTI_MARKERS
