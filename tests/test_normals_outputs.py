@@ -206,3 +206,29 @@ def test_video_panels_take_the_normals(tree, ckpt, tmp_path):
         widths[name] = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
         video.release()
     assert widths["normals"] == widths["plain"] + W
+
+
+def test_predict_command_writes_normals_for_images_and_videos(tree, ckpt, tmp_path):
+    """``mtdense predict`` (the overlapped pipeline) writes each image's normals PNG, equal to
+    Predictor.predict's, and a video's panels carry the normals tile."""
+    from mtdense.inference import Predictor
+
+    out = tmp_path / "pred"
+    assert main(["predict", str(ckpt), str(tree / "images" / "val"), "--out", str(out)]) == 0
+    predictor = Predictor(ckpt)
+    for i in range(3):
+        pred = predictor.predict(str(tree / "images" / "val" / f"f{i}.png"))
+        png = cv2.cvtColor(cv2.imread(str(out / f"f{i}_normals.png")), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(png, encode_normals(pred.normals))
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 5, (W, H))
+    for i in range(3):
+        writer.write(cv2.imread(str(tree / "images" / "val" / f"f{i}.png")))
+    writer.release()
+    assert main(["predict", str(ckpt), str(clip), "--out", str(tmp_path / "video")]) == 0
+    annotated = sorted((tmp_path / "video").glob("*.mp4"))
+    assert len(annotated) == 1
+    video = cv2.VideoCapture(str(annotated[0]))
+    width, frames = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    video.release()
+    assert frames == 3 and width > 4 * W  # image, overlay, depth, scale bar and the normals tile

@@ -57,7 +57,6 @@ import cv2
 import numpy as np
 import torch
 
-from mtdense.inference import Prediction
 from mtdense.io import WriteError, atomic_path
 from mtdense.outputs import VideoSink, image_files, write_image_files
 
@@ -473,8 +472,9 @@ def predict_video(predictor, path: str | Path, out_file: str | Path, depth_range
     device = predictor.device.type
 
     def finish(item: Item) -> None:
-        seg, depth = predictor.postprocess(item.out, item.rgb.shape[:2])
-        sink.write(item.rgb, seg[0].cpu().numpy(), depth[0].cpu().numpy(), title=f"model {item.model_fps:.1f} FPS ({device})")
+        (pred,) = predictor.predictions(item.out, item.rgb.shape[:2])
+        item.out = None
+        sink.write(item.rgb, pred.seg, pred.depth, title=f"model {item.model_fps:.1f} FPS ({device})", normals=pred.normals)
 
     try:
         with predictor.torch_threads(), atomic_path(out_file) as tmp:
@@ -534,10 +534,8 @@ def predict_images(predictor, inputs: Sequence[tuple[str | Path, str]], out: str
         The :class:`Summary`; ``skipped_names`` are the files skipped.
     """
     def finish(item: Item) -> None:
-        seg, depth = predictor.postprocess(item.out, item.rgb.shape[:2])
+        (pred,) = predictor.predictions(item.out, item.rgb.shape[:2])  # with normals, for a model that has them
         item.out = None
-        pred = Prediction(seg=seg[0].cpu().numpy(), depth=depth[0].cpu().numpy().astype(np.float32, copy=False),
-                          info=predictor.info)
         write_image_files(out, item.stem, image_files(item.rgb, pred, panels, depth_range, alpha))
 
     items = [(Path(p), stem) for p, stem in inputs]
