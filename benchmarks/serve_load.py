@@ -121,11 +121,25 @@ def load(server: Server, body: bytes, clients: int, requests: int, seconds: floa
     barrier = threading.Barrier(clients + 1)
     deadline = [0.0]
 
+    def post(conn: http.client.HTTPConnection) -> tuple[http.client.HTTPConnection, int, bytes]:
+        for attempt in (1, 2):
+            try:
+                conn.request("POST", "/predict", body, headers)
+                response = conn.getresponse()
+                return conn, response.status, response.read()
+            except (ConnectionError, http.client.RemoteDisconnected):
+                # the server closes a keep-alive connection idle for 5 s (a client waiting for the
+                # others' warm-up): open a new one, as a browser would
+                conn.close()
+                if attempt == 2:
+                    raise
+                conn = http.client.HTTPConnection(server.host, server.port, timeout=120)
+        raise AssertionError("unreachable")
+
     def client() -> None:
         conn = http.client.HTTPConnection(server.host, server.port, timeout=120)
         try:
-            conn.request("POST", "/predict", body, headers)  # warm-up: the connection and one answer
-            conn.getresponse().read()
+            conn, _, _ = post(conn)  # warm-up: the connection and one answer
             barrier.wait()
             while True:
                 with lock:
@@ -133,16 +147,17 @@ def load(server: Server, body: bytes, clients: int, requests: int, seconds: floa
                         return
                     sent[0] += 1
                 start = time.perf_counter()
-                conn.request("POST", "/predict", body, headers)
-                response = conn.getresponse()
-                answer = response.read()
+                try:
+                    conn, status, answer = post(conn)
+                except OSError as exc:
+                    status, answer = 0, str(exc).encode()
                 ms = (time.perf_counter() - start) * 1e3
                 with lock:
-                    if response.status == 200:
+                    if status == 200:
                         latencies.append(ms)
                         forward.append(json.loads(answer)["ms"]["forward"])
                     else:
-                        failures.append(f"{response.status}: {answer[:200]!r}")
+                        failures.append(f"{status}: {answer[:200]!r}")
         finally:
             conn.close()
 

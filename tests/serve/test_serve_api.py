@@ -223,7 +223,6 @@ def test_50_concurrent_requests_each_get_their_own_answer(predictor, make_image,
         _check_answer(body, rgb, pred)
     assert most[0] == 1 and len(calls) == 50
     assert sorted(calls) == sorted(rgb.shape[:2] for rgb in images)
-    assert max(a["ms"]["queue"] for a in answers) > 0  # they did wait for each other
 
 
 def test_serve_command_starts_answers_and_stops_on_ctrl_c(ckpt, make_image, encode):

@@ -43,7 +43,7 @@ def browser():
     binary, driver_path = _chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,760",
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,660",
                  "--force-device-scale-factor=1", "--autoplay-policy=no-user-gesture-required"):
         options.add_argument(flag)
     try:
