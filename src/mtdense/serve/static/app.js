@@ -334,7 +334,10 @@ $("pick-images").addEventListener("change", (e) => { sendFiles([...e.target.file
 $("pick-folder").addEventListener("change", (e) => {
   sendFiles([...e.target.files].sort((a, b) => a.webkitRelativePath.localeCompare(b.webkitRelativePath))); e.target.value = "";
 });
-$("pick-video").addEventListener("change", (e) => { sendFiles([...e.target.files]); e.target.value = ""; });
+$("pick-video").addEventListener("change", (e) => {  // a video the browser gives no type (.mkv) is still a video here
+  const file = e.target.files[0]; e.target.value = "";
+  if (file) run(() => sendVideo(file));
+});
 $("stop").addEventListener("click", () => { state.stop = true; });
 $("opacity").addEventListener("input", (e) => { $("opacity-value").textContent = Number(e.target.value).toFixed(2); renderOverlay(); });
 $("depth-fit").addEventListener("change", () => { if (state.depth) renderDepth(); });
