@@ -268,3 +268,19 @@ def test_serve_command_refuses_a_taken_port_in_one_line(ckpt, capsys):
     assert f"mtdense serve: error: 127.0.0.1:{port}: cannot listen" in err and "another --port" in err
     assert main(["serve", str(ckpt), "--fused", "--backend", "ort"]) == 2
     assert "--fused is --backend fused" in capsys.readouterr().err
+
+
+def test_an_onnx_export_is_served_with_its_classes_and_answers_as_its_predictor(varied_model, make_image, encode, tmp_path):
+    from mtdense.deploy.onnx import export_onnx
+    from mtdense.inference import Predictor
+
+    path = export_onnx(varied_model, tmp_path / "tiny.onnx", size=(64, 128), deploy=False, dynamic=False)  # the quick export
+    with TestClient(create_app(path, size=(64, 128))) as client:
+        model = client.get("/model").json()
+        assert model["backend"] == "onnx" and model["engine"] == "ONNX Runtime"
+        rgb = make_image(12)
+        r = client.post("/predict?outputs=seg,depth", files={"image": ("a.png", encode(rgb), "image/png")})
+        assert r.status_code == 200, r.text
+    predictor = Predictor(path, size=(64, 128))
+    assert [c["name"] for c in model["classes"]] == list(predictor.info.classes)
+    _check_answer(r.json(), rgb, predictor.predict(rgb))
