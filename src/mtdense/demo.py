@@ -14,6 +14,16 @@ or any subset of the tasks.
 
 The val frames are generated with the train frames but never used for training or model
 selection: the figures come from the last checkpoint.
+
+:func:`run_asymmetric` (``mtdense demo --asymmetric``) runs the experiment of learning from
+asymmetric annotations on the same city: segmentation labels on a share (20%) of the training
+frames, depth on all; (a) the demo model on those alone, (b) a larger teacher (MobileNetV3-Large)
+trained on the labelled frames labels the others and the demo model learns from real + teacher
+labels (``data.sources``), (c) the demo model on all real labels, the ceiling::
+
+    from mtdense.demo import AsymmetricSettings, run_asymmetric
+    result = run_asymmetric("runs/asymmetric", AsymmetricSettings(epochs=10))
+    print(format_asymmetric(result))
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ import numpy as np
 
 from mtdense.io import atomic_path, write_json_atomic, write_text_atomic
 
-__all__ = ["DemoResult", "run_demo", "save_prediction_figure", "task_overrides", "DEMO_CONFIG", "DEMO_TASKS"]
+__all__ = ["DemoResult", "run_demo", "save_prediction_figure", "task_overrides", "DEMO_CONFIG", "DEMO_TASKS",
+           "AsymmetricSettings", "AsymmetricRow", "AsymmetricResult", "asymmetric_folder", "run_asymmetric",
+           "format_asymmetric"]
 
 DEMO_CONFIG = "synthetic_demo"
 DEMO_TASKS = ("seg", "depth", "normals")
@@ -263,3 +275,328 @@ def run_demo(
     write_json_atomic(metrics_path, {**metrics, "wall_s": round(wall, 1), "checkpoint": str(checkpoint)})
     report = _report(out_dir, metrics, wall, timings, recipe, checkpoint, figures)
     return DemoResult(out_dir, metrics, wall, checkpoint, figures, report)
+
+
+# -- learning from asymmetric annotations ------------------------------------------------------
+
+TEACHER_MASKS = "masks_teacher"
+"""The folder the teacher's masks of the asymmetric experiment are written to."""
+_RECORD = "asymmetric_data.json"  # written last by asymmetric_folder: the folder is complete
+
+
+@dataclass
+class AsymmetricSettings:
+    """The sizes of the asymmetric-annotation experiment (:func:`run_asymmetric`).
+
+    Attributes:
+        n_train, n_val: Frames of the synthetic city's train and val splits.
+        size: Frame size ``(H, W)`` (the training size too: whole frames).
+        seed: City seed; also draws which training frames keep their segmentation labels.
+        share: Share of the training frames that keep their segmentation labels (depth: all).
+        epochs: Epochs of each demo-model run (a, b's student, c).
+        teacher_epochs: Epochs of the teacher on the labelled frames alone.
+        teacher_encoder: The teacher's encoder.
+        threshold: Least softmax probability of a teacher pixel kept (``data teacher --threshold``).
+        teacher_weight: Loss weight of the teacher's masks in (b) (``data.teacher_weight.seg``).
+    """
+
+    n_train: int = 300
+    n_val: int = 60
+    size: tuple[int, int] = (128, 256)
+    seed: int = 1
+    share: float = 0.2
+    epochs: int = 10
+    teacher_epochs: int = 40
+    teacher_encoder: str = "mobilenet_v3_large"
+    threshold: float = 0.9
+    teacher_weight: float = 1.0
+
+    def check(self) -> None:
+        """Raises ValueError naming the setting and its valid range."""
+        if self.n_train < 2 or self.n_val < 1:
+            raise ValueError(f"--frames {self.n_train} / --val-frames {self.n_val}: give at least 2 training frames and 1 "
+                             f"val frame")
+        if not 0 < self.share < 1:
+            raise ValueError(f"--share {self.share:g}: the share of training frames with segmentation labels must be "
+                             f"between 0 and 1 (exclusive), e.g. 0.2")
+        if round(self.share * self.n_train) < 1:
+            raise ValueError(f"--share {self.share:g} of {self.n_train} frames labels none; raise --share or --frames")
+        if self.epochs < 1 or self.teacher_epochs < 1:
+            raise ValueError(f"--epochs {self.epochs} / --teacher-epochs {self.teacher_epochs}: give at least 1")
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"--threshold {self.threshold:g}: a probability in [0, 1]")
+        if not self.teacher_weight >= 0:
+            raise ValueError(f"--teacher-weight {self.teacher_weight:g}: give a weight >= 0")
+
+
+@dataclass
+class AsymmetricRow:
+    """One row of the experiment.
+
+    Attributes:
+        key: ``a``, ``b`` or ``c``.
+        label: What was trained.
+        metrics: Val-split metrics of its final checkpoint (real labels only).
+        minutes: Training time of the row (for b: the teacher's training and labelling included).
+        checkpoint: The evaluated checkpoint.
+    """
+
+    key: str
+    label: str
+    metrics: dict[str, Any]
+    minutes: float
+    checkpoint: Path
+
+    @property
+    def miou(self) -> float | None:
+        return self.metrics.get("miou")
+
+    @property
+    def abs_rel(self) -> float | None:
+        return self.metrics.get("abs_rel")
+
+
+@dataclass
+class AsymmetricResult:
+    """What :func:`run_asymmetric` produced.
+
+    Attributes:
+        out_dir: The experiment folder.
+        settings: The sizes used.
+        rows: Rows a, b, c.
+        teacher: The teacher's own val metrics, checkpoint and labelling summary.
+        gap_closed: ``(b - a) / (c - a)`` of mIoU (``None`` where c is not above a).
+        report: ``asymmetric.md``.
+    """
+
+    out_dir: Path
+    settings: AsymmetricSettings
+    rows: list[AsymmetricRow]
+    teacher: dict[str, Any]
+    gap_closed: float | None
+    report: Path
+
+
+def asymmetric_folder(city: str | Path, root: str | Path, share: float, seed: int = 0,
+                      progress: bool = True) -> dict[str, Any]:
+    """Write a synthetic city (Cityscapes layout) as a ``folder`` dataset with segmentation labels on
+    a share of the training frames.
+
+    Splits: ``train`` (every training frame, depth on all, masks on ``share`` of them drawn with
+    ``seed``), ``train_labelled`` (those frames alone), ``train_full`` (every frame, all masks: the
+    ceiling), ``val`` (all labels). Masks hold the 19 Cityscapes train ids (255 = ignore), depth is
+    16-bit ``depth_m * 256`` (0 = none), as ``dataset.yaml`` says. A folder written before with the
+    same city, share and seed is kept as it is.
+
+    Returns:
+        The record written last to ``ROOT/asymmetric_data.json``: ``city``, ``share``, ``seed``,
+        ``frames`` per split and ``labelled`` (the names of the training frames with masks).
+
+    Raises:
+        ValueError: ``root`` holds something else (the message says what to do).
+    """
+    import json
+
+    import cv2
+
+    from mtdense.data.cityscapes import CityscapesDataset
+    from mtdense.data.depth import depth_to_png16
+    from mtdense.data.labels import IGNORE_INDEX, TRAIN_CLASS_NAMES, TRAIN_PALETTE
+    from tqdm import tqdm
+
+    from mtdense.io import write_png_atomic, write_yaml_atomic
+
+    city, root = Path(city), Path(root)
+    train = CityscapesDataset(city, "train")
+    val = CityscapesDataset(city, "val")
+    n = len(train)
+    rng = np.random.default_rng(seed)
+    labelled = sorted(int(i) for i in rng.choice(n, size=max(1, round(share * n)), replace=False))
+    want = {"city": str(city.resolve()), "share": float(share), "seed": int(seed)}
+    record_path = root / _RECORD
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if {k: record.get(k) for k in want} == want:
+            return record
+        raise ValueError(f"{root}: holds the data of another experiment ({ {k: record.get(k) for k in want} }); "
+                         f"give another --out, or delete {root}")
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(f"{root}: not empty and not a finished experiment folder (no {_RECORD}; an earlier run was "
+                         f"interrupted?); delete it, or give another --out")
+    write_yaml_atomic(root / "dataset.yaml", {"classes": list(TRAIN_CLASS_NAMES),
+                                              "colors": TRAIN_PALETTE.astype(int).tolist(),
+                                              "ignore_index": IGNORE_INDEX, "depth_scale": 256.0})
+    chosen = set(labelled)
+    frames = {"train": n, "train_labelled": len(labelled), "train_full": n, "val": len(val)}
+    names = []
+    with tqdm(total=n + len(val), desc="folder dataset", unit="frame", disable=not progress) as bar:
+        for split, dataset in (("train", train), ("val", val)):
+            for i in range(len(dataset)):
+                sample = dataset[i]
+                name = sample["name"]
+                bgr = cv2.cvtColor(sample["image"], cv2.COLOR_RGB2BGR)
+                depth = depth_to_png16(sample["depth"])
+                seg = np.ascontiguousarray(sample["seg"], dtype=np.uint8)
+                if split == "val":
+                    targets = {"val": True}
+                else:
+                    names.append(name)
+                    targets = {"train": i in chosen, "train_full": True}
+                    if i in chosen:
+                        targets["train_labelled"] = True
+                for out_split, with_mask in targets.items():
+                    write_png_atomic(root / "images" / out_split / f"{name}.png", bgr)
+                    write_png_atomic(root / "depth" / out_split / f"{name}.png", depth)
+                    if with_mask:
+                        write_png_atomic(root / "masks" / out_split / f"{name}.png", seg)
+                bar.update(1)
+    record = {**want, "frames": frames, "labelled": [names[i] for i in labelled]}
+    write_json_atomic(record_path, record)
+    return record
+
+
+_ROWS = {
+    "a": "small, seg labels on {pct} of frames",
+    "b": "small, real + {teacher} teacher labels",
+    "c": "small, seg labels on all frames (ceiling)",
+}
+
+
+def _short(encoder: str) -> str:
+    return encoder.replace("mobilenet_v3_", "MobileNetV3-").replace("large", "Large").replace("small", "Small")
+
+
+def format_asymmetric(result: AsymmetricResult) -> str:
+    """The three rows (mIoU, AbsRel, minutes) and the share of the mIoU gap that (b) closes."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    lines = [f"{'row':<52} {'mIoU':>7} {'AbsRel':>7} {'minutes':>8}"]
+    for r in result.rows:
+        absrel = "-" if r.abs_rel is None else f"{r.abs_rel:.3f}"
+        lines.append(f"({r.key}) {r.label:<48} {pct(r.miou):>7} {absrel:>7} {r.minutes:>8.1f}")
+    t = result.teacher
+    lines.append(f"teacher {_short(result.settings.teacher_encoder)} on the labelled frames alone: mIoU "
+                 f"{pct(t['metrics'].get('miou'))}; its masks cover {pct(t.get('coverage'))} of the pixels "
+                 f"(threshold {result.settings.threshold:g})")
+    if result.gap_closed is None:
+        lines.append("gap: none to close, (c) is not above (a) at these sizes")
+    else:
+        lines.append(f"gap: (b) closes {100 * result.gap_closed:.0f}% of the mIoU gap between (a) and (c)")
+    return "\n".join(lines)
+
+
+def run_asymmetric(
+    out_dir: str | Path = "runs/demo_asymmetric",
+    settings: AsymmetricSettings | None = None,
+    config: str | Path = DEMO_CONFIG,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> AsymmetricResult:
+    """The asymmetric-annotation experiment on the synthetic city (see the module docstring).
+
+    Generates the city into ``OUT/city`` (kept if there), writes it as a folder dataset with
+    segmentation labels on ``settings.share`` of the training frames into ``OUT/data``
+    (:func:`asymmetric_folder`), then trains with the demo recipe (whole frames of
+    ``settings.size``, ``settings.epochs`` epochs, validation once at the end): (a) on ``train``;
+    the teacher (``settings.teacher_encoder``, ``settings.teacher_epochs`` epochs) on
+    ``train_labelled``, which then labels ``train`` into ``masks_teacher/`` (``mtdense data
+    teacher --method model``); (b) on ``train`` with ``data.sources: {seg: [masks, masks_teacher]}``;
+    (c) on ``train_full``. Each final checkpoint is evaluated on val (real labels). Writes
+    ``OUT/asymmetric.json`` and ``OUT/asymmetric.md``.
+
+    Args:
+        out_dir: The experiment folder; its ``train/`` must not exist yet.
+        settings: Sizes (default :class:`AsymmetricSettings`).
+        config: The recipe of every run (default the demo's).
+        overrides: ``--set`` overrides applied to every run after the experiment's own (the
+            teacher's encoder still wins for the teacher).
+        progress: Progress bars.
+
+    Raises:
+        ValueError: A bad setting, or an ``OUT/train`` left by an earlier run.
+    """
+    from mtdense.metrics import evaluate_split
+    from mtdense.teachers.folder import label_folder_split
+    from mtdense.teachers.model_folder import ModelTeacher
+    from mtdense.train import load_recipe, train
+    from mtdense.train.prepare import prepare_data
+
+    settings = settings or AsymmetricSettings()
+    settings.check()
+    out_dir = Path(out_dir)
+    runs = out_dir / "train"
+    if runs.exists():
+        raise ValueError(f"{runs}: holds the runs of an earlier experiment; give another --out, or delete {runs} (the "
+                         f"city and data beside it are reused)")
+    start = time.perf_counter()
+    s = settings
+    h, w = s.size
+    flag = str(progress).lower()
+    city = out_dir / "city"
+    generate = f"data.generate={{n_train: {s.n_train}, n_val: {s.n_val}, size: [{h}, {w}], seed: {s.seed}}}"
+    city_recipe, _ = load_recipe(config, [f"data.root={city}", generate])
+    prepare_data(city_recipe, progress=progress)
+    root = out_dir / "data"
+    record = asymmetric_folder(city, root, s.share, seed=s.seed, progress=progress)
+
+    def run(name: str, epochs: int, extra: list[str], after: list[str] | None = None) -> tuple[Path, float]:
+        sets = [f"data.root={root}", "data.format=folder", "data.generate=null", f"stages.0.size=[{h}, {w}]",
+                f"stages.0.epochs={epochs}", f"trainer.check_val_every_n_epoch={epochs}", f"trainer.progress_bar={flag}",
+                *extra, *(overrides or []), *(after or [])]
+        recipe, text = load_recipe(config, sets)
+        t = time.perf_counter()
+        result = train(recipe, runs / name, recipe_text=text, overrides=sets)
+        return result.final, time.perf_counter() - t
+
+    def score(checkpoint: Path) -> dict[str, Any]:
+        return evaluate_split(checkpoint, root, "val", num_workers=0, progress=progress)
+
+    pct = f"{100 * s.share:.0f}%"
+    rows: list[AsymmetricRow] = []
+    ckpt, seconds = run("a_labelled_only", s.epochs, ["data.train_split=train"])
+    rows.append(AsymmetricRow("a", _ROWS["a"].format(pct=pct), score(ckpt), seconds / 60, ckpt))
+
+    teacher_ckpt, teacher_s = run("teacher", s.teacher_epochs, ["data.train_split=train_labelled"],
+                                  after=[f"model.encoder={s.teacher_encoder}"])
+    t = time.perf_counter()
+    teacher = ModelTeacher(teacher_ckpt, tasks=["seg"], threshold=s.threshold)
+    summary = label_folder_split(root, teacher, "model", {"seg": TEACHER_MASKS}, split="train", overwrite=True,
+                                 progress=progress)
+    label_s = time.perf_counter() - t
+    sources = ["data.train_split=train", f"data.sources={{seg: [masks, {TEACHER_MASKS}]}}"]
+    if s.teacher_weight != 1.0:
+        sources.append(f"data.teacher_weight={{seg: {s.teacher_weight:g}}}")
+    ckpt, seconds = run("b_real_and_teacher", s.epochs, sources)
+    rows.append(AsymmetricRow("b", _ROWS["b"].format(teacher=_short(s.teacher_encoder)), score(ckpt),
+                              (teacher_s + label_s + seconds) / 60, ckpt))
+
+    ckpt, seconds = run("c_all_labels", s.epochs, ["data.train_split=train_full"])
+    rows.append(AsymmetricRow("c", _ROWS["c"], score(ckpt), seconds / 60, ckpt))
+
+    coverage = summary.coverage().get("seg")
+    teacher_info = {"checkpoint": str(teacher_ckpt), "metrics": score(teacher_ckpt), "coverage": coverage,
+                    "minutes_training": teacher_s / 60, "minutes_labelling": label_s / 60}
+    a, b, c = (r.miou for r in rows)
+    gap = (b - a) / (c - a) if None not in (a, b, c) and c > a else None
+    result = AsymmetricResult(out_dir, settings, rows, teacher_info, gap, out_dir / "asymmetric.md")
+    table = format_asymmetric(result)
+    wall = time.perf_counter() - start
+    write_json_atomic(out_dir / "asymmetric.json", {
+        "settings": {**s.__dict__, "size": list(s.size)},
+        "labelled_frames": record["labelled"],
+        "rows": [{"row": r.key, "label": r.label, "miou": r.miou, "abs_rel": r.abs_rel, "minutes": round(r.minutes, 2),
+                  "checkpoint": str(r.checkpoint), "metrics": r.metrics} for r in rows],
+        "teacher": teacher_info, "gap_closed": gap, "wall_s": round(wall, 1),
+    })
+    write_text_atomic(result.report, "\n".join([
+        "# Learning from asymmetric annotations (synthetic city)", "",
+        f"{s.n_train} training frames of {h}x{w}, segmentation labels on {len(record['labelled'])} of them ({pct}), "
+        f"depth on all; {s.n_val} val frames with all labels (scores: real labels only). Each small model: "
+        f"{s.epochs} epochs of the demo recipe; the teacher: {_short(s.teacher_encoder)}, {s.teacher_epochs} epochs "
+        f"on the labelled frames, masks kept above probability {s.threshold:g}, weight {s.teacher_weight:g}.", "",
+        "```", table, "```", "",
+        f"Wall time {wall / 60:.1f} min in all (minutes per row: training, with the teacher's training and labelling "
+        f"in (b); evaluation not counted).", "",
+    ]))
+    return result

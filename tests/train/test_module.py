@@ -166,3 +166,10 @@ def test_from_config_builds_the_stage_from_the_recipe(tiny_recipe, tiny_cityscap
     # Without a recipe: the recipe's defaults.
     plain = MultiTaskModule(MODEL, lr=1e-3).hparams
     assert plain["optimizer_config"] == OptimizerConfig().model_dump() and plain["loss_config"] == LossConfig().model_dump()
+
+
+def test_a_one_step_warm_up_is_refused_naming_the_settings(tmp_path):
+    # OneCycleLR divides by (pct_start * steps - 1): 5 steps at pct_start 0.2 would divide by zero
+    module = MultiTaskModule(MODEL, lr=1e-3, optimizer_config={"pct_start": 0.2})
+    with pytest.raises(ValueError, match=r"5 optimiser steps and optimizer\.pct_start=0\.2 makes its warm-up exactly one step"):
+        _trainer(tmp_path, 5).fit(module, DataLoader([_batch()] * 5, batch_size=None))

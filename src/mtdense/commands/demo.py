@@ -15,13 +15,26 @@ DIR/report.md. Prints mIoU, AbsRel and the wall time.
 The city also holds the exact surface normals of what it renders: --tasks seg,depth,normals
 trains the three-task model (any subset of the three works) and adds the normals figures (mean
 and median angular error, shares within 11.25 / 22.5 / 30 degrees) and pictures. A city made by
-an older version has no normals: delete DIR/data (or give another --out) to generate it again."""
+an older version has no normals: delete DIR/data (or give another --out) to generate it again.
+
+--asymmetric runs the experiment of learning from asymmetric annotations instead (default DIR:
+runs/demo_asymmetric): the city is written as a folder dataset whose training frames keep their
+segmentation labels on --share of them (20%; depth on all), then (a) the demo model trains on
+those alone; (b) a larger teacher (--teacher-encoder, MobileNetV3-Large) trains on the labelled
+frames, labels the others (data teacher --method model, --threshold) and the demo model trains on
+real + teacher labels (data.sources); (c) the demo model trains on all real labels, the ceiling.
+It prints the three rows (val mIoU, AbsRel, training minutes) and the share of the mIoU gap
+between (a) and (c) that (b) closes, and writes DIR/asymmetric.json and DIR/asymmetric.md.
+--frames, --val-frames, --size, --epochs and --teacher-epochs size it (the defaults take about
+20 minutes on two CPU cores); --set applies to every run."""
 
 EPILOG = """\
 examples:
   mtdense demo
   mtdense demo --out /tmp/demo --set stages.0.epochs=4
   mtdense demo --tasks seg,depth,normals --out runs/demo3
+  mtdense demo --asymmetric
+  mtdense demo --asymmetric --out /tmp/asym --frames 150 --epochs 6 --teacher-epochs 20
   tensorboard --logdir runs/demo/train"""
 
 
@@ -33,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="demo folder (default: %(default)s)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="demo folder (default: runs/demo; with --asymmetric runs/demo_asymmetric)")
     p.add_argument("--config", default="synthetic_demo", help="recipe (default: the packaged %(default)s)")
     p.add_argument(
         "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
@@ -42,7 +56,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pictures", type=int, default=4, help="val frames drawn as pictures (default: %(default)s)")
     p.add_argument("--tasks", type=_tasks, metavar="T,T",
                    help="tasks to train, comma-separated, of seg, depth, normals (default: the recipe's, seg,depth)")
+    from mtdense.demo import AsymmetricSettings
+
+    d = AsymmetricSettings()
+    g = p.add_argument_group("--asymmetric: learning from asymmetric annotations")
+    g.add_argument("--asymmetric", action="store_true",
+                   help="run the three-row experiment (a) 20%% seg labels alone, (b) + a teacher's labels, (c) all labels")
+    g.add_argument("--share", type=float, default=d.share,
+                   help="share of training frames that keep segmentation labels (default: %(default)s)")
+    g.add_argument("--frames", type=int, default=d.n_train, help="training frames of the city (default: %(default)s)")
+    g.add_argument("--val-frames", type=int, default=d.n_val, help="val frames of the city (default: %(default)s)")
+    g.add_argument("--size", nargs=2, type=int, default=list(d.size), metavar=("H", "W"),
+                   help="frame and training size (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="epochs of each small-model run (default: %(default)s)")
+    g.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs,
+                   help="epochs of the teacher on the labelled frames (default: %(default)s)")
+    g.add_argument("--teacher-encoder", default=d.teacher_encoder, help="the teacher's encoder (default: %(default)s)")
+    g.add_argument("--threshold", type=float, default=d.threshold,
+                   help="least teacher probability of a kept pixel (default: %(default)s)")
+    g.add_argument("--teacher-weight", type=float, default=d.teacher_weight,
+                   help="loss weight of the teacher's labels in (b) (default: %(default)s)")
     p.set_defaults(func=run)
+
+
+_ASYMMETRIC_ONLY = ("share", "frames", "val_frames", "size", "epochs", "teacher_epochs", "teacher_encoder", "threshold",
+                    "teacher_weight")
+
+
+def run_asymmetric(args: argparse.Namespace) -> int:
+    from mtdense.demo import AsymmetricSettings, format_asymmetric, run_asymmetric
+
+    if args.tasks is not None:
+        raise ValueError("--tasks and --asymmetric do not go together: the experiment trains segmentation and depth")
+    settings = AsymmetricSettings(
+        n_train=args.frames, n_val=args.val_frames, size=(args.size[0], args.size[1]), share=args.share,
+        epochs=args.epochs, teacher_epochs=args.teacher_epochs, teacher_encoder=args.teacher_encoder,
+        threshold=args.threshold, teacher_weight=args.teacher_weight,
+    )
+    result = run_asymmetric(args.out or "runs/demo_asymmetric", settings, config=args.config, overrides=args.overrides)
+    print("\n" + format_asymmetric(result))
+    print(f"\nreport: {result.report}   figures: {result.out_dir / 'asymmetric.json'}")
+    return 0
 
 
 def _tasks(text: str) -> list[str]:
@@ -57,10 +111,20 @@ def _tasks(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtdense.demo import run_demo
+    from mtdense.demo import AsymmetricSettings, run_demo
     from mtdense.metrics import format_metrics
 
-    result = run_demo(args.out, config=args.config, overrides=args.overrides, num_pictures=args.pictures, tasks=args.tasks)
+    if args.asymmetric:
+        return run_asymmetric(args)
+    d = AsymmetricSettings()
+    defaults = {"share": d.share, "frames": d.n_train, "val_frames": d.n_val, "size": list(d.size), "epochs": d.epochs,
+                "teacher_epochs": d.teacher_epochs, "teacher_encoder": d.teacher_encoder, "threshold": d.threshold,
+                "teacher_weight": d.teacher_weight}
+    given = [k for k in _ASYMMETRIC_ONLY if getattr(args, k) != defaults[k]]
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')} sizes the --asymmetric experiment; add --asymmetric, or leave "
+                         f"it out (the demo's sizes are recipe keys: --set stages.0.epochs=...)")
+    result = run_demo(args.out or "runs/demo", config=args.config, overrides=args.overrides, num_pictures=args.pictures, tasks=args.tasks)
     m = result.metrics
     print("\n" + format_metrics(m))
     figures = []

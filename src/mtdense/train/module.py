@@ -220,6 +220,10 @@ class MultiTaskModule(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         if total < 1:
             raise ValueError(f"the stage has {total} optimiser steps; raise epochs or limit_train_batches, or add training data")
+        if float(oc.pct_start * total) - 1 == 0:  # OneCycleLR divides by the warm-up's length minus one step
+            raise ValueError(f"the stage has {total} optimiser steps and optimizer.pct_start={oc.pct_start:g} makes its "
+                             f"warm-up exactly one step, which the one-cycle schedule cannot divide; change the epochs, "
+                             f"the batch size or optimizer.pct_start")
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=self.hparams.lr,
