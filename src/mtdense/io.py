@@ -1,4 +1,5 @@
-"""Atomic file writing: every user-visible file mtdense writes goes through here.
+"""Atomic file writing: every user-visible file mtdense writes goes through here; and the
+strict reading of the small YAML / JSON files a user hands in (:func:`read_yaml`, :func:`read_json`).
 
 A file is written beside its target under a hidden temporary name, flushed to disk, then
 renamed over the target (``os.replace``, atomic on POSIX within one folder). A process
@@ -27,7 +28,7 @@ import numpy as np
 
 __all__ = [
     "WriteError", "atomic_path", "atomic_open", "write_bytes_atomic", "write_text_atomic", "write_json_atomic",
-    "write_yaml_atomic", "write_png_atomic", "write_image_atomic", "encode_image", "prepare_dir",
+    "write_yaml_atomic", "write_png_atomic", "write_image_atomic", "encode_image", "prepare_dir", "read_yaml", "read_json",
 ]
 
 
@@ -165,3 +166,35 @@ def write_png_atomic(path: str | Path, image: np.ndarray) -> Path:
     """
     path = Path(path)
     return write_bytes_atomic(path, encode_image(path.with_suffix(".png"), image))
+
+
+
+def read_yaml(path: str | Path, what: str = "YAML file", missing: str = "check the path",
+              fix: str = "fix the syntax") -> Any:
+    """The parsed content of a YAML file a user gave (``None`` when empty).
+
+    Raises:
+        FileNotFoundError: No such file: ``PATH: no such WHAT; MISSING``.
+        ValueError: Not UTF-8 text or not YAML: ``PATH: not readable YAML (detail); FIX``.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}; {missing}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: not readable YAML ({' '.join(str(exc).split())}); {fix}") from exc
+
+
+def read_json(path: str | Path, what: str = "JSON file", missing: str = "check the path",
+              fix: str = "fix the syntax") -> Any:
+    """The parsed content of a JSON file a user gave; errors as :func:`read_yaml`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}; {missing}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc}); {fix}") from exc

@@ -30,6 +30,7 @@ import torch
 from torchmetrics import Metric
 
 from mtdense.data.labels import IGNORE_INDEX, NUM_CLASSES
+from mtdense.io import read_json
 
 __all__ = ["SegMetrics", "DepthMetrics", "NormalsMetrics", "DEPTH_METRIC_NAMES", "NORMALS_METRIC_NAMES",
            "NORMALS_THRESHOLDS_DEG", "DELTA_METRICS", "metrics_to_dict", "format_metrics", "read_baseline",
@@ -358,20 +359,13 @@ def read_baseline(paths: str | Path | Sequence[str | Path]) -> dict[str, float]:
         ValueError: Not a JSON object, a figure that is not a finite number, the same figure with
             two values in two files, or no figure at all (each message names the file and the key).
     """
-    import json
-
     files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     known = {k for figures in DELTA_METRICS.values() for k in figures}
     merged: dict[str, float] = {}
     origin: dict[str, Path] = {}
     for path in files:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such baseline file; give the metrics.json of 'mtdense evaluate' on a "
-                                    "single-task model")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not readable JSON ({exc}); give the metrics.json of 'mtdense evaluate'") from exc
+        data = read_json(path, "baseline file", "give the metrics.json of 'mtdense evaluate' on a single-task model",
+                         fix="give the metrics.json of 'mtdense evaluate'")
         if not isinstance(data, dict):
             raise ValueError(f"{path}: holds a JSON {type(data).__name__}, not an object of figures such as "
                              f"{{\"miou\": 0.41, \"abs_rel\": 0.15}}")

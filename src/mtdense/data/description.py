@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mtdense.data.labels import IGNORE_INDEX, TRAIN_CLASS_NAMES, TRAIN_PALETTE
+from mtdense.io import read_yaml
 
 __all__ = ["TASKS", "FORMATS", "DESCRIPTION_FILE", "DatasetInfo", "default_palette", "read_dataset_yaml",
            "model_dataset_info", "StereoRig", "read_stereo"]
@@ -302,17 +303,11 @@ def read_dataset_yaml(path: str | Path, tasks: Sequence[str] = ("seg",), format:
         ValueError: Not YAML, not a mapping, an unknown key or a bad value; the message names
             the file and the key.
     """
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no dataset description; write one with at least 'classes: [name, ...]' "
                                 f"(the class names of mask values 0..K-1)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        detail = " ".join(str(exc).split())
-        raise ValueError(f"{path}: not readable YAML ({detail}); fix the syntax") from exc
+    data = read_yaml(path)
     if data is None:
         raise ValueError(f"{path}: the file is empty; write at least 'classes: [name, ...]'")
     _check_keys(data, _YAML_KEYS, str(path))

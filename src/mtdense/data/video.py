@@ -43,7 +43,7 @@ import numpy as np
 
 from mtdense.data.description import DESCRIPTION_FILE, read_dataset_yaml
 from mtdense.data.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image
-from mtdense.io import prepare_dir, write_json_atomic, write_png_atomic, write_yaml_atomic
+from mtdense.io import prepare_dir, read_yaml, write_json_atomic, write_png_atomic, write_yaml_atomic
 
 __all__ = [
     "FrameSampling", "VideoFrames", "FramesSummary", "list_videos", "extract_frames", "record_path",
@@ -528,12 +528,7 @@ def classes_from(path: str | Path) -> list[str]:
     if path.suffix.lower() not in (".yaml", ".yml"):
         raise ValueError(f"{path}: neither an mtdense checkpoint (.pth, .safetensors, .ckpt) nor a YAML file; give one "
                          "of those, or list the classes with --classes")
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: not readable YAML ({' '.join(str(exc).split())}); fix the syntax") from exc
+    data = read_yaml(path)
     for key in ("classes", "teacher_classes"):
         if isinstance(data, dict) and isinstance(data.get(key), list) and data[key]:
             names = data[key]

@@ -34,6 +34,7 @@ import numpy as np
 
 from mtdense.data.description import DatasetInfo
 from mtdense.data.labels import IGNORE_INDEX
+from mtdense.io import read_yaml
 from mtdense.items import item_failure
 from mtdense.teachers.folder import FrameInput, Labels, TeacherContext, TeacherError
 from mtdense.teachers.onnx_image import OnnxImageNet, resize_map
@@ -81,16 +82,8 @@ class ClassMap:
                 class that is not the teacher's, a dataset class that is not the dataset's, a
                 teacher class mapped twice; the message names the file and the entry.
         """
-        import yaml
-
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such class map; write one (teacher_classes: [...], map: {{teacher class: "
-                                    "dataset class}})")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: not readable YAML ({' '.join(str(exc).split())}); fix the syntax") from exc
+        data = read_yaml(path, "class map", "write one (teacher_classes: [...], map: {teacher class: dataset class})")
         if not isinstance(data, dict) or "map" not in data:
             raise ValueError(f"{path}: a class map needs a 'map:' mapping of teacher class (name or index) -> dataset "
                              "class name, and optionally 'teacher_classes: [names]'")
