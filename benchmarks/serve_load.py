@@ -5,7 +5,8 @@ Starts ``mtdense serve MODEL --size H W`` on 127.0.0.1 (a free port) in a child 
 each number of clients sends the same image (a JPEG at the network's size, as the raw body) from
 that many threads, each on its own keep-alive connection, until ``--requests`` answers or
 ``--seconds`` have passed, whichever comes first. Latency is the client's: from sending the
-request to the whole answer read. Each level starts after one warm-up request per client.
+request to the whole answer read. Each level starts after one warm-up request per client. The
+clients turn Nagle's algorithm off (TCP_NODELAY), as browsers and curl do.
 
 The bare model is ``Predictor.predict`` on the decoded image in this process (resize, normalise,
 the network, labels and metres at the image's size), timed back to back while the server idles,
@@ -29,6 +30,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -110,6 +112,16 @@ class Server:
                 self.proc.wait()
 
 
+def connect(server: Server) -> http.client.HTTPConnection:
+    """A keep-alive connection with Nagle's algorithm off, as browsers and curl open them: http.client
+    sends the headers and the body in two writes, and with Nagle on the body would wait for the
+    server's delayed acknowledgement of the headers (about 40 ms on Linux) at every request."""
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=120)
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
 def load(server: Server, body: bytes, clients: int, requests: int, seconds: float) -> dict:
     """Send ``body`` from ``clients`` threads until ``requests`` answers or ``seconds``; the level's figures."""
     latencies: list[float] = []
@@ -133,11 +145,11 @@ def load(server: Server, body: bytes, clients: int, requests: int, seconds: floa
                 conn.close()
                 if attempt == 2:
                     raise
-                conn = http.client.HTTPConnection(server.host, server.port, timeout=120)
+                conn = connect(server)
         raise AssertionError("unreachable")
 
     def client() -> None:
-        conn = http.client.HTTPConnection(server.host, server.port, timeout=120)
+        conn = connect(server)
         try:
             conn, _, _ = post(conn)  # warm-up: the connection and one answer
             barrier.wait()

@@ -284,3 +284,15 @@ def test_an_onnx_export_is_served_with_its_classes_and_answers_as_its_predictor(
     predictor = Predictor(path, size=(64, 128))
     assert [c["name"] for c in model["classes"]] == list(predictor.info.classes)
     _check_answer(r.json(), rgb, predictor.predict(rgb))
+
+
+def test_the_listening_socket_names_tcp_so_answers_are_not_held_back_by_nagle():
+    import socket
+
+    from mtdense.commands.serve import bind
+
+    sock = bind("127.0.0.1", 0)  # asyncio sets TCP_NODELAY only on connections of a socket whose proto is TCP
+    try:
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()

@@ -94,8 +94,11 @@ def bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ValueError(f"--host {host}: not an address of this machine ({exc.strerror}); give an address such as 127.0.0.1") from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    # with its protocol (TCP) named: asyncio turns Nagle's algorithm off only on connections of a
+    # socket whose proto is IPPROTO_TCP, and with it on an answer waited about 40 ms for the
+    # client's delayed acknowledgement at every request on a kept-alive connection
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
@@ -130,17 +133,46 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(predictor, limits=limits, depth_range=tuple(args.depth_range), alpha=args.alpha, helpers=args.helpers)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        print(f"mtdense serve: {args.model} ({app.state.predictor.runtime.name}) on http://{shown}:{port}/ "
+        print(f"mtdense serve: {args.model} ({predictor.runtime.name}) on http://{shown}:{port}/ "
               f"(API docs: http://{shown}:{port}/docs); Ctrl-C stops it", flush=True)
-        config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
-        server = uvicorn.Server(config)
-        try:
-            server.run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn has shut down, then passes Ctrl-C on: the normal way to stop
-            print("mtdense serve: stopped", flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5))
+        serve_in_main_thread(server, sock, app.state.worker)
     finally:
         sock.close()
     if not server.started:
         print("mtdense serve: error: the server did not start (see the log above)", file=sys.stderr)
         return 2
+    print("mtdense serve: stopped", flush=True)
     return 0
+
+
+def serve_in_main_thread(server, sock: socket.socket, worker) -> None:
+    """Run the network in this thread (the one that loaded the model: see
+    :mod:`mtdense.serve.worker`) and uvicorn's event loop in another, until the server stops.
+
+    The first Ctrl-C (or SIGTERM) asks uvicorn to stop: it answers the requests under way, then
+    ends; the second leaves at once (``KeyboardInterrupt``).
+    """
+    import signal
+    import threading
+
+    http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="mtdense-serve-http", daemon=True)
+    asked = []
+
+    def stop(signum: int, frame: object) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    worker.start(thread=False)
+    try:
+        http.start()
+        worker.run(until=lambda: not http.is_alive())  # returns when uvicorn has shut down (it closes the worker)
+    finally:
+        server.should_exit = True
+        http.join(timeout=30)
+        worker.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

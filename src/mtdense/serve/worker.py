@@ -14,8 +14,16 @@ carries its own tensors and its own future from step to step. While the network 
 image, the helpers decode the next ones and encode the answers of earlier ones (OpenCV,
 NumPy, PyTorch's operators and ONNX Runtime release the GIL).
 
-- One dedicated model thread, not a thread from a pool: PyTorch and ONNX Runtime keep their
+- One thread runs the network, not a thread from a pool: PyTorch and ONNX Runtime keep their
   parallel workers per calling thread, so one caller means one team of workers, kept warm.
+- Helper threads run PyTorch on one thread (``torch.set_num_threads(1)``, which sets the calling
+  thread's OpenMP team). A second live team of PyTorch's OpenMP workers (GNU OpenMP) puts more
+  OpenMP threads in the process than there are cores, and GNU OpenMP then makes every team's
+  workers sleep between parallel regions instead of spinning: the network ran 15-40% slower
+  (128 x 256, 2 cores) while a helper thread held a team of its own. For the same reason
+  ``mtdense serve`` runs the network in its main thread (:meth:`run`), which loaded the model
+  and so already holds a team; a model thread of its own (``start(thread=True)``, the default,
+  what :func:`~mtdense.serve.app.create_app` does for a library caller) would add a second.
 - Helper threads run at a nice value :data:`HELPER_NICE` higher (Linux keeps one per thread):
   where the cores are all taken the network comes first and decoding and encoding fill the gaps.
 - While the runtime is not PyTorch, PyTorch keeps one thread for the worker's life
@@ -52,8 +60,10 @@ T = TypeVar("T")
 _STOP = object()
 
 
-def _lower_priority(nice: int = HELPER_NICE) -> None:
-    """Raise the calling thread's nice value by ``nice`` (Linux; elsewhere, or where not allowed, nothing)."""
+def _helper_setup(nice: int = HELPER_NICE) -> None:
+    """A helper thread: ``nice`` lower priority (Linux keeps one per thread; elsewhere, or where
+    not allowed, unchanged) and one PyTorch thread (see the module docstring)."""
+    torch.set_num_threads(1)
     if nice <= 0 or not sys.platform.startswith("linux"):
         return
     try:
@@ -90,30 +100,41 @@ class ModelWorker:
         self.helpers = helpers
         self._jobs: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._threads = torch.get_num_threads()
         self._pool: ThreadPoolExecutor | None = None
         self._stack = contextlib.ExitStack()
         self._lock = threading.Lock()
         self.served = 0  # images the network has run
 
     # -- life --------------------------------------------------------------------------------
-    def start(self) -> ModelWorker:
-        """Start the threads (idempotent)."""
+    def start(self, thread: bool = True) -> ModelWorker:
+        """Start the helper threads and the model thread (idempotent).
+
+        Args:
+            thread: Start a model thread. ``False``: the caller runs the network in its own
+                thread with :meth:`run` (``mtdense serve`` does, in the thread that loaded the
+                model: see the module docstring).
+        """
         with self._lock:
-            if self._thread is not None:
+            if self._pool is not None:
                 return self
             self._stack.enter_context(self.predictor.torch_threads())  # before any helper runs PyTorch
-            self._pool = ThreadPoolExecutor(self.helpers, thread_name_prefix="mtdense-serve-helper", initializer=_lower_priority)
-            self._thread = threading.Thread(target=self._loop, name="mtdense-serve-model", daemon=True)
-            self._thread.start()
+            self._threads = torch.get_num_threads()  # the network's PyTorch threads
+            self._pool = ThreadPoolExecutor(self.helpers, thread_name_prefix="mtdense-serve-helper", initializer=_helper_setup)
+            if thread:
+                self._thread = threading.Thread(target=self.run, name="mtdense-serve-model", daemon=True)
+                self._thread.start()
         return self
 
     def close(self) -> None:
-        """Finish the queued images, then stop the threads (idempotent)."""
+        """Finish the queued images, then stop the threads (idempotent). A :meth:`run` in another
+        thread returns once it has run the images queued before."""
         with self._lock:
-            if self._thread is None:
+            if self._pool is None:
                 return
             self._jobs.put(_STOP)
-            self._thread.join()
+            if self._thread is not None:
+                self._thread.join()
             self._pool.shutdown(wait=True)
             self._thread = self._pool = None
             self._stack.close()
@@ -125,26 +146,35 @@ class ModelWorker:
         self.close()
 
     # -- the model thread ----------------------------------------------------------------------
-    def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
+    def run(self, until: Callable[[], bool] = lambda: False, poll_s: float = 0.1) -> None:
+        """Run the network on the queued images in the calling thread, in arrival order, until
+        :meth:`close` is called or ``until()`` is true (looked at every ``poll_s`` seconds while idle)."""
+        torch.set_num_threads(self._threads)  # this thread's own team, whatever the helpers set
+        while not until():
+            try:
+                job = self._jobs.get(timeout=poll_s)
+            except queue.Empty:
+                continue
             if job is _STOP:
                 return
-            x, out_size, future, loop = job
-            if future.done():  # cancelled while queued: no one waits for it
-                continue
-            result, error = None, None
-            start = time.perf_counter()
-            try:
-                out = self.predictor.infer(x, out_size)
-                result = (out, time.perf_counter() - start)
-                self.served += 1
-            except BaseException as exc:  # handed to the request that owns it, never lost
-                error = exc
-            try:
-                loop.call_soon_threadsafe(_resolve, future, result, error)
-            except RuntimeError:  # its event loop has closed: no one waits for it
-                pass
+            self._serve(job)
+
+    def _serve(self, job: tuple) -> None:
+        x, out_size, future, loop = job
+        if future.done():  # cancelled while queued: no one waits for it
+            return
+        result, error = None, None
+        start = time.perf_counter()
+        try:
+            out = self.predictor.infer(x, out_size)
+            result = (out, time.perf_counter() - start)
+            self.served += 1
+        except Exception as exc:  # handed to the request that owns it, never lost
+            error = exc
+        try:
+            loop.call_soon_threadsafe(_resolve, future, result, error)
+        except RuntimeError:  # its event loop has closed: no one waits for it
+            pass
 
     # -- steps, awaited from the event loop ---------------------------------------------------------
     async def helper(self, fn: Callable[..., T], *args: Any) -> T:
