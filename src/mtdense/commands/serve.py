@@ -156,7 +156,13 @@ def serve_in_main_thread(server, sock: socket.socket, worker) -> None:
     import signal
     import threading
 
-    http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="mtdense-serve-http", daemon=True)
+    from mtdense.serve.worker import lower_priority
+
+    def serve_http() -> None:
+        lower_priority()  # as the helpers: where the cores are all taken, the network comes first
+        server.run(sockets=[sock])
+
+    http = threading.Thread(target=serve_http, name="mtdense-serve-http", daemon=True)
     asked = []
 
     def stop(signum: int, frame: object) -> None:

@@ -49,7 +49,7 @@ import torch
 
 from mtdense.inference import Prediction, Predictor
 
-__all__ = ["ModelWorker", "HELPER_NICE", "DEFAULT_HELPERS"]
+__all__ = ["ModelWorker", "HELPER_NICE", "DEFAULT_HELPERS", "lower_priority"]
 
 HELPER_NICE = 10
 """How much lower the helper threads' scheduling priority is than the model thread's (Linux)."""
@@ -60,10 +60,9 @@ T = TypeVar("T")
 _STOP = object()
 
 
-def _helper_setup(nice: int = HELPER_NICE) -> None:
-    """A helper thread: ``nice`` lower priority (Linux keeps one per thread; elsewhere, or where
-    not allowed, unchanged) and one PyTorch thread (see the module docstring)."""
-    torch.set_num_threads(1)
+def lower_priority(nice: int = HELPER_NICE) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux keeps one per thread; elsewhere, or
+    where not allowed, nothing changes)."""
     if nice <= 0 or not sys.platform.startswith("linux"):
         return
     try:
@@ -71,6 +70,12 @@ def _helper_setup(nice: int = HELPER_NICE) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
     except OSError:
         pass
+
+
+def _helper_setup() -> None:
+    """A helper thread: one PyTorch thread and a lower priority (see the module docstring)."""
+    torch.set_num_threads(1)
+    lower_priority()
 
 
 def _resolve(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
