@@ -202,11 +202,10 @@ class ModelWorker:
         return await future
 
     def finish(self, out: dict[str, torch.Tensor], out_size: tuple[int, int]) -> Prediction:
-        """The :class:`~mtdense.inference.Prediction` at ``out_size`` from :meth:`infer`'s outputs,
-        as :meth:`Predictor.predict <mtdense.inference.Predictor.predict>` makes it (call it in a helper)."""
-        seg, depth = self.predictor.postprocess(out, out_size)
-        return Prediction(seg=seg[0].cpu().numpy(), depth=depth[0].cpu().numpy().astype(np.float32, copy=False),
-                          info=self.predictor.info)
+        """The :class:`~mtdense.inference.Prediction` at ``out_size`` from :meth:`infer`'s outputs
+        (:meth:`Predictor.predictions <mtdense.inference.Predictor.predictions>`, what
+        :meth:`Predictor.predict <mtdense.inference.Predictor.predict>` returns; call it in a helper)."""
+        return self.predictor.predictions(out, out_size)[0]
 
     @property
     def queued(self) -> int:
