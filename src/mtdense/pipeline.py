@@ -63,6 +63,7 @@ from mtdense.outputs import VideoSink, image_files, write_image_files
 __all__ = [
     "Item", "Summary", "run_pipeline", "VideoReader", "predict_video", "predict_images", "time_video",
     "is_input_fault", "out_of_memory", "describe_fault", "DEFAULT_QUEUE_SIZE", "HELPER_NICE",
+    "lower_priority",
 ]
 
 DEFAULT_QUEUE_SIZE = 4
@@ -202,9 +203,10 @@ _DONE = object()  # the end of the input, passed down the stages
 _STOPPED = object()  # what a wait returns once the stop event is set
 
 
-def _lower_priority(nice: int) -> None:
+def lower_priority(nice: int = HELPER_NICE) -> None:
     """Raise the calling thread's nice value by ``nice`` (Linux keeps one per thread; elsewhere,
-    or where it is not allowed, nothing changes)."""
+    or where it is not allowed, nothing changes): what a thread that serves the network's thread
+    (decoding, drawing, writing; here and in :mod:`mtdense.serve`) calls first."""
     if nice <= 0 or not sys.platform.startswith("linux"):
         return
     try:
@@ -299,7 +301,7 @@ def run_pipeline(
 
     def reader() -> None:
         items = iter(source)
-        _lower_priority(helper_nice)
+        lower_priority(helper_nice)
         busy = summary.busy
         try:
             with torch.inference_mode():
@@ -340,7 +342,7 @@ def run_pipeline(
             fail(exc)
 
     def writer() -> None:
-        _lower_priority(helper_nice)
+        lower_priority(helper_nice)
         try:
             with torch.inference_mode():
                 while (item := get(to_write)) is not _STOPPED and item is not _DONE:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mtdense.commands import limit
 from mtdense.data.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 DESCRIPTION = f"""\
@@ -74,20 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", metavar="NAME", choices=_backends(),
                    help=f"runtime for a checkpoint: {', '.join(_backends())} (default: eager; see above)")
     p.add_argument("--fused", action="store_true", help="the same as --backend fused")
-    p.add_argument("--max-pixels", type=_pixels, metavar="N",
+    p.add_argument("--max-pixels", type=limit, metavar="N",
                    help="refuse images and video frames of more than N pixels (H x W), before decoding them where "
                         "the header tells the size; 0: no limit (default: 50000000, 50 MP)")
     p.set_defaults(func=run)
-
-
-def _pixels(text: str) -> int:
-    try:
-        value = int(float(text)) if "e" in text.lower() else int(text)  # 50e6 reads as 50000000
-    except (ValueError, OverflowError):
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels (0: no limit), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 0 (0: no limit), got {text!r}")
-    return value
 
 
 def _check_writable(out: Path) -> None:

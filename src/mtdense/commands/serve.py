@@ -7,6 +7,8 @@ import errno
 import socket
 import sys
 
+from mtdense.commands import limit
+
 DESCRIPTION = """\
 Serve a model on HTTP: an API for programs and a page for people, on one port.
 
@@ -63,9 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fused", action="store_true", help="run a checkpoint on the fused CPU kernel (the same as --backend fused; give --size)")
     p.add_argument("--backend", metavar="NAME", help="runtime for a checkpoint, as 'mtdense predict --backend' (default: eager)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    p.add_argument("--max-bytes", type=_count, default=None, metavar="N",
+    p.add_argument("--max-bytes", type=limit, default=None, metavar="N",
                    help="refuse uploads over N bytes (default: 25000000, 25 MB; 0: no limit)")
-    p.add_argument("--max-pixels", type=_count, default=None, metavar="N",
+    p.add_argument("--max-pixels", type=limit, default=None, metavar="N",
                    help="refuse images over N pixels (H x W), by their header before decoding (default: 40000000; 0: no limit)")
     p.add_argument("--depth-range", nargs=2, type=float, default=[1.0, 100.0], metavar=("NEAR", "FAR"),
                    help="depth colour map range in metres, page and panels (default: 1 100)")
@@ -74,16 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="server log (default: %(default)s; 'warning' drops the line per request)")
     p.set_defaults(func=run)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(float(text)) if "e" in text.lower() else int(text)  # 25e6 reads as 25000000
-    except (ValueError, OverflowError):
-        raise argparse.ArgumentTypeError(f"expected a whole number (0: no limit), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0: no limit), got {text!r}")
-    return value
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -48,28 +46,15 @@ import numpy as np
 import torch
 
 from mtdense.inference import Prediction, Predictor
+from mtdense.pipeline import HELPER_NICE, lower_priority  # the same priorities as predict's pipeline
 
 __all__ = ["ModelWorker", "HELPER_NICE", "DEFAULT_HELPERS", "lower_priority"]
 
-HELPER_NICE = 10
-"""How much lower the helper threads' scheduling priority is than the model thread's (Linux)."""
 DEFAULT_HELPERS = 2
 """Helper threads that decode, pre-process, post-process and encode."""
 
 T = TypeVar("T")
 _STOP = object()
-
-
-def lower_priority(nice: int = HELPER_NICE) -> None:
-    """Raise the calling thread's nice value by ``nice`` (Linux keeps one per thread; elsewhere, or
-    where not allowed, nothing changes)."""
-    if nice <= 0 or not sys.platform.startswith("linux"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError:
-        pass
 
 
 def _helper_setup() -> None:
