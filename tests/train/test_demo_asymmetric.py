@@ -68,6 +68,9 @@ def test_settings_and_options_are_checked(tmp_path, capsys):
 
 def test_demo_asymmetric_prints_the_three_rows(tmp_path, capsys):
     out = tmp_path / "asym"
+    # the city the command would generate, made here in this process: the generator's worker processes are
+    # forked, and a fork after OpenCV started its thread pool in this process (earlier tests) can hang
+    generate_city(out / "city", 10, 3, size=(64, 128), seed=AsymmetricSettings().seed, progress=False, workers=0)
     assert main(["demo", "--asymmetric", "--out", str(out), "--frames", "10", "--val-frames", "3", "--size", "64", "128",
                  "--epochs", "1", "--teacher-epochs", "1", "--threshold", "0.5", "--teacher-weight", "0.5", "--set",
                  "model.decoder_channels=16", "stages.0.batch_size=2", "trainer.limit_train_batches=2",

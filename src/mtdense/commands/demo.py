@@ -25,8 +25,8 @@ frames, labels the others (data teacher --method model, --threshold) and the dem
 real + teacher labels (data.sources); (c) the demo model trains on all real labels, the ceiling.
 It prints the three rows (val mIoU, AbsRel, training minutes) and the share of the mIoU gap
 between (a) and (c) that (b) closes, and writes DIR/asymmetric.json and DIR/asymmetric.md.
---frames, --val-frames, --size, --epochs and --teacher-epochs size it (the defaults take about
-20 minutes on two CPU cores); --set applies to every run."""
+--frames, --val-frames, --size, --epochs and --teacher-epochs size it (the defaults took 10
+minutes on two CPU cores with OMP_NUM_THREADS=1); --set applies to every run."""
 
 EPILOG = """\
 examples:
