@@ -21,6 +21,7 @@ bytes.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -165,8 +166,18 @@ class SyntheticCity:
         return out
 
 
-def _generate_chunk(root: Path, seed: int, size: tuple[int, int], tasks: list[tuple[str, int]]) -> np.ndarray:
+def _worker_init() -> None:
     cv2.setNumThreads(1)  # parallel over frames, not inside them
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Workers started fresh (forkserver, else spawn), never forked from the caller: a child
+    forked from a process whose OpenCV thread pool is running hangs in ``cv2.setNumThreads``."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _generate_chunk(root: Path, seed: int, size: tuple[int, int], tasks: list[tuple[str, int]]) -> np.ndarray:
     counts = np.zeros(256, np.int64)
     for split, index in tasks:
         counts += write_frame(root, split, index, render_frame(seed, split, index, size))
@@ -246,7 +257,7 @@ def generate_city(
         else:
             chunk = max(1, min(8, len(tasks) // (4 * workers)))
             chunks = [tasks[i : i + chunk] for i in range(0, len(tasks), chunk)]
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_worker_init) as pool:
                 futures = {pool.submit(_generate_chunk, root, seed, size, c): len(c) for c in chunks}
                 for fut in as_completed(futures):
                     counts += fut.result()
