@@ -62,3 +62,23 @@ def test_unwritable_places_are_named(tmp_path):
         ro.chmod(0o500)
         with pytest.raises(WriteError, match="permission denied"):
             write_text_atomic(ro / "x.txt", "x")
+
+
+def test_read_yaml_and_json_name_the_file_and_the_fix(tmp_path):
+    from mtdense.io import read_json, read_yaml
+
+    (tmp_path / "ok.yaml").write_text("classes: [road, car]\n")
+    (tmp_path / "ok.json").write_text('{"miou": 0.5}')
+    assert read_yaml(tmp_path / "ok.yaml") == {"classes": ["road", "car"]}
+    assert read_json(tmp_path / "ok.json") == {"miou": 0.5}
+    (tmp_path / "bad.yaml").write_text("classes: [road, car\n")
+    (tmp_path / "bad.json").write_text("{miou: 0.5}")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match=r"bad\.yaml: not readable YAML \(.*\); fix the syntax"):
+        read_yaml(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match=r"bad\.json: not readable JSON \(.*\); give a metrics\.json"):
+        read_json(tmp_path / "bad.json", fix="give a metrics.json")
+    with pytest.raises(ValueError, match=r"binary\.yaml: not readable YAML"):
+        read_yaml(tmp_path / "binary.yaml")
+    with pytest.raises(FileNotFoundError, match=r"none\.yaml: no such class map; write one"):
+        read_yaml(tmp_path / "none.yaml", "class map", "write one")

@@ -20,7 +20,7 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -169,6 +169,18 @@ def write_png_atomic(path: str | Path, image: np.ndarray) -> Path:
 
 
 
+
+def _read_parsed(path: str | Path, what: str, missing: str, fix: str, kind: str,
+                 parse: Callable[[str], Any], errors: tuple[type[BaseException], ...]) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}; {missing}")
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, *errors) as exc:
+        raise ValueError(f"{path}: not readable {kind} ({' '.join(str(exc).split())}); {fix}") from exc
+
+
 def read_yaml(path: str | Path, what: str = "YAML file", missing: str = "check the path",
               fix: str = "fix the syntax") -> Any:
     """The parsed content of a YAML file a user gave (``None`` when empty).
@@ -179,22 +191,10 @@ def read_yaml(path: str | Path, what: str = "YAML file", missing: str = "check t
     """
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such {what}; {missing}")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: not readable YAML ({' '.join(str(exc).split())}); {fix}") from exc
+    return _read_parsed(path, what, missing, fix, "YAML", yaml.safe_load, (yaml.YAMLError,))
 
 
 def read_json(path: str | Path, what: str = "JSON file", missing: str = "check the path",
               fix: str = "fix the syntax") -> Any:
     """The parsed content of a JSON file a user gave; errors as :func:`read_yaml`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such {what}; {missing}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc}); {fix}") from exc
+    return _read_parsed(path, what, missing, fix, "JSON", json.loads, (json.JSONDecodeError,))
