@@ -239,8 +239,7 @@ class FusedNet(Runtime):
     @torch.inference_mode()
     def labels(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
         x = torch.as_tensor(x)
-        check_input(x, self.fixed_size, f"the {self.name} runtime")
-        if self.tasks.get("seg", 0) > 256:
+        if self.tasks.get("seg", 0) > 256:  # more classes than uint8 labels hold
             return super().labels(x)
-        out = self.run_numpy(x.detach().float().cpu().numpy(), labels=True)
+        out = self.run_numpy(x.detach().float().cpu().numpy(), labels=True)  # checks the input
         return {t: torch.from_numpy(v) for t, v in out.items()}
