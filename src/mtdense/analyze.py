@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mtdense.data.kitti import garg_crop_mask
 from mtdense.data.labels import TRAIN_CLASS_NAMES
 from mtdense.inference import Predictor
 from mtdense.io import write_json_atomic
@@ -61,6 +62,8 @@ class Analysis:
         normals_edges: 181 edges over 0..180 degrees; ``normals_counts``: pixels per 1-degree bin.
         normals_examples: ``(image, predicted normals, ground-truth normals)`` of the first samples
             with normals.
+        evaluation: The settings the depth figures were computed with (``max_depth_m``,
+            ``garg_crop``), written into ``metrics.json``.
     """
 
     seg: dict
@@ -79,6 +82,7 @@ class Analysis:
     normals_edges: np.ndarray | None = None
     normals_counts: np.ndarray | None = None
     normals_examples: list = field(default_factory=list)
+    evaluation: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         k = len(self.seg["per_class_iou"])
@@ -116,6 +120,7 @@ class Analysis:
             ],
             "classes": list(self.class_names),
             "confusion_matrix": self.confusion.tolist(),
+            "evaluation": dict(self.evaluation),
         }
         if self.normals is not None:
             out["normals"] = {k: clean(float(v)) for k, v in self.normals.items()}
@@ -134,6 +139,7 @@ def analyze(
     distance_edges: Sequence[float] = DISTANCE_BINS_M,
     progress: bool = True,
     normals_examples: int = 4,
+    garg_crop: bool = False,
 ) -> Analysis:
     """Evaluate ``predictor`` over ``dataset`` and collect what :func:`write_report` draws.
 
@@ -152,6 +158,9 @@ def analyze(
         distance_edges: Ground-truth distance bins in metres for AbsRel against distance.
         progress: Show a tqdm bar.
         normals_examples: Samples with normals (the first ones) kept for the normals pictures.
+        garg_crop: Score depth only inside the Garg et al. crop (KITTI's usual evaluation,
+            :func:`mtdense.data.kitti.garg_crop_mask`); ground truth outside it counts nowhere,
+            not in the histograms either.
     """
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     if n == 0:
@@ -180,6 +189,8 @@ def analyze(
         if "depth" not in sample:
             continue
         gt_depth = np.asarray(sample["depth"], dtype=np.float32)
+        if garg_crop:
+            gt_depth = np.where(garg_crop_mask(*gt_depth.shape), gt_depth, np.float32(0))
         p = torch.from_numpy(pred.depth)[None]
         g = torch.from_numpy(gt_depth)[None]
         depth_metric.update(p, g)
@@ -216,6 +227,7 @@ def analyze(
         normals_edges=normals_edges,
         normals_counts=normals_counts,
         normals_examples=examples,
+        evaluation={"max_depth_m": float(max_depth), "garg_crop": bool(garg_crop)},
     )
 
 

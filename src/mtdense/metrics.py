@@ -536,7 +536,7 @@ def evaluate_split(
         :func:`metrics_to_dict` output plus ``num_images`` and ``evaluation``: the settings the
         figures were computed with (``format``, ``split``, ``size``, ``garg_crop``,
         ``max_depth_m``, and ``depth_source`` for the ``cityscapes`` layout) and, for the
-        ``folder`` and ``cityscapes`` layouts, ``label_sources``: the folder each scored task's
+        ``folder``, ``cityscapes`` and ``kitti`` layouts, ``label_sources``: the folder each scored task's
         ground truth was read from (a folder dataset's real ``masks`` / ``depth`` / ``normals``,
         never a teacher's).
 
@@ -627,10 +627,12 @@ def evaluate_split(
                              "garg_crop": bool(garg_crop), "max_depth_m": None if max_depth is None else float(max_depth),
                              **({"depth_source": depth_source} if fmt == "cityscapes" else {})}
     scored = [t for t, done in (("seg", has_seg), ("depth", has_depth), ("normals", scored_normals)) if done]
-    if fmt in ("folder", "cityscapes"):
+    if fmt in ("folder", "cityscapes", "kitti"):
         from mtdense.data.folder import LABEL_FOLDERS
+        from mtdense.data.kitti import REAL_DEPTH_SOURCE, REAL_SEG_SOURCE
 
-        folders = LABEL_FOLDERS if fmt == "folder" else {"seg": "gtFine", "depth": depth_source, "normals": "normals"}
+        folders = {"folder": LABEL_FOLDERS, "cityscapes": {"seg": "gtFine", "depth": depth_source, "normals": "normals"},
+                   "kitti": {"seg": REAL_SEG_SOURCE, "depth": REAL_DEPTH_SOURCE}}[fmt]
         metrics["evaluation"]["label_sources"] = {t: folders[t] for t in scored}
     if out_dir is not None:
         write_json_atomic(Path(out_dir) / "metrics.json", metrics)

@@ -20,6 +20,7 @@ from mtdense.data.kitti import (
     list_kitti_frames,
     load_kitti_frame,
 )
+from mtdense.data.image import read_image
 from mtdense.data.labels import TRAIN_CLASS_NAMES
 from mtdense.data.open import detect_format, open_dataset
 
@@ -269,7 +270,11 @@ def test_the_kitti_recipe_is_valid():
 
     recipe, _ = load_recipe("kitti_mobilenet_v3_small", check_paths=False)
     assert recipe.data.format == "kitti" and recipe.data.splits() == ("train+semantics_train*50", "val+semantics_val")
-    assert recipe.model.tasks == {"seg": 19, "depth": 1} and [s.name for s in recipe.stages] == ["half", "full"]
+    assert recipe.model.tasks == {"seg": 19, "depth": 1} and [s.name for s in recipe.stages] == ["seed", "half", "full"]
+    seed, half, full = recipe.stages
+    assert seed.train_split == "semantics_train*10" and seed.pseudo_label is None and full.pseudo_label is None
+    assert half.pseudo_label.out == "semantic_pseudo" and half.pseudo_label.threshold == 0.9
+    assert recipe.data.sources == {"seg": ["semantic", "semantic_pseudo"]}
 
 
 def test_training_steps_through_the_cli(kitti, tmp_path):
@@ -328,7 +333,7 @@ def test_evaluate_with_the_garg_crop_and_the_80_m_cap(kitti, kitti_ckpt, tmp_pat
                  "--garg-crop", "--max-depth", "80", "--out", str(out), "--workers", "0"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluation"] == {"format": "kitti", "split": "val", "size": None, "garg_crop": True,
-                                     "max_depth_m": 80.0}
+                                     "max_depth_m": 80.0, "label_sources": {"depth": "groundtruth"}}
     predictor = Predictor(kitti_ckpt)
     p_all, g_all = [], []
     for frame in DRIVES["val"]["2011_09_26_drive_0005_sync"]:
@@ -361,6 +366,27 @@ def test_analyze_reads_kitti(kitti, kitti_ckpt, tmp_path):
     assert data["segmentation"]["pixel_acc"] is not None
 
 
+def test_analyze_takes_the_garg_crop_and_the_cap_as_evaluate_does(kitti, kitti_ckpt, tmp_path):
+    import json
+
+    root = kitti[0]
+    assert main(["evaluate", str(kitti_ckpt), "--data", str(root), "--split", "val", "--garg-crop", "--max-depth", "80",
+                 "--out", str(tmp_path / "eval"), "--workers", "0"]) == 0
+    assert main(["analyze", str(kitti_ckpt), "--data", str(root), "--split", "val", "--garg-crop", "--max-depth", "80",
+                 "--out", str(tmp_path / "crop")]) == 0
+    assert main(["analyze", str(kitti_ckpt), "--data", str(root), "--split", "val", "--out", str(tmp_path / "plain")]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    crop = json.loads((tmp_path / "crop" / "metrics.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    assert crop["evaluation"] == {"max_depth_m": 80.0, "garg_crop": True}
+    assert plain["evaluation"] == {"max_depth_m": 250.0, "garg_crop": False}
+    for key in ("abs_rel", "rmse", "delta1"):
+        assert crop["depth"][key] == pytest.approx(evaluated[key], rel=1e-4)
+    assert crop["depth"]["abs_rel"] != pytest.approx(plain["depth"]["abs_rel"])
+    pixels = sum(b["pixels"] for b in crop["error_vs_distance"])
+    assert 0 < pixels < sum(b["pixels"] for b in plain["error_vs_distance"])  # fewer points: only those in the crop
+
+
 def test_the_garg_crop_is_refused_outside_kitti(tmp_path, capsys):
     import mtdense
 
@@ -375,3 +401,153 @@ def test_the_garg_crop_is_refused_outside_kitti(tmp_path, capsys):
     assert "the Garg crop is the KITTI evaluation convention" in capsys.readouterr().err
     assert main(["evaluate", str(ckpt), "--data", str(root), "--max-depth", "0", "--workers", "0"]) == 2
     assert "--max-depth 0: give a cap in metres > 0" in capsys.readouterr().err
+    assert main(["analyze", str(ckpt), "--data", str(root), "--split", "val", "--garg-crop", "--out", str(tmp_path / "a")]) == 2
+    assert "--garg-crop: the Garg et al. crop is defined on KITTI frames" in capsys.readouterr().err
+    assert main(["analyze", str(ckpt), "--data", str(root), "--split", "val", "--max-depth", "-1", "--out", str(tmp_path / "a")]) == 2
+    assert "--max-depth -1: give a cap in metres > 0" in capsys.readouterr().err
+
+
+# --- the pseudo-label step: label sources, the writer, the recipe stage -------------------------
+
+def _pseudo_ids(root: Path, split: str, name: str, ids: np.ndarray, out: str = "semantic_pseudo") -> Path:
+    path = root / out / split / f"{name}.png"
+    _write(path, ids)
+    return path
+
+
+def test_label_sources_take_the_real_label_first_then_the_teachers(kitti, copy):
+    from mtdense.data.kitti import KittiDataset
+
+    named = "2011_09_26_drive_0001_sync_0000000005"
+    teacher = np.full((H, W), 26, np.uint8)  # car everywhere
+    teacher[:, : W // 2] = 0  # unsure: ignored
+    _pseudo_ids(copy, "train", named, teacher)
+    _pseudo_ids(copy, "semantics", SEMANTIC[0], np.full((H, W), 7, np.uint8))  # must lose to the real label
+    ds = KittiDataset(copy, "train+semantics", sources={"seg": ["semantic", "semantic_pseudo"]})
+    assert ds.info.tasks == ("seg", "depth")
+    by_name = {ds[i]["name"]: ds[i] for i in range(len(ds))}
+    taught = by_name[named]
+    assert taught["sources"] == {"seg": "semantic_pseudo", "depth": "groundtruth"}
+    assert (taught["seg"][:, : W // 2] == 255).all() and (taught["seg"][:, W // 2:] == 13).all()
+    assert taught["depth"].any()
+    real = by_name[SEMANTIC[0]]
+    assert real["sources"] == {"seg": "semantic", "depth": ""}
+    lut = np.full(256, 255, np.uint8)
+    lut[IDS] = TRAIN_IDS
+    assert np.array_equal(real["seg"], lut[kitti[1]["ids"][SEMANTIC[0]]])
+    bare = by_name["2011_09_26_drive_0001_sync_0000000006"]  # no teacher label: seg skipped
+    assert bare["sources"]["seg"] == "" and (bare["seg"] == 255).all()
+    # Without sources, nothing of the teacher's is read, and samples carry no sources.
+    plain = KittiDataset(copy, "train+semantics", tasks=["seg", "depth"])
+    assert "sources" not in plain[0] and (plain[0]["seg"] == 255).all()
+
+
+@pytest.mark.parametrize("sources, message", [
+    ({"depth": ["groundtruth"]}, "seg only"),
+    ({"seg": ["semantic_pseudo"]}, "leaves out the real labels"),
+    ({"seg": ["semantic", "raw"]}, "is a KITTI folder"),
+    ({"seg": ["semantic", "a/b"]}, "not a folder name"),
+    ({"seg": ["semantic", "x", "x"]}, "named twice"),
+])
+def test_bad_label_sources_are_refused(kitti, sources, message):
+    from mtdense.data.kitti import KittiDataset
+
+    with pytest.raises(ValueError, match=message):
+        KittiDataset(kitti[0], "train", sources=sources)
+
+
+def test_pseudo_label_kitti_writes_resumes_and_relabels_for_another_model(copy, kitti_ckpt):
+    from mtdense.data.kitti import read_kitti_semantic
+    from mtdense.teachers.model import PseudoLabeler, kitti_manifest_path, pseudo_label_kitti
+
+    labeler = PseudoLabeler(kitti_ckpt, threshold=0.0)
+    summary = pseudo_label_kitti(copy, labeler, split="train+semantics_train*3", progress=False, model_id="a")
+    assert summary.labelled == 5 and summary.annotated == 4 and summary.kept == 0 and not summary.failed
+    name = "2011_09_28_drive_0002_sync_0000000006"
+    path = copy / "semantic_pseudo" / "train" / f"{name}.png"
+    expected, _ = labeler.predict(read_image(raw_path(copy, "2011_09_28_drive_0002_sync", "0000000006")))
+    assert np.array_equal(read_kitti_semantic(path), expected)  # label ids that map back to the model's argmax
+    record = yaml.safe_load(kitti_manifest_path(copy, "semantic_pseudo").read_text())
+    assert record["model_id"] == "a" and len(record["labelled"]) == 5 and f"train/{name}" in record["labelled"]
+    again = pseudo_label_kitti(copy, labeler, split="train", progress=False, model_id="a")
+    assert again.labelled == 0 and again.kept == 5  # resumed: nothing redone
+    other = pseudo_label_kitti(copy, PseudoLabeler(kitti_ckpt, threshold=1.0), split="train", progress=False, model_id="b")
+    assert other.labelled == 5  # another model: every frame relabelled, none mixed in
+    assert (read_kitti_semantic(path) == 255).all()  # nothing is that sure: all ignored
+    with pytest.raises(ValueError, match="is a KITTI folder"):
+        pseudo_label_kitti(copy, labeler, split="train", out="raw", progress=False)
+
+
+def test_pseudo_label_command_on_a_kitti_root(copy, kitti_ckpt, capsys):
+    assert main(["data", "pseudo-label", str(kitti_ckpt), str(copy), "--threshold", "0", "--quiet"]) == 0
+    assert sorted(p.name for p in (copy / "semantic_pseudo" / "val").glob("*.png")) == [] and \
+        len(list((copy / "semantic_pseudo" / "train").glob("*.png"))) == 5
+    assert main(["data", "pseudo-label", str(kitti_ckpt), str(copy), "--split", "val", "--out", "teach"]) == 0
+    out = capsys.readouterr().out
+    assert "pseudo-labels for val: 2 images, 2 labelled" in out and len(list((copy / "teach" / "val").glob("*.png"))) == 2
+
+
+def _stage_recipe(root: Path, **seed: object) -> dict:
+    return {
+        "name": "tiny_kitti_pseudo",
+        "data": {"root": str(root), "format": "kitti", "num_workers": 0, "train_split": "train+semantics_train*2",
+                 "sources": {"seg": ["semantic", "semantic_pseudo"]}, "teacher_weight": {"seg": 0.5}},
+        "model": {"encoder": "mobilenet_v3_small", "decoder_channels": 16, "pretrained": False},
+        "stages": [{"name": "seed", "train_split": "semantics_train", "size": [H, W], "epochs": 1, "batch_size": 2,
+                    "lr": 2e-3, **seed},
+                   {"name": "joint", "pseudo_label": {"threshold": 0.0}, "size": [H, W], "epochs": 1, "batch_size": 3,
+                    "lr": 2e-3}],
+        "trainer": {"accelerator": "cpu", "devices": 1, "limit_train_batches": 2, "limit_val_batches": 1,
+                    "log_every_n_steps": 1, "progress_bar": False},
+    }
+
+
+def test_recipe_pseudo_label_step_through_the_cli(copy, tmp_path):
+    """Stage 0 trains on the labelled frames, stage 1 first labels the depth frames with it."""
+    import hashlib
+
+    from mtdense.teachers.model import kitti_manifest_path
+
+    path = tmp_path / "kitti.yaml"
+    path.write_text(yaml.safe_dump(_stage_recipe(copy)))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run)]) == 0
+    labels = sorted((copy / "semantic_pseudo" / "train").glob("*.png"))
+    assert len(labels) == 5  # every depth frame of train; no labelled frame relabelled
+    assert not (copy / "semantic_pseudo" / "semantics").exists()
+    seed = run / "stage0-seed" / "checkpoints" / "last.ckpt"
+    record = yaml.safe_load(kitti_manifest_path(copy, "semantic_pseudo").read_text())
+    assert record["model_id"] == hashlib.sha256(seed.read_bytes()).hexdigest() and record["checkpoint"] == str(seed.resolve())
+    assert (run / "stage1-joint" / "checkpoints" / "last.ckpt").is_file() and (run / "model.pth").is_file()
+    from mtdense.models.weights import read_checkpoint
+
+    saved = read_checkpoint(seed)
+    assert saved["global_step"] == 2  # the seed stage saw the 4 labelled training frames, 2 a batch
+    # Its batches had no depth at all: the depth loss skipped them instead of turning the weights into NaN.
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+    rows = next((run / "stage0-seed" / "csv").rglob("metrics.csv")).read_text().splitlines()
+    losses = [float(v) for row in rows[1:] for k, v in zip(rows[0].split(","), row.split(",")) if k == "train/loss" and v]
+    assert losses and all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda r: r["stages"][1].pop("pseudo_label") and r["stages"][0].update(pseudo_label={}), "stages[0].pseudo_label"),
+    (lambda r: r["data"].update(sources={"seg": ["semantic", "other"]}), "stages[1].pseudo_label"),
+    (lambda r: r["data"].update(sources={"seg": ["semantic"]}, teacher_weight={}), "stages[1].pseudo_label"),
+])
+def test_bad_pseudo_label_steps_are_recipe_errors(kitti, edit, key):
+    from mtdense.train.schema import RecipeError, recipe_from_dict
+
+    data = _stage_recipe(kitti[0])
+    edit(data)
+    with pytest.raises(RecipeError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        recipe_from_dict(data, check_paths=False)
+
+
+def test_the_pseudo_label_step_is_kitti_only(tmp_path):
+    from mtdense.train.schema import RecipeError, recipe_from_dict
+
+    data = _stage_recipe(tmp_path)
+    data["data"] = {"root": str(tmp_path), "format": "folder", "sources": {"seg": ["masks", "semantic_pseudo"]}}
+    with pytest.raises(RecipeError, match="mtdense data teacher"):
+        recipe_from_dict(data, check_paths=False)

@@ -415,6 +415,34 @@ def test_onnx_export_carries_the_dataset_and_the_normals(three_task_model, three
     assert Predictor(bare).info.classes == tuple(f"class {i}" for i in range(5))
 
 
+def test_openvino_ir_carries_the_dataset(three_task_model, three_task_onnx, tmp_path):
+    """The IR keeps the 5-class description (rt_info), and a Predictor on it names and colours the
+    model's classes and predicts what PyTorch predicts; an IR without it gets numbered classes."""
+    pytest.importorskip("openvino")
+    from mtdense.deploy.openvino import OpenVINORunner, export_openvino
+    from mtdense.inference import Predictor
+
+    model = three_task_model
+    xml = export_openvino(three_task_onnx, tmp_path / "three.xml")
+    assert OpenVINORunner(xml).dataset_info == model.dataset_info
+    assert OpenVINORunner(three_task_onnx).dataset_info == model.dataset_info  # an .onnx file under OpenVINO too
+    predictor = Predictor(xml)
+    assert predictor.info.classes == ("floor", "wall", "person", "chair", "table")
+    assert predictor.info.palette.tolist() == model.dataset_info["colors"]
+    preds = predictor.predict(list(images(2, 64, 96)))
+    for a, b in zip(preds, Predictor(model).predict(list(images(2, 64, 96)))):
+        assert a.seg.max() < 5 and (a.seg == b.seg).mean() >= 0.999
+        np.testing.assert_allclose(a.normals, b.normals, atol=1e-3)
+    bare = export_openvino(_edit_metadata(three_task_onnx, tmp_path / "bare.onnx", "mtdense.dataset_info", None),
+                           tmp_path / "bare.xml")
+    assert OpenVINORunner(bare).dataset_info is None
+    assert Predictor(bare).info.classes == tuple(f"class {i}" for i in range(5))
+    broken = export_openvino(_edit_metadata(three_task_onnx, tmp_path / "broken.onnx", "mtdense.dataset_info", "{classes"),
+                             tmp_path / "broken.xml")
+    with pytest.raises(ValueError, match=r"broken.xml: its mtdense.dataset_info metadata is not JSON"):
+        OpenVINORunner(broken)
+
+
 def test_broken_dataset_description_in_an_onnx_file_is_refused(three_task_onnx, tmp_path):
     path = _edit_metadata(three_task_onnx, tmp_path / "broken.onnx", "mtdense.dataset_info", '{"classes": ["a", "a"]}')
     with pytest.raises(ValueError, match=r"broken.onnx \(mtdense.dataset_info metadata\): 'classes' name 'a' appears twice"):

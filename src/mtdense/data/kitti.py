@@ -28,6 +28,14 @@ Splits (:data:`KITTI_SPLITS`):
 
 Sparse depth is evaluated over the points with ground truth; :func:`garg_crop_mask` and
 :data:`KITTI_MAX_DEPTH_M` are the usual evaluation options (:func:`kitti_eval_depth` applies both).
+
+Segmentation label sources (the paper's pseudo-label step): a teacher's labels for frames without
+a semantic label lie in a folder beside the real ones, ``ROOT/OUT/PART/NAME.png`` (``PART`` the
+split part the frame is listed in, ``train``, ``val`` or ``semantics``; ``NAME`` the frame's name,
+``DRIVE_FRAME`` for a depth frame), in the encoding of ``semantic/`` (Cityscapes label ids, 0 =
+unlabeled), as ``mtdense data pseudo-label --format kitti`` and a recipe stage's ``pseudo_label``
+write them. ``sources={"seg": ["semantic", OUT]}`` reads a frame's real label where it has one
+and the teacher's where it does not (:data:`REAL_SEG_SOURCE` names the real labels).
 """
 
 from __future__ import annotations
@@ -51,13 +59,18 @@ __all__ = [
     "RAW_FOLDER", "DEPTH_FOLDER", "SEMANTICS_FOLDER", "KITTI_MARKERS", "KITTI_SPLITS", "KITTI_DEPTH_SCALE",
     "KITTI_MAX_DEPTH_M", "GARG_CROP", "kitti_info", "KittiFrame", "raw_image_path", "scan_kitti_split",
     "list_kitti_frames", "read_kitti_depth", "read_kitti_semantic", "load_kitti_frame", "garg_crop_mask",
-    "kitti_eval_depth", "KittiDataset",
+    "kitti_eval_depth", "KittiDataset", "REAL_SEG_SOURCE", "REAL_DEPTH_SOURCE", "check_kitti_sources",
+    "kitti_label_path", "with_label_sources",
 ]
 
 RAW_FOLDER = "raw"
 DEPTH_FOLDER = "data_depth_annotated"
 SEMANTICS_FOLDER = "data_semantics"
 KITTI_MARKERS = (RAW_FOLDER, DEPTH_FOLDER, SEMANTICS_FOLDER)
+REAL_SEG_SOURCE = "semantic"
+"""The source name of the real segmentation labels (``data_semantics/training/semantic/``)."""
+REAL_DEPTH_SOURCE = "groundtruth"
+"""The source name of the real depth (the depth benchmark's LiDAR ground truth)."""
 """Folders of a KITTI root; any one of them tells the format."""
 
 DEPTH_SPLITS = ("train", "val")
@@ -98,6 +111,8 @@ class KittiFrame:
         image: The colour image.
         depth: The LiDAR ground truth, or None.
         semantic: The label-id PNG, or None.
+        seg_source: Where ``semantic`` comes from: :data:`REAL_SEG_SOURCE`, a teacher's folder
+            (listed with label sources, :func:`with_label_sources`), or ``""`` (none).
     """
 
     name: str
@@ -105,6 +120,13 @@ class KittiFrame:
     image: Path
     depth: Path | None = None
     semantic: Path | None = None
+    seg_source: str | None = None
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Task -> source of its label (``""``: none); the seg source as listed, else the real one."""
+        seg = self.seg_source if self.seg_source is not None else (REAL_SEG_SOURCE if self.semantic else "")
+        return {"seg": seg, "depth": REAL_DEPTH_SOURCE if self.depth is not None else ""}
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -285,6 +307,66 @@ def list_kitti_frames(root: str | Path, split: str) -> list[KittiFrame]:
     return frames
 
 
+def kitti_label_path(root: str | Path, source: str, frame: KittiFrame) -> Path:
+    """Where a teacher's segmentation label of ``frame`` lies in source folder ``source``:
+    ``ROOT/SOURCE/PART/NAME.png``."""
+    return Path(root) / source / frame.split / f"{frame.name}.png"
+
+
+def check_kitti_sources(sources: Any) -> dict[str, tuple[str, ...]]:
+    """Check KITTI label sources: ``{"seg": [names]}`` only, plain folder names, each once, the
+    real labels (:data:`REAL_SEG_SOURCE`) among them.
+
+    Raises:
+        ValueError: The message names the bad key or folder and what to give instead.
+    """
+    if not isinstance(sources, dict):
+        raise ValueError(f"label sources are a mapping task -> folders, e.g. {{seg: [{REAL_SEG_SOURCE}, semantic_pseudo]}}")
+    other = sorted(set(sources) - {"seg"})
+    if other:
+        raise ValueError(f"sources of {other[0]}: KITTI takes label sources for seg only (its depth is the LiDAR ground "
+                         f"truth of every depth frame); remove {other[0]}")
+    names = sources.get("seg", [])
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        return {}
+    for name in names:
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise ValueError(f"sources of seg: {name!r} is not a folder name; give a folder directly under the KITTI "
+                             f"root (e.g. semantic_pseudo)")
+        if name in KITTI_MARKERS:
+            raise ValueError(f"sources of seg: {name}/ is a KITTI folder, not a label source; name a folder of its own "
+                             f"(e.g. semantic_pseudo)")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"sources of seg: {', '.join(twice)} named twice; name each folder once")
+    if REAL_SEG_SOURCE not in names:
+        raise ValueError(f"sources of seg: {names} leaves out the real labels; list {REAL_SEG_SOURCE!r} too, e.g. "
+                         f"[{REAL_SEG_SOURCE}, {names[0]}]")
+    return {"seg": tuple(names)}
+
+
+def with_label_sources(root: str | Path, frames: Sequence[KittiFrame], sources: dict[str, Sequence[str]]) -> list[KittiFrame]:
+    """The frames with each one's segmentation label taken from the first source that has one
+    (:data:`REAL_SEG_SOURCE`: the frame's real label; another name: ``ROOT/NAME/PART/FRAME.png``).
+    A source folder that does not exist yet holds nothing (a recipe stage writes it later)."""
+    from dataclasses import replace
+
+    names = check_kitti_sources(sources).get("seg", ())
+    if not names:
+        return list(frames)
+    out = []
+    for frame in frames:
+        picked: tuple[str, Path | None] = ("", None)
+        for name in names:
+            path = frame.semantic if name == REAL_SEG_SOURCE else kitti_label_path(root, name, frame)
+            if path is not None and (name == REAL_SEG_SOURCE or path.is_file()):
+                picked = (name, path)
+                break
+        out.append(replace(frame, semantic=picked[1], seg_source=picked[0]))
+    return out
+
+
 # --- decoding ---------------------------------------------------------------------------------
 
 def _decode(path: Path, what: str, fix: str) -> np.ndarray:
@@ -373,6 +455,9 @@ def load_kitti_frame(frame: KittiFrame, tasks: Sequence[str]) -> dict[str, Any]:
         sample[task] = array
     sample["name"] = frame.name
     sample["paths"] = frame.paths(tasks)
+    if frame.seg_source is not None:
+        sources = frame.sources
+        sample["sources"] = {task: sources[task] for task in tasks}
     return sample
 
 
@@ -429,6 +514,9 @@ class KittiDataset(FrameDataset):
         tasks: Tasks every sample carries, of ``seg`` and ``depth`` (default: those the split has
             labels for); a frame without a task's file carries "no label" for it, so a validation
             split without labelled frames still yields ``seg`` (all ignored).
+        sources: Segmentation label sources, ``{"seg": ["semantic", OUT, ...]}`` in order of
+            preference (see the module docstring); each sample then records in ``sources`` where
+            its labels came from. ``None``: the real labels only.
 
     Attributes:
         info: :func:`kitti_info` with the tasks the split has (``seg`` for labelled frames,
@@ -449,10 +537,14 @@ class KittiDataset(FrameDataset):
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         cache_in_memory: bool = False,
         tasks: Sequence[str] | None = None,
+        sources: dict[str, Sequence[str]] | None = None,
     ):
         self.root = Path(root)
         self.split = split
         frames = list_kitti_frames(self.root, split)
+        self.sources = check_kitti_sources(sources) if sources is not None else {}
+        if self.sources:
+            frames = with_label_sources(self.root, frames, self.sources)
         if tasks is None:
             tasks = [t for t in TASKS if any(t in f.tasks for f in frames)]
         tasks = [tasks] if isinstance(tasks, str) else list(tasks)
@@ -472,4 +564,5 @@ class KittiDataset(FrameDataset):
 
     def __repr__(self) -> str:
         return (f"KittiDataset(root={str(self.root)!r}, split={self.split!r}, frames={len(self)}, "
-                f"tasks={list(self.info.tasks)})")
+                f"tasks={list(self.info.tasks)}" + (f", sources={ {t: list(v) for t, v in self.sources.items()} })"
+                                                    if self.sources else ")"))

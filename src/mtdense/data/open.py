@@ -78,7 +78,7 @@ def open_dataset(root: str | Path, split: str, format: str = "auto", **kwargs: A
         split: The split (``train``, ``val``, ...; a folder name of the format).
         format: ``auto`` (:func:`detect_format`), ``cityscapes``, ``folder``, ``nyuv2`` or ``kitti``.
         **kwargs: Passed to the format's dataset: ``transform`` and ``cache_in_memory`` for all;
-            ``tasks`` (folder, kitti); ``sources`` (folder: label folders per task in order of
+            ``tasks`` (folder, kitti); ``sources`` (folder, kitti: label folders per task in order of
             preference, see :class:`~mtdense.data.folder.FolderDataset`); ``depth_source``,
             ``crop_bottom``, ``label_source``, ... (Cityscapes, see
             :class:`~mtdense.data.cityscapes.CityscapesDataset`).

@@ -62,7 +62,12 @@ class ChannelsLastRuntime(EagerRuntime):
 
 @register
 class CompileRuntime(EagerRuntime):
-    """``torch.compile`` (inductor) of the fp32 network."""
+    """``torch.compile`` (inductor) of the fp32 network.
+
+    Built for one ``size`` it compiles static shapes (the fastest code for that size); without one
+    it compiles shape-generic code from the first call (``dynamic=True``), so a new image size
+    costs no new compilation (a batch of one still gets its own, as PyTorch specialises sizes of 1).
+    """
 
     name = "compile"
     description = "torch.compile (inductor), default mode"
@@ -70,7 +75,7 @@ class CompileRuntime(EagerRuntime):
     @classmethod
     def from_model(cls, model: nn.Module, options: RuntimeOptions) -> Runtime:
         rt = cls(copy.deepcopy(model), options.device)
-        rt.model = torch.compile(rt.model)
+        rt.model = torch.compile(rt.model, dynamic=options.size is None)
         return rt
 
 

@@ -192,7 +192,16 @@ def run_onnx(session, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
 
 def _dataset_info(path: Path, session) -> dict | None:
     """The ``mtdense.dataset_info`` metadata of an open session's file, checked; ``None`` without it."""
-    text = session.get_modelmeta().custom_metadata_map.get("mtdense.dataset_info")
+    return parse_dataset_info(path, session.get_modelmeta().custom_metadata_map.get("mtdense.dataset_info"))
+
+
+def parse_dataset_info(path: Path, text: str | None) -> dict | None:
+    """An exported file's ``mtdense.dataset_info`` metadata (JSON text) as checked plain data;
+    ``None`` for a file without it.
+
+    Raises:
+        ValueError: Not JSON, or not a dataset description (the message names ``path``).
+    """
     if text is None:
         return None
     from mtdense.data.description import DatasetInfo

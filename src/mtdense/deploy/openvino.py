@@ -93,7 +93,9 @@ class OpenVINORunner(Runtime):
     and reused for every call.
 
     Called as ``runner(batch) -> {task: tensor}``, the runtime contract (the ``ov`` runtime); built
-    from a model, it converts the same DeployNet ONNX export as the ``ort`` runtime.
+    from a model, it converts the same DeployNet ONNX export as the ``ort`` runtime. The dataset
+    description the export carried (class names, colours, tasks) is :attr:`dataset_info`, so a
+    :class:`~mtdense.inference.Predictor` on an IR names and colours the model's own classes.
 
     Args:
         path: ``.xml`` IR (from :func:`export_openvino`) or ``.onnx``.
@@ -119,7 +121,10 @@ class OpenVINORunner(Runtime):
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.path = path
-        self.compiled = ov.Core().compile_model(str(path), device, config)
+        core = ov.Core()
+        model = core.read_model(str(path))
+        self.dataset_info = self._dataset_info(path, model)
+        self.compiled = core.compile_model(model, device, config)
         self.request = self.compiled.create_infer_request()
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
         self.tasks = {o.get_any_name(): o.get_partial_shape()[1].get_length() for o in self.compiled.outputs}
@@ -127,6 +132,17 @@ class OpenVINORunner(Runtime):
         self.fixed_size = (shape[2].get_length(), shape[3].get_length()) if shape[2].is_static and shape[3].is_static else None
         self.fixed_batch = shape[0].get_length() if shape[0].is_static else None
         self.note = "OpenVINO IR fp32 (fp32 weights, f32 inference precision), CPU, latency hint"
+
+    @staticmethod
+    def _dataset_info(path: Path, model) -> dict | None:
+        """The dataset description :func:`export_openvino` put in the IR's ``rt_info`` (an ``.onnx``
+        file: its metadata), checked; ``None`` for a file without one."""
+        from mtdense.deploy.onnx import onnx_metadata, parse_dataset_info
+
+        if path.suffix == ".onnx":
+            return parse_dataset_info(path, onnx_metadata(path).get("mtdense.dataset_info"))
+        key = ["mtdense", "dataset_info"]
+        return parse_dataset_info(path, model.get_rt_info(key).astype(str) if model.has_rt_info(key) else None)
 
     @classmethod
     def unavailable(cls, options: RuntimeOptions) -> str | None:

@@ -17,6 +17,10 @@ refused there, by name.
 
 Real annotations are never replaced: each output folder keeps a list of the files it wrote in
 ``ROOT/OUT/SPLIT_pseudo_labels.json``, and a ``gtFine`` label not on that list is a real one.
+
+:func:`pseudo_label_kitti` does the same for a KITTI root: the frames without a semantic label
+(the depth frames) get ``ROOT/OUT/PART/NAME.png`` in the encoding of KITTI's ``semantic/``, which
+``data.sources: {seg: [semantic, OUT]}`` (:mod:`mtdense.data.kitti`) trains on.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from mtdense.io import write_json_atomic, write_png_atomic
 from mtdense.items import item_failure, item_message
 from mtdense.teachers.layout import check_folder_name
 
-__all__ = ["PseudoLabeler", "PseudoLabelSummary", "pseudo_label_split", "manifest_path", "REAL_LABEL_FOLDER"]
+__all__ = ["PseudoLabeler", "PseudoLabelSummary", "pseudo_label_split", "pseudo_label_kitti", "manifest_path",
+           "kitti_manifest_path", "REAL_LABEL_FOLDER"]
 
 REAL_LABEL_FOLDER = "gtFine"
 """Where the real fine annotations live."""
@@ -301,6 +306,126 @@ def pseudo_label_split(
                 save_record()
     finally:
         if summary.labelled or not record_path.is_file():  # a run that labels nothing keeps the last record
+            save_record()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def kitti_manifest_path(root: str | Path, out: str) -> Path:
+    """``ROOT/OUT/pseudo_labels.json``: the record of the KITTI pseudo-labels in ``ROOT/OUT``."""
+    return Path(root) / out / "pseudo_labels.json"
+
+
+def pseudo_label_kitti(
+    root: str | Path,
+    labeler: PseudoLabeler,
+    split: str = "train",
+    out: str = "semantic_pseudo",
+    overwrite: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+    on_failure: Callable[[str], None] | None = None,
+    model_id: str | None = None,
+) -> PseudoLabelSummary:
+    """Write pseudo-labels for the frames of a KITTI split that have no semantic label.
+
+    Every such frame (a depth frame) gets ``ROOT/OUT/PART/NAME.png`` (Cityscapes label ids, 0
+    where the model is not confident; ``PART`` ``train``/``val``, ``NAME`` ``DRIVE_FRAME``), listed
+    in ``ROOT/OUT/pseudo_labels.json`` with the checkpoint, the threshold and ``model_id``. A
+    frame listed twice in the split (``*N``) is labelled once; a labelled frame of the semantic
+    benchmark is skipped. Labels written by an earlier run are kept (the run resumes) unless
+    ``overwrite``, or unless ``model_id`` is given and differs from the record's: labels of
+    another model are relabelled, never mixed in. An unreadable frame is listed in ``failed``
+    and the others go on.
+
+    Args:
+        root: The KITTI root.
+        labeler: The :class:`PseudoLabeler` (a model of the 19 Cityscapes classes).
+        split: The split whose frames are labelled (e.g. ``train``; parts joined by ``+``).
+        out: The source folder under ``root`` (not ``semantic`` or a KITTI folder).
+        overwrite: Relabel frames labelled by an earlier run.
+        limit: Only the first ``limit`` frames to label (in split order).
+        progress: Show a tqdm progress bar.
+        on_failure: Called with each failed frame's one-line message as it fails.
+        model_id: What identifies the labelling model (a recipe stage passes its checkpoint's
+            SHA-256); recorded, and compared with the record of an earlier run.
+
+    Returns:
+        A :class:`PseudoLabelSummary` (``annotated``: frames skipped for their real label).
+
+    Raises:
+        ValueError: A model whose classes are not the 19 Cityscapes classes, a bad ``out``, an
+            unreadable record, or what :func:`~mtdense.data.kitti.list_kitti_frames` raises.
+        WriteError: An output that cannot be written.
+    """
+    from tqdm import tqdm
+
+    from mtdense.data.kitti import REAL_SEG_SOURCE, check_kitti_sources, kitti_label_path, list_kitti_frames
+    from mtdense.outputs import has_cityscapes_classes
+
+    info = labeler.info
+    if not has_cityscapes_classes(info):
+        raise ValueError(f"the model's {info.num_classes} classes ({', '.join(info.classes)}) are not the 19 Cityscapes "
+                         f"classes of KITTI's semantic labels; label KITTI with a model trained on them")
+    check_folder_name(out, "semantic_pseudo")
+    check_kitti_sources({"seg": [REAL_SEG_SOURCE, out]})
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    root = Path(root)
+    frames, seen = [], set()
+    for f in list_kitti_frames(root, split):
+        if (f.split, f.name) not in seen:
+            seen.add((f.split, f.name))
+            frames.append(f)
+    annotated = sum(f.semantic is not None for f in frames)
+    todo = [f for f in frames if f.semantic is None]
+    todo = todo[:limit] if limit is not None else todo
+
+    record_path = kitti_manifest_path(root, out)
+    record = _read_manifest(record_path)
+    if model_id is not None and record and record.get("model_id") != model_id:
+        overwrite, record = True, {}  # another model's labels: relabel every frame
+    ours = set(record.get("labelled", []))
+    summary = PseudoLabelSummary(split=split, out_dir=root / out, frames=len(todo) + annotated, labelled=0,
+                                 annotated=annotated, kept=0, threshold=labeler.threshold)
+    counts = np.zeros(256, dtype=np.int64)
+    start = time.perf_counter()
+
+    def save_record() -> None:
+        summary.seconds = time.perf_counter() - start
+        summary.kept_pixels = int(counts[: info.num_classes].sum())
+        summary.class_pixels = {name: int(counts[i]) for i, name in enumerate(info.classes)}
+        write_json_atomic(record_path, {
+            "format": "kitti", "split": split, "out": out, "checkpoint": labeler.checkpoint, "model_id": model_id,
+            "threshold": labeler.threshold, "size": list(labeler.predictor.size) if labeler.predictor.size else None,
+            "labelled": sorted(ours), "summary": summary.as_dict(),
+        })
+
+    try:
+        for f in tqdm(todo, desc=f"pseudo-label kitti {split}", unit="frame", disable=not progress):
+            key = f"{f.split}/{f.name}"
+            target = kitti_label_path(root, out, f)
+            if target.is_file() and not overwrite and key in ours:
+                summary.kept += 1
+                continue
+            try:
+                train_ids = labeler(read_image(f.image, colour_only=True))
+            except Exception as exc:
+                if not item_failure(exc):
+                    raise
+                summary.failed[str(f.image)] = item_message(exc, f.image)
+                if on_failure is not None:
+                    on_failure(summary.failed[str(f.image)])
+                continue
+            write_png_atomic(target, train_ids_to_label_ids(train_ids))
+            ours.add(key)
+            summary.labelled += 1
+            summary.pixels += train_ids.size
+            counts += np.bincount(train_ids.ravel(), minlength=256)
+            if summary.labelled % 100 == 0:
+                save_record()
+    finally:
+        if summary.labelled or not record_path.is_file():
             save_record()
     summary.seconds = time.perf_counter() - start
     return summary

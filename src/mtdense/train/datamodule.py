@@ -7,7 +7,7 @@ order and each sample's random draws come from ``(seed, epoch, sample)``
 (:class:`~mtdense.train.resume.EpochSampler`), so a resumed run replays them. Lightning wraps
 the sampler in a distributed one when it runs on several processes.
 
-With label sources (``data.sources``, ``folder`` format) the training split reads each task's
+With label sources (``data.sources``, ``folder`` and ``kitti`` formats) the training split reads each task's
 label from the first of its folders that has one (a teacher's where the real one is missing);
 its batches carry ``sources`` (task -> the folder of each frame's label) and, for the tasks of
 ``data.teacher_weight``, ``label_weight`` (task -> ``B`` per-frame loss weights: the teacher
@@ -77,22 +77,26 @@ class LabelSources:
     Args:
         transform: The joint transform (:class:`~mtdense.data.transforms.TrainTransform`).
         teacher_weight: Task -> weight of a label that came from a folder other than the task's
-            real one (:data:`mtdense.data.folder.LABEL_FOLDERS`); a real label, or none, weighs 1.
+            real one; a real label, or none, weighs 1.
+        real: Task -> the source name of its real labels (default
+            :data:`mtdense.data.folder.LABEL_FOLDERS`; KITTI: ``semantic`` and ``groundtruth``).
 
     The output has ``sources`` (task -> folder, ``""``: no label) and, for the tasks of
     ``teacher_weight``, ``label_weight`` (task -> float32 scalar), which batch to ``B`` lists and
     ``B`` tensors.
     """
 
-    def __init__(self, transform: Callable[[dict[str, Any]], dict[str, Any]], teacher_weight: Mapping[str, float]):
+    def __init__(self, transform: Callable[[dict[str, Any]], dict[str, Any]], teacher_weight: Mapping[str, float],
+                 real: Mapping[str, str] | None = None):
+        from mtdense.data.folder import LABEL_FOLDERS
+
         self.transform = transform
         self.teacher_weight = {t: float(w) for t, w in teacher_weight.items()}
+        self.real = dict(LABEL_FOLDERS if real is None else real)
 
     def weight(self, task: str, source: str) -> float:
         """The loss weight of a ``task`` label from folder ``source``."""
-        from mtdense.data.folder import LABEL_FOLDERS
-
-        if source in ("", LABEL_FOLDERS[task]):
+        if source in ("", self.real.get(task)):
             return 1.0
         return self.teacher_weight.get(task, 1.0)
 
@@ -146,7 +150,7 @@ class CityscapesDataModule(L.LightningDataModule):
             loads normals only when they are named here).
         train_split: The split trained on (``kitti``: e.g. ``train+semantics_train``).
         val_split: The split validated on.
-        sources: ``folder`` only: task -> label folders of the training split in order of
+        sources: ``folder`` and ``kitti``: task -> label folders of the training split in order of
             preference (``data.sources``); validation reads the real folders.
         teacher_weight: Task -> loss weight of a teacher's label (``data.teacher_weight``).
 
@@ -180,9 +184,9 @@ class CityscapesDataModule(L.LightningDataModule):
         teacher_weight: Mapping[str, float] | None = None,
     ):
         super().__init__()
-        if sources is not None and format != "folder":
-            raise RecipeError(f"data.sources: label sources are folders of a folder dataset, not of the {format} format; "
-                              f"remove data.sources")
+        if sources is not None and format not in ("folder", "kitti"):
+            raise RecipeError(f"data.sources: label sources are folders of a folder or kitti dataset, not of the {format} "
+                              f"format; remove data.sources")
         for task in sources or {}:
             if tasks is not None and task not in tasks:
                 raise RecipeError(f"data.sources.{task}: the model has no {task} task (it trains {', '.join(tasks)}); "
@@ -237,6 +241,7 @@ class CityscapesDataModule(L.LightningDataModule):
         same_names = {"depth_source", "clean_disparity", "crop_bottom", "num_workers", "color_jitter", "cache_in_memory",
                       "format", "sources", "teacher_weight"}
         train_split, val_split = data.splits()
+        train_split = stage.train_split or train_split
         return cls(
             Path(str(data.root)).expanduser(), batch_size=stage.batch_size, train_size=train_size, val_size=val_size,
             crop_scale=stage.crop_scale, zoom_depth=stage.zoom_depth, seed=seed, num_classes=num_classes, tasks=tasks,
@@ -256,7 +261,12 @@ class CityscapesDataModule(L.LightningDataModule):
         )
         if self.sources is None:
             return self._dataset(self.train_split, transform)
-        return self._dataset(self.train_split, LabelSources(transform, self.teacher_weight), sources=self.sources)
+        real = None
+        if self.format == "kitti":
+            from mtdense.data.kitti import REAL_DEPTH_SOURCE, REAL_SEG_SOURCE
+
+            real = {"seg": REAL_SEG_SOURCE, "depth": REAL_DEPTH_SOURCE}
+        return self._dataset(self.train_split, LabelSources(transform, self.teacher_weight, real), sources=self.sources)
 
     def val_dataset(self) -> Dataset:
         """The validation split (resized to ``val_size`` if set, no augmentation; real labels only)."""

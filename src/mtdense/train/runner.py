@@ -4,7 +4,9 @@
     result = train(recipe, "runs/cs", recipe_text=text)
 
 Stage ``i`` (folder :func:`stage_dir`) starts from stage ``i-1``'s last checkpoint; the first
-starts from ``model.pretrained``. The run folder keeps the recipe (``recipe.yaml``, with the
+starts from ``model.pretrained``. A stage may train on a split of its own (``train_split``) and
+begin with a pseudo-label step (``pseudo_label``, :func:`pseudo_label_stage`): the model so far
+labels the segmentation of its training frames that have none. The run folder keeps the recipe (``recipe.yaml``, with the
 ``--set`` overrides applied) and its resolved form (``config.yaml``, every default filled in).
 Each stage writes its resume point ``checkpoints/last.ckpt`` after every epoch and every
 ``trainer.checkpoint_minutes`` (:mod:`mtdense.train.resume`); :func:`train` with ``resume`` set
@@ -39,7 +41,7 @@ from mtdense.train.resume import LAST, AtomicCheckpointIO, ResumePoint, newest_c
 from mtdense.train.schema import Recipe, RecipeError, StageConfig, TrainerConfig, recipe_to_dict
 
 __all__ = ["StageResult", "TrainResult", "train", "fit_to_dataset", "resume_point", "stage_dir", "stage_sizes",
-           "write_run_config"]
+           "write_run_config", "pseudo_label_stage"]
 
 
 @dataclass
@@ -317,6 +319,53 @@ def _trained_stage(index: int, stage: StageConfig, sdir: Path, best_key: str | N
     return StageResult(index, stage.name, sdir, last, best, score, int(saved["global_step"]))
 
 
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pseudo_label_stage(recipe: Recipe, index: int, teacher: Path | None, progress: bool = True) -> dict[str, Any]:
+    """The pseudo-label step of stage ``index`` (``stages[index].pseudo_label``): the teacher (the
+    step's ``checkpoint``, else ``teacher``, the previous stage's last checkpoint) labels the
+    segmentation of the stage's training frames that have none, into ``ROOT/OUT``.
+
+    Frames labelled by this teacher before (a resumed run) are kept; labels of another teacher
+    (the checkpoint's SHA-256 differs) are replaced. The summary goes to the log and is returned.
+
+    Raises:
+        RecipeError: No teacher. ValueError / FileNotFoundError: what labelling raises.
+    """
+    from mtdense.teachers.model import PseudoLabeler, pseudo_label_kitti
+
+    stage = recipe.stages[index]
+    step = stage.pseudo_label
+    assert step is not None
+    source = Path(step.checkpoint).expanduser() if step.checkpoint else teacher
+    if source is None or not source.is_file():
+        raise RecipeError(f"stages[{index}].pseudo_label: no labelling model ({source or 'no previous stage'}); give "
+                          f"pseudo_label.checkpoint")
+    size = step.size
+    if size is None and index > 0:
+        size = stage_sizes(recipe, recipe.stages[index - 1])[1]
+    elif size is None:
+        size = stage_sizes(recipe, stage)[1]
+    device = "cuda" if torch.cuda.is_available() and recipe.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    labeler = PseudoLabeler(source, threshold=step.threshold, size=tuple(size) if size else None, device=device)
+    split = stage.train_split or recipe.data.splits()[0]
+    rank_zero_info(f"stage {stage.name!r}: pseudo-labels for {split} from {source} (p >= {step.threshold:g}) -> "
+                   f"{Path(str(recipe.data.root)) / step.out}")
+    summary = pseudo_label_kitti(Path(str(recipe.data.root)).expanduser(), labeler, split=split, out=step.out,
+                                 progress=progress, model_id=_file_sha256(source),
+                                 on_failure=lambda message: rank_zero_info(message))
+    rank_zero_info(summary.format())
+    return summary.as_dict()
+
+
 def _finished_stage(index: int, stage: StageConfig, sdir: Path) -> StageResult:
     """A stage before the resumed one: its last checkpoint must be there."""
     last = sdir / "checkpoints" / LAST
@@ -400,6 +449,8 @@ def train(
             results.append(_trained_stage(i, stage, sdir, last=resume_path))  # killed between stages
         else:
             previous = results[-1].last if results else None
+            if stage.pseudo_label is not None:
+                pseudo_label_stage(recipe, i, previous, progress=recipe.trainer.progress_bar)
             results.append(_run_stage(recipe, i, sdir, previous, resume_path if i == start else None, list(callbacks or []),
                                        info))
     if rank_zero_only.rank == 0:

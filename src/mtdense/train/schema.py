@@ -26,6 +26,7 @@ from mtdense.train.config import ConfigError, FieldError, Float, load_config, on
 
 __all__ = [
     "RecipeError", "SyntheticDataConfig", "DataConfig", "ModelConfig", "LossConfig", "OptimizerConfig", "StageConfig",
+    "PseudoLabelStep",
     "TrainerConfig", "Recipe", "load_recipe", "recipe_from_dict", "recipe_to_dict",
     "validate_paths", "resolve_config_path", "packaged_configs",
 ]
@@ -155,7 +156,8 @@ class DataConfig(Section):
     """Keep decoded frames in memory after the first epoch (later epochs only augment); for
     splits that fit in RAM, about ``H * W * 8`` bytes a frame."""
     sources: dict[str, Annotated[list[str], Field(min_length=1)]] | None = None
-    """``folder`` format: per task, the label folders the training split learns from, in order of
+    """``kitti`` format: ``{seg: [semantic, OUT]}``, the real labels and a teacher's folder
+    ``ROOT/OUT/PART/NAME.png`` (a stage's ``pseudo_label`` writes it). ``folder`` format: per task, the label folders the training split learns from, in order of
     preference, e.g. ``{seg: [masks, masks_teacher], depth: [depth, depth_mono]}``: a frame's label
     is the first folder's that has one (the real label wins where the frame has it, a teacher's
     fills in where it does not), a frame with none skips that task. Each folder lies under
@@ -170,11 +172,18 @@ class DataConfig(Section):
     def _check_sources(self) -> DataConfig:
         from mtdense.data.folder import LABEL_FOLDERS, check_source_name
 
-        if self.sources is not None and self.format != "folder":
-            raise FieldError("sources", f"label sources are folders of a folder dataset; the {self.format} format has "
-                             f"its own labels: remove data.sources, or convert the data to the folder format "
-                             f"(data.format=folder)")
-        for task, names in (self.sources or {}).items():
+        if self.sources is not None and self.format not in ("folder", "kitti"):
+            raise FieldError("sources", f"label sources are folders of a folder or kitti dataset; the {self.format} "
+                             f"format has its own labels: remove data.sources, or convert the data to the folder "
+                             f"format (data.format=folder)")
+        if self.sources is not None and self.format == "kitti":
+            from mtdense.data.kitti import check_kitti_sources
+
+            try:
+                check_kitti_sources(self.sources)
+            except ValueError as exc:
+                raise FieldError("sources", str(exc)) from None
+        for task, names in (self.sources or {}).items() if self.format == "folder" else ():
             if task not in LABEL_FOLDERS:
                 raise FieldError(f"sources.{task}", f"{task!r} is not a task; give sources for "
                                  f"{', '.join(LABEL_FOLDERS)}")
@@ -282,6 +291,23 @@ class OptimizerConfig(Section):
     """End lr = start lr / ``final_div_factor``."""
 
 
+class PseudoLabelStep(Section):
+    """A stage's pseudo-label step (the paper's "asymmetric annotations"): before the stage trains,
+    a model labels the segmentation of the stage's training frames that have none, keeping the
+    pixels it is confident of, into the label source folder ``out`` (``data.sources.seg`` lists it
+    after the real labels). KITTI (``data.format: kitti``) only; for a folder dataset run
+    ``mtdense data teacher ROOT --method model`` between two runs."""
+
+    out: str = "semantic_pseudo"
+    """The label source folder under ``data.root`` (``ROOT/OUT/PART/NAME.png``)."""
+    threshold: Annotated[Float, Field(ge=0, le=1)] = 0.9
+    """Least softmax probability of the winning class to keep a pixel (the rest are ignored)."""
+    checkpoint: str | None = None
+    """The labelling model (e.g. a bigger mtdense model); ``null``: the previous stage's last weights."""
+    size: Size | None = None
+    """Network input ``[H, W]`` while labelling; ``null``: the previous stage's validation size."""
+
+
 class StageConfig(Section):
     """One training stage; each starts from the previous stage's final weights.
 
@@ -308,6 +334,12 @@ class StageConfig(Section):
     """Divide the depth target by each crop's magnification (image width / crop width), so that
     an enlarged crop, whose objects look nearer, is taught nearer depths; keeps apparent size and
     depth consistent for a monocular network."""
+    train_split: str | None = None
+    """The split this stage trains on; ``null``: ``data.train_split`` (e.g. a first stage on the
+    labelled frames only, ``semantics_train*10`` for KITTI)."""
+    pseudo_label: PseudoLabelStep | None = None
+    """Label the training frames without segmentation before the stage trains (see
+    :class:`PseudoLabelStep`); ``null``: no such step."""
 
     @model_validator(mode="after")
     def _has_resolution(self) -> StageConfig:
@@ -384,6 +416,23 @@ class Recipe(Section):
             if task not in tasks:
                 raise FieldError(f"data.sources.{task}", f"the model has no {task} task (model.tasks: "
                                  f"{', '.join(tasks)}); remove data.sources.{task}, or add the task to model.tasks")
+        for i, stage in enumerate(self.stages):
+            step = stage.pseudo_label
+            if step is None:
+                continue
+            where = f"stages[{i}].pseudo_label"
+            if self.data.format != "kitti":
+                raise FieldError(where, f"a recipe's pseudo-label step writes KITTI's layout; for a {self.data.format} "
+                                 f"dataset label it between two runs with 'mtdense data teacher ROOT --method model' "
+                                 f"and list the folder in data.sources")
+            if "seg" not in tasks:
+                raise FieldError(where, "labels segmentation, which model.tasks lacks")
+            if i == 0 and step.checkpoint is None:
+                raise FieldError(where, "the first stage has no previous stage to label with; give "
+                                 "pseudo_label.checkpoint, or train a stage on the labelled frames first")
+            if step.out not in (self.data.sources or {}).get("seg", []):
+                raise FieldError(where, f"writes {step.out}/, which data.sources.seg does not list, so no stage would "
+                                 f"learn from it; set data.sources: {{seg: [semantic, {step.out}]}}")
         return self
 
 
