@@ -470,3 +470,29 @@ def test_the_fused_runtime_refuses_normals_naming_the_fix(three_task_model, tmp_
     if fused_available():  # without a compiler --format fused is refused for that first
         assert main(["export", str(ckpt), "--format", "fused", "--size", "64", "96"]) == 2
         assert "--format fused: " in capsys.readouterr().err
+
+
+def test_int8_weights_are_7_bit_where_the_cpu_has_no_vnni(three_task_onnx, tmp_path, monkeypatch):
+    """Without VNNI, x86 int8 products add in pairs with 16-bit saturation: ONNX Runtime's advice is
+    7-bit weights (reduce_range), chosen by the CPU unless given."""
+    import onnx
+    from onnx import numpy_helper
+
+    from mtdense.deploy import int8, machine
+
+    def weight_range(path):
+        graph = onnx.load(str(path)).graph
+        weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        assert weights
+        return max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+
+    calib = list(images(2, 64, 96, seed=4))
+    full = quantize_onnx(three_task_onnx, tmp_path / "full.onnx", calib, size=(64, 96), reduce_range=False)
+    seven = quantize_onnx(three_task_onnx, tmp_path / "seven.onnx", calib, size=(64, 96), reduce_range=True)
+    assert weight_range(full) == 127 and weight_range(seven) <= 64
+    for flags, saturates in ((["sse4_2", "avx", "avx2", "fma"], True), (["sse4_2", "avx", "avx2", "avx512f", "avx512_vnni"], False),
+                             (["avx2", "avx_vnni"], False), ([], False)):
+        monkeypatch.setattr(machine, "cpu_flags", lambda flags=flags: flags)
+        assert machine.int8_saturates() is saturates
+    monkeypatch.setattr(int8, "int8_saturates", lambda: True)
+    assert weight_range(quantize_onnx(three_task_onnx, tmp_path / "auto.onnx", calib, size=(64, 96))) <= 64

@@ -15,6 +15,7 @@ import numpy as np
 from torch import nn
 
 from mtdense.data.image import IMAGE_SUFFIXES, normalize_images, read_image
+from mtdense.deploy.machine import int8_saturates
 from mtdense.deploy.onnx import OnnxModel, deploy_groups
 from mtdense.deploy.runtime import Runtime, RuntimeOptions, RuntimeUnavailable, WorkDir, register
 from mtdense.io import atomic_path
@@ -110,6 +111,7 @@ def quantize_onnx(
     size: tuple[int, int] = (400, 1024),
     per_channel: bool = True,
     fp32_scopes: Sequence[str] = INT8_FP32_SCOPES,
+    reduce_range: bool | None = None,
 ) -> Path:
     """Static int8 quantization (QDQ format) calibrated on real images.
 
@@ -125,6 +127,10 @@ def quantize_onnx(
         size: ``(H, W)`` to calibrate at.
         per_channel: Per-output-channel weight scales (much more accurate for depthwise convs).
         fp32_scopes: Module-path patterns left unquantized.
+        reduce_range: 7-bit weights, which ONNX Runtime advises for CPUs without VNNI (their int8
+            dot products add pairs with 16-bit saturation and overflow with 8-bit weights).
+            ``None``: by this CPU (:func:`~mtdense.deploy.machine.int8_saturates`); quantize on
+            the kind of CPU the file will run on, or pass it.
 
     Returns:
         ``out_path``, carrying the ``mtdense.*`` metadata of ``fp32_path`` (model config, dataset
@@ -159,6 +165,7 @@ def quantize_onnx(
         quantize_static(
             str(pre), str(out_tmp), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+            reduce_range=bool(int8_saturates() if reduce_range is None else reduce_range),
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
         # The file's mtdense.* metadata (model config, dataset description) goes with it.
@@ -197,5 +204,7 @@ class Int8OnnxRuntime(OnnxModel):
         q_path = quantize_onnx(fp32, fp32.with_name(f"int8_{fp32.name}"), options.calibration, size=options.size)
         rt = cls(q_path, options.device, options.threads)
         rt._work = work
-        rt.note = (f"{cls.export_note(fp32)}; int8 QDQ per-channel, calibrated on {len(options.calibration)} image(s); {rt.note}")
+        weights = "7-bit weights (no VNNI here)" if int8_saturates() else "8-bit weights"
+        rt.note = (f"{cls.export_note(fp32)}; int8 QDQ per-channel, {weights}, calibrated on {len(options.calibration)} "
+                   f"image(s); {rt.note}")
         return rt

@@ -47,6 +47,15 @@ def cpu_flags() -> list[str]:
     return [f for f in _FLAGS_OF_INTEREST if f in flags]
 
 
+def int8_saturates() -> bool:
+    """Whether this CPU multiplies int8 with ``vpmaddubsw`` (x86 without VNNI), which adds pairs of
+    uint8 x int8 products with 16-bit saturation: full-range 8-bit weights then overflow, and ONNX
+    Runtime's advice is 7-bit weights (``reduce_range``). False on VNNI CPUs and off x86."""
+    flags = set(cpu_flags())
+    x86 = bool(flags & {"sse4_2", "avx", "avx2"})
+    return x86 and not flags & {"avx512_vnni", "avx_vnni"}
+
+
 def load_average() -> float | None:
     """The 1-minute load average (runnable processes), or ``None`` where the OS has none."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
