@@ -298,6 +298,8 @@ class AsymmetricSettings:
         teacher_encoder: The teacher's encoder.
         threshold: Least softmax probability of a teacher pixel kept (``data teacher --threshold``).
         teacher_weight: Loss weight of the teacher's masks in (b) (``data.teacher_weight.seg``).
+        class_share: Keep at least this share of each class's teacher pixels (``data teacher
+            --class-share``; ``None``: one threshold).
     """
 
     n_train: int = 300
@@ -310,6 +312,7 @@ class AsymmetricSettings:
     teacher_encoder: str = "mobilenet_v3_large"
     threshold: float = 0.9
     teacher_weight: float = 1.0
+    class_share: float | None = None
 
     def check(self) -> None:
         """Raises ValueError naming the setting and its valid range."""
@@ -327,6 +330,8 @@ class AsymmetricSettings:
             raise ValueError(f"--threshold {self.threshold:g}: a probability in [0, 1]")
         if not self.teacher_weight >= 0:
             raise ValueError(f"--teacher-weight {self.teacher_weight:g}: give a weight >= 0")
+        if self.class_share is not None and not 0 < self.class_share <= 1:
+            raise ValueError(f"--class-share {self.class_share:g}: the share of each class's pixels to keep, in (0, 1]")
 
 
 @dataclass
@@ -478,7 +483,8 @@ def format_asymmetric(result: AsymmetricResult) -> str:
     t = result.teacher
     lines.append(f"teacher {_short(result.settings.teacher_encoder)} on the labelled frames alone: mIoU "
                  f"{pct(t['metrics'].get('miou'))}; its masks cover {pct(t.get('coverage'))} of the pixels "
-                 f"(threshold {result.settings.threshold:g})")
+                 f"(threshold {result.settings.threshold:g}"
+                 + (f", at least {result.settings.class_share:g} of each class)" if result.settings.class_share else ")"))
     if result.gap_closed is None:
         lines.append("gap: none to close, (c) is not above (a) at these sizes")
     else:
@@ -560,7 +566,7 @@ def run_asymmetric(
     teacher_ckpt, teacher_s = run("teacher", s.teacher_epochs, ["data.train_split=train_labelled"],
                                   after=[f"model.encoder={s.teacher_encoder}"])
     t = time.perf_counter()
-    teacher = ModelTeacher(teacher_ckpt, tasks=["seg"], threshold=s.threshold)
+    teacher = ModelTeacher(teacher_ckpt, tasks=["seg"], threshold=s.threshold, class_share=s.class_share)
     summary = label_folder_split(root, teacher, "model", {"seg": TEACHER_MASKS}, split="train", overwrite=True,
                                  progress=progress)
     label_s = time.perf_counter() - t
@@ -594,7 +600,8 @@ def run_asymmetric(
         f"{s.n_train} training frames of {h}x{w}, segmentation labels on {len(record['labelled'])} of them ({pct}), "
         f"depth on all; {s.n_val} val frames with all labels (scores: real labels only). Each small model: "
         f"{s.epochs} epochs of the demo recipe; the teacher: {_short(s.teacher_encoder)}, {s.teacher_epochs} epochs "
-        f"on the labelled frames, masks kept above probability {s.threshold:g}, weight {s.teacher_weight:g}.", "",
+        f"on the labelled frames, masks kept above probability {s.threshold:g}"
+        f"{f' (at least {s.class_share:g} of each class)' if s.class_share else ''}, weight {s.teacher_weight:g}.", "",
         "```", table, "```", "",
         f"Wall time {wall / 60:.1f} min in all (minutes per row: training, with the teacher's training and labelling "
         f"in (b); evaluation not counted).", "",

@@ -56,6 +56,49 @@ def test_a_model_teacher_writes_its_confident_labels_and_its_depth(tmp_path, ckp
     assert json.loads((root / "depth_model" / "train_summary.json").read_text())["task"] == "depth"
 
 
+def test_class_balanced_thresholds_keep_a_share_of_every_class():
+    from mtdense.teachers.seg import class_balanced_thresholds, confident_labels
+
+    bins = 10
+    hist = np.zeros((3, bins), np.int64)
+    hist[0, 9] = 100  # a class the teacher is sure of: the global threshold
+    hist[1, [2, 3, 4, 5]] = 25  # an unsure class: its upper half lies at >= 0.4
+    thresholds = class_balanced_thresholds(hist, threshold=0.9, share=0.5)
+    np.testing.assert_allclose(thresholds, [0.9, 0.4, 0.9])  # class 2 never predicted: the global one
+    assert class_balanced_thresholds(hist, threshold=0.3, share=0.5)[1] == pytest.approx(0.3)  # never above the global
+    mapped = np.array([[[0.95, 0.5]], [[0.03, 0.45]], [[0.01, 0.03]], [[0.01, 0.02]]], np.float32)  # 3 classes + unmapped
+    labels, _ = confident_labels(mapped, np.array([0.9, 0.4, 0.9], np.float32))
+    assert labels.tolist() == [[0, 255]]  # 0.5 for class 0 is under its 0.9
+    labels, _ = confident_labels(mapped, np.array([0.9, 0.4, 0.4], np.float32))
+    assert labels.tolist() == [[0, 255]]
+    labels, _ = confident_labels(mapped, np.array([0.5, 0.4, 0.9], np.float32))
+    assert labels.tolist() == [[0, 0]]
+
+
+def test_a_model_teacher_with_a_class_share_keeps_part_of_every_class(tmp_path, ckpt, capsys):
+    root = tmp_path / "ds"
+    make_dataset(root, greys=[20, 200], classes=TRAIN_CLASS_NAMES, size=SIZE)
+    assert teacher(root, "model", "--model", str(ckpt), "--tasks", "seg", "--threshold", "1", "--out", "strict") == 0
+    assert json.loads((root / "masks_strict" / "train_summary.json").read_text())["coverage"]["seg"] == 0
+    assert teacher(root, "model", "--model", str(ckpt), "--tasks", "seg", "--threshold", "1", "--class-share", "0.5") == 0
+    summary = json.loads((root / "masks_model" / "train_summary.json").read_text())
+    assert summary["teacher"]["class_share"] == 0.5 and len(summary["state"]["class_thresholds"]) == 19
+    predicted, kept = np.zeros(19, np.int64), np.zeros(19, np.int64)
+    for image in sorted((root / "images" / "train").glob("*.png")):
+        pred = Predictor(ckpt).predict(read_image(image)).seg
+        mask = read_mask(root / "masks_model" / "train" / image.name)
+        assert (mask[mask != 255] == pred[mask != 255]).all()  # kept pixels are the model's argmax
+        predicted += np.bincount(pred.ravel(), minlength=19)[:19]
+        kept += np.bincount(mask[mask != 255].ravel(), minlength=19)[:19]
+    present = predicted > 0
+    assert present.sum() >= 2 and (kept[present] >= 0.45 * predicted[present]).all()  # at least about half of each
+    assert kept.sum() < predicted.sum()  # and not everything: the least sure pixels stay unlabelled
+    assert teacher(root, "model", "--model", str(ckpt), "--tasks", "depth", "--class-share", "0.5", "--out", "x") == 2
+    assert "--class-share sets segmentation thresholds" in capsys.readouterr().err
+    assert teacher(root, "model", "--model", str(ckpt), "--class-share", "0", "--out", "y") == 2
+    assert "--class-share 0: the share of each class's pixels to keep" in capsys.readouterr().err
+
+
 def test_a_model_with_other_classes_needs_a_class_map(tmp_path, ckpt, capsys):
     root = tmp_path / "ds"
     make_dataset(root, greys=[20], classes=("flat", "thing", "sky"), size=SIZE)

@@ -27,7 +27,7 @@ _ONLY = {
     "align": (("mono-onnx",), None), "max_residual": (("mono-onnx",), None), "min_anchors": (("mono-onnx",), None),
     "max_depth": (("mono-onnx",), None),
     "class_map": (("seg-onnx", "model"), None), "threshold": (("seg-onnx", "model"), None),
-    "tasks": (("model",), None),
+    "tasks": (("model",), None), "class_share": (("model",), None),
 }
 
 
@@ -143,6 +143,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="least softmax probability to keep a pixel, 0..1 (default: 0.9)")
     g.add_argument("--tasks", nargs="+", choices=["seg", "depth", "normals"], default=None,
                    help="what a model teacher labels (default: all it predicts)")
+    g.add_argument("--class-share", type=float, default=None, metavar="S",
+                   help="model: keep at least this share (0..1) of each class's predicted pixels, lowering the "
+                        "threshold for classes the model is rarely sure of (thin ones); counted over the whole split "
+                        "first (default: one --threshold for all classes)")
     p.set_defaults(func=run)
 
 
@@ -229,7 +233,7 @@ def build_folder_teacher(args: argparse.Namespace):
         raise ValueError("--method model needs --model FILE: a trained mtdense model (.pth, .safetensors, .ckpt)")
     teacher = ModelTeacher(args.model, tasks=args.tasks, threshold=threshold,
                            size=tuple(args.input_size) if args.input_size else None, device=args.device or "cpu",
-                           class_map=args.class_map)
+                           class_map=args.class_map, class_share=args.class_share)
     suffix = args.out or "model"
     return teacher, {t: f"{LABEL_FOLDERS[t]}_{suffix}" for t in teacher.tasks}
 

@@ -76,11 +76,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="least teacher probability of a kept pixel (default: %(default)s)")
     g.add_argument("--teacher-weight", type=float, default=d.teacher_weight,
                    help="loss weight of the teacher's labels in (b) (default: %(default)s)")
+    g.add_argument("--class-share", type=float, default=d.class_share, metavar="S",
+                   help="keep at least this share of each class's teacher pixels, lowering the threshold for "
+                        "classes the teacher is rarely sure of (data teacher --class-share; default: one threshold)")
     p.set_defaults(func=run)
 
 
 _ASYMMETRIC_ONLY = ("share", "frames", "val_frames", "size", "epochs", "teacher_epochs", "teacher_encoder", "threshold",
-                    "teacher_weight")
+                    "teacher_weight", "class_share")
 
 
 def run_asymmetric(args: argparse.Namespace) -> int:
@@ -91,7 +94,7 @@ def run_asymmetric(args: argparse.Namespace) -> int:
     settings = AsymmetricSettings(
         n_train=args.frames, n_val=args.val_frames, size=(args.size[0], args.size[1]), share=args.share,
         epochs=args.epochs, teacher_epochs=args.teacher_epochs, teacher_encoder=args.teacher_encoder,
-        threshold=args.threshold, teacher_weight=args.teacher_weight,
+        threshold=args.threshold, teacher_weight=args.teacher_weight, class_share=args.class_share,
     )
     result = run_asymmetric(args.out or "runs/demo_asymmetric", settings, config=args.config, overrides=args.overrides)
     print("\n" + format_asymmetric(result))
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     d = AsymmetricSettings()
     defaults = {"share": d.share, "frames": d.n_train, "val_frames": d.n_val, "size": list(d.size), "epochs": d.epochs,
                 "teacher_epochs": d.teacher_epochs, "teacher_encoder": d.teacher_encoder, "threshold": d.threshold,
-                "teacher_weight": d.teacher_weight}
+                "teacher_weight": d.teacher_weight, "class_share": d.class_share}
     given = [k for k in _ASYMMETRIC_ONLY if getattr(args, k) != defaults[k]]
     if given:
         raise ValueError(f"--{given[0].replace('_', '-')} sizes the --asymmetric experiment; add --asymmetric, or leave "

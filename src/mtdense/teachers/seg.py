@@ -39,7 +39,7 @@ from mtdense.items import item_failure
 from mtdense.teachers.folder import FrameInput, Labels, TeacherContext, TeacherError
 from mtdense.teachers.onnx_image import OnnxImageNet, resize_map
 
-__all__ = ["ClassMap", "softmax", "map_scores", "confident_labels", "OnnxSegTeacher", "check_threshold"]
+__all__ = ["class_balanced_thresholds", "ClassMap", "softmax", "map_scores", "confident_labels", "OnnxSegTeacher", "check_threshold"]
 
 _MAP_KEYS = ("teacher_classes", "map")
 
@@ -180,14 +180,20 @@ def map_scores(probabilities: np.ndarray, class_map: ClassMap) -> np.ndarray:
     return np.tensordot(class_map.matrix(k), probabilities, axes=(1, 0)).astype(np.float32)
 
 
-def confident_labels(mapped: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def confident_labels(mapped: np.ndarray, threshold: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(D + 1) x H x W`` mapped probabilities -> ``(labels, confidence)``: ``H x W`` uint8 dataset
     class indices (255 where the best class's probability is under ``threshold`` or where the
-    unmapped classes are more probable) and ``H x W`` float32 probability of the best class."""
+    unmapped classes are more probable) and ``H x W`` float32 probability of the best class.
+    ``threshold`` is one probability, or ``D`` of them, one per dataset class (the best class's
+    applies to a pixel)."""
     best = mapped.argmax(axis=0)
     d = mapped.shape[0] - 1
     confidence = np.take_along_axis(mapped, best[None], axis=0)[0]
-    keep = (best < d) & (confidence >= threshold)
+    if np.ndim(threshold):
+        per_class = np.append(np.asarray(threshold, dtype=np.float32), np.float32(np.inf))  # unmapped: never kept
+        keep = (best < d) & (confidence >= per_class[best])
+    else:
+        keep = (best < d) & (confidence >= threshold)
     return np.where(keep, best, IGNORE_INDEX).astype(np.uint8), confidence.astype(np.float32)
 
 
@@ -237,3 +243,33 @@ class OnnxSegTeacher:
                     raise
                 out.append(exc)
         return out
+
+
+def class_balanced_thresholds(histograms: np.ndarray, threshold: float, share: float) -> np.ndarray:
+    """Per-class thresholds that keep at least ``share`` of each class's pixels (class-balanced
+    self-training, Zou et al., ECCV 2018): for class ``c``, the least of ``threshold`` and the
+    probability above which ``share`` of the pixels predicted as ``c`` lie. A class the teacher
+    is sure of keeps ``threshold``; a thin class whose pixels the teacher is rarely sure of (poles,
+    traffic lights) keeps its most confident ``share`` instead of almost nothing.
+
+    Args:
+        histograms: ``D x B`` counts of the pixels predicted as each class by their probability,
+            ``B`` equal bins over ``[0, 1]``.
+        threshold: The global threshold, 0..1.
+        share: The share of each class's pixels kept at least, 0..1.
+
+    Returns:
+        ``D`` float32 thresholds (``threshold`` for a class never predicted).
+    """
+    counts = np.asarray(histograms, dtype=np.float64)
+    bins = counts.shape[1]
+    out = np.full(counts.shape[0], threshold, dtype=np.float32)
+    for c, row in enumerate(counts):
+        total = row.sum()
+        if total <= 0:
+            continue
+        above = np.cumsum(row[::-1])[::-1]  # pixels in bin b or higher
+        # the highest bin edge with at least `share` of the class's pixels at or above it
+        k = int(np.nonzero(above >= share * total)[0].max())
+        out[c] = min(threshold, k / bins)
+    return out
