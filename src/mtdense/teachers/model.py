@@ -192,6 +192,41 @@ class PseudoLabelSummary:
         }
 
 
+def _save_record(path: Path, labeler: PseudoLabeler, summary: PseudoLabelSummary, counts: np.ndarray, start: float,
+                 labelled: set[str], **fields: Any) -> None:
+    """Bring ``summary``'s time and pixel counts up to date and write the record of a folder's
+    pseudo-labels: ``fields``, the labeller's settings, the names labelled and the summary."""
+    info = labeler.info
+    summary.seconds = time.perf_counter() - start
+    summary.kept_pixels = int(counts[: info.num_classes].sum())
+    summary.class_pixels = {name: int(counts[i]) for i, name in enumerate(info.classes)}
+    write_json_atomic(path, {
+        **fields, "checkpoint": labeler.checkpoint, "threshold": labeler.threshold,
+        "size": list(labeler.predictor.size) if labeler.predictor.size else None,
+        "labelled": sorted(labelled), "summary": summary.as_dict(),
+    })
+
+
+def _label_frame(labeler: PseudoLabeler, image: Path, target: Path, summary: PseudoLabelSummary, counts: np.ndarray,
+                 on_failure: Callable[[str], None] | None) -> bool:
+    """Label one image into ``target`` (label ids) and count it in ``summary`` and ``counts``; an
+    image that fails is recorded in ``summary.failed`` (and reported) and False returned."""
+    try:
+        train_ids = labeler(read_image(image, colour_only=True))
+    except Exception as exc:
+        if not item_failure(exc):
+            raise
+        summary.failed[str(image)] = item_message(exc, image)
+        if on_failure is not None:
+            on_failure(summary.failed[str(image)])
+        return False
+    write_png_atomic(target, train_ids_to_label_ids(train_ids))
+    summary.labelled += 1
+    summary.pixels += train_ids.size
+    counts += np.bincount(train_ids.ravel(), minlength=256)
+    return True
+
+
 def pseudo_label_split(
     root: str | Path,
     labeler: PseudoLabeler,
@@ -268,14 +303,7 @@ def pseudo_label_split(
     start = time.perf_counter()
 
     def save_record() -> None:
-        summary.seconds = time.perf_counter() - start
-        summary.kept_pixels = int(counts[: info.num_classes].sum())
-        summary.class_pixels = {name: int(counts[i]) for i, name in enumerate(info.classes)}
-        write_json_atomic(record_path, {
-            "split": split, "out": out, "checkpoint": labeler.checkpoint, "threshold": labeler.threshold,
-            "size": list(labeler.predictor.size) if labeler.predictor.size else None,
-            "labelled": sorted(ours), "summary": summary.as_dict(),
-        })
+        _save_record(record_path, labeler, summary, counts, start, ours, split=split, out=out)
 
     try:
         for f in tqdm(frames, desc=f"pseudo-label {split}", unit="image", disable=not progress):
@@ -288,20 +316,9 @@ def pseudo_label_split(
             if target.is_file() and not overwrite:
                 summary.kept += 1
                 continue
-            try:
-                train_ids = labeler(read_image(f.image, colour_only=True))
-            except Exception as exc:
-                if not item_failure(exc):
-                    raise
-                summary.failed[str(f.image)] = item_message(exc, f.image)
-                if on_failure is not None:
-                    on_failure(summary.failed[str(f.image)])
+            if not _label_frame(labeler, f.image, target, summary, counts, on_failure):
                 continue
-            write_png_atomic(target, train_ids_to_label_ids(train_ids))
             ours.add(f.name)
-            summary.labelled += 1
-            summary.pixels += train_ids.size
-            counts += np.bincount(train_ids.ravel(), minlength=256)
             if summary.labelled % 100 == 0:
                 save_record()
     finally:
@@ -392,14 +409,8 @@ def pseudo_label_kitti(
     start = time.perf_counter()
 
     def save_record() -> None:
-        summary.seconds = time.perf_counter() - start
-        summary.kept_pixels = int(counts[: info.num_classes].sum())
-        summary.class_pixels = {name: int(counts[i]) for i, name in enumerate(info.classes)}
-        write_json_atomic(record_path, {
-            "format": "kitti", "split": split, "out": out, "checkpoint": labeler.checkpoint, "model_id": model_id,
-            "threshold": labeler.threshold, "size": list(labeler.predictor.size) if labeler.predictor.size else None,
-            "labelled": sorted(ours), "summary": summary.as_dict(),
-        })
+        _save_record(record_path, labeler, summary, counts, start, ours, format="kitti", split=split, out=out,
+                     model_id=model_id)
 
     try:
         for f in tqdm(todo, desc=f"pseudo-label kitti {split}", unit="frame", disable=not progress):
@@ -408,20 +419,9 @@ def pseudo_label_kitti(
             if target.is_file() and not overwrite and key in ours:
                 summary.kept += 1
                 continue
-            try:
-                train_ids = labeler(read_image(f.image, colour_only=True))
-            except Exception as exc:
-                if not item_failure(exc):
-                    raise
-                summary.failed[str(f.image)] = item_message(exc, f.image)
-                if on_failure is not None:
-                    on_failure(summary.failed[str(f.image)])
+            if not _label_frame(labeler, f.image, target, summary, counts, on_failure):
                 continue
-            write_png_atomic(target, train_ids_to_label_ids(train_ids))
             ours.add(key)
-            summary.labelled += 1
-            summary.pixels += train_ids.size
-            counts += np.bincount(train_ids.ravel(), minlength=256)
             if summary.labelled % 100 == 0:
                 save_record()
     finally:
