@@ -308,11 +308,11 @@ class AsymmetricSettings:
     seed: int = 1
     share: float = 0.2
     epochs: int = 10
-    teacher_epochs: int = 40
+    teacher_epochs: int = 80
     teacher_encoder: str = "mobilenet_v3_large"
     threshold: float = 0.9
     teacher_weight: float = 1.0
-    class_share: float | None = None
+    class_share: float | None = 0.5
 
     def check(self) -> None:
         """Raises ValueError naming the setting and its valid range."""
