@@ -94,7 +94,9 @@ def test_runtime_matches_the_network_at_odd_sizes_and_batch_2(name, model):
     assert rt.tasks == model.tasks and set(rt.tasks) >= {"seg", "depth"}
     check_outputs(rt, model, batch(ODD))
     if rt.fixed_size is None:
-        check_outputs(rt, model, batch(SIZE, n=1, seed=2))
+        # Another size. compile keeps batch 2 here: its shape-generic code serves any size, but
+        # PyTorch specialises a batch of one and would compile again (a minute on a small CPU).
+        check_outputs(rt, model, batch(SIZE, n=2 if name == "compile" else 1, seed=2))
 
 
 @pytest.mark.parametrize("name", NAMES)
