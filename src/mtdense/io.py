@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -29,6 +30,7 @@ import numpy as np
 __all__ = [
     "WriteError", "atomic_path", "atomic_open", "write_bytes_atomic", "write_text_atomic", "write_json_atomic",
     "write_yaml_atomic", "write_png_atomic", "write_image_atomic", "encode_image", "prepare_dir", "read_yaml", "read_json",
+    "file_sha256",
 ]
 
 
@@ -198,3 +200,12 @@ def read_json(path: str | Path, what: str = "JSON file", missing: str = "check t
               fix: str = "fix the syntax") -> Any:
     """The parsed content of a JSON file a user gave; errors as :func:`read_yaml`."""
     return _read_parsed(path, what, missing, fix, "JSON", json.loads, (json.JSONDecodeError,))
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -28,7 +28,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from mtdense.models.weights import read_checkpoint
-from mtdense.io import write_text_atomic, write_yaml_atomic
+from mtdense.io import file_sha256, write_text_atomic, write_yaml_atomic
 from mtdense.models import load_model, save_checkpoint
 from mtdense.train.config import apply_overrides, parse_mapping
 from mtdense.data.description import DatasetInfo
@@ -319,16 +319,6 @@ def _trained_stage(index: int, stage: StageConfig, sdir: Path, best_key: str | N
     return StageResult(index, stage.name, sdir, last, best, score, int(saved["global_step"]))
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pseudo_label_stage(recipe: Recipe, index: int, teacher: Path | None, progress: bool = True) -> dict[str, Any]:
     """The pseudo-label step of stage ``index`` (``stages[index].pseudo_label``): the teacher (the
     step's ``checkpoint``, else ``teacher``, the previous stage's last checkpoint) labels the
@@ -360,7 +350,7 @@ def pseudo_label_stage(recipe: Recipe, index: int, teacher: Path | None, progres
     rank_zero_info(f"stage {stage.name!r}: pseudo-labels for {split} from {source} (p >= {step.threshold:g}) -> "
                    f"{Path(str(recipe.data.root)) / step.out}")
     summary = pseudo_label_kitti(Path(str(recipe.data.root)).expanduser(), labeler, split=split, out=step.out,
-                                 progress=progress, model_id=_file_sha256(source),
+                                 progress=progress, model_id=file_sha256(source),
                                  on_failure=lambda message: rank_zero_info(message))
     rank_zero_info(summary.format())
     return summary.as_dict()

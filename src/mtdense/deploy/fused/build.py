@@ -29,10 +29,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mtdense.deploy.runtime import RuntimeUnavailable
+from mtdense.io import file_sha256
 
 __all__ = [
     "SOURCE", "FusedUnavailable", "build_library", "load_library", "fused_available", "cache_dir", "writable_dir", "locked",
-    "digest", "cpu_signature",
+    "cpu_signature",
 ]
 
 SOURCE = Path(__file__).with_name("csrc") / "finest.c"
@@ -97,15 +98,11 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _intact(lib: Path) -> bool:
     """Whether the cached ``lib`` is the file that was built: its digest matches the one beside it."""
     stamp = lib.with_suffix(".sha256")
     try:
-        return stamp.read_text().strip() == digest(lib)
+        return stamp.read_text().strip() == file_sha256(lib)
     except OSError:
         return False
 
@@ -154,7 +151,7 @@ def build_library(cc: str | None = None, force: bool = False) -> Path:
             else:
                 raise FusedUnavailable(f"compiling {SOURCE} with {cc} failed:\n{proc.stderr.strip()[-2000:]}")
             stamp = target.with_suffix(".sha256")
-            stamp.write_text(digest(target) + "\n")
+            stamp.write_text(file_sha256(target) + "\n")
             os.replace(stamp, out.with_suffix(".sha256"))
             os.replace(target, out)  # atomic, and last: a library is only ever there with its digest
     return out

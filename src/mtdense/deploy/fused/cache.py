@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mtdense.deploy.fused.build import cache_dir, cpu_signature, digest, locked, writable_dir
+from mtdense.deploy.fused.build import cache_dir, cpu_signature, locked, writable_dir
+from mtdense.io import file_sha256
 
 __all__ = ["GRAPH_FORMAT", "graph_key", "cached_graph", "graph_cache_dir"]
 
@@ -57,7 +58,7 @@ def _intact(entry: Path) -> bool:
     """Whether ``entry`` holds its graph as written: the manifest's digest matches the file."""
     try:
         manifest = json.loads((entry / _MANIFEST).read_text())
-        return manifest.get("format") == GRAPH_FORMAT and manifest["sha256"] == digest(entry / _GRAPH)
+        return manifest.get("format") == GRAPH_FORMAT and manifest["sha256"] == file_sha256(entry / _GRAPH)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -84,7 +85,7 @@ def cached_graph(key: str, export: Callable[[Path], None], root: Path | None = N
         work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:
             export(work / _GRAPH)
-            manifest = {"format": GRAPH_FORMAT, "key": key, "sha256": digest(work / _GRAPH), "torch": torch.__version__}
+            manifest = {"format": GRAPH_FORMAT, "key": key, "sha256": file_sha256(work / _GRAPH), "torch": torch.__version__}
             (work / _MANIFEST).write_text(json.dumps(manifest, indent=1))
             if entry.exists():  # stale or damaged: replaced, never used
                 shutil.rmtree(entry)
