@@ -629,10 +629,10 @@ def evaluate_split(
     scored = [t for t, done in (("seg", has_seg), ("depth", has_depth), ("normals", scored_normals)) if done]
     if fmt in ("folder", "cityscapes", "kitti"):
         from mtdense.data.folder import LABEL_FOLDERS
-        from mtdense.data.kitti import REAL_DEPTH_SOURCE, REAL_SEG_SOURCE
+        from mtdense.data.kitti import REAL_SOURCES
 
         folders = {"folder": LABEL_FOLDERS, "cityscapes": {"seg": "gtFine", "depth": depth_source, "normals": "normals"},
-                   "kitti": {"seg": REAL_SEG_SOURCE, "depth": REAL_DEPTH_SOURCE}}[fmt]
+                   "kitti": REAL_SOURCES}[fmt]
         metrics["evaluation"]["label_sources"] = {t: folders[t] for t in scored}
     if out_dir is not None:
         write_json_atomic(Path(out_dir) / "metrics.json", metrics)

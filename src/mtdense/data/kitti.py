@@ -59,7 +59,7 @@ __all__ = [
     "RAW_FOLDER", "DEPTH_FOLDER", "SEMANTICS_FOLDER", "KITTI_MARKERS", "KITTI_SPLITS", "KITTI_DEPTH_SCALE",
     "KITTI_MAX_DEPTH_M", "GARG_CROP", "kitti_info", "KittiFrame", "raw_image_path", "scan_kitti_split",
     "list_kitti_frames", "read_kitti_depth", "read_kitti_semantic", "load_kitti_frame", "garg_crop_mask",
-    "kitti_eval_depth", "KittiDataset", "REAL_SEG_SOURCE", "REAL_DEPTH_SOURCE", "check_kitti_sources",
+    "kitti_eval_depth", "KittiDataset", "REAL_SEG_SOURCE", "REAL_DEPTH_SOURCE", "REAL_SOURCES", "check_kitti_sources",
     "kitti_label_path", "with_label_sources",
 ]
 
@@ -71,6 +71,8 @@ REAL_SEG_SOURCE = "semantic"
 """The source name of the real segmentation labels (``data_semantics/training/semantic/``)."""
 REAL_DEPTH_SOURCE = "groundtruth"
 """The source name of the real depth (the depth benchmark's LiDAR ground truth)."""
+REAL_SOURCES = {"seg": REAL_SEG_SOURCE, "depth": REAL_DEPTH_SOURCE}
+"""Task -> the source name of its real labels (what samples record, what evaluation reads)."""
 """Folders of a KITTI root; any one of them tells the format."""
 
 DEPTH_SPLITS = ("train", "val")

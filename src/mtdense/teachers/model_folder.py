@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mtdense.data.description import DESCRIPTION_FILE, DatasetInfo
+from mtdense.data.labels import IGNORE_INDEX
 from mtdense.teachers.folder import FrameInput, Labels, TeacherContext
 from mtdense.teachers.onnx_image import resize_map
 from mtdense.teachers.seg import ClassMap, check_threshold, class_balanced_thresholds, confident_labels, map_scores, softmax
@@ -133,12 +134,10 @@ class ModelTeacher:
                 except ValueError:
                     continue  # labelling reports the frame
                 logits = p.runtime(p.preprocess([rgb]))["seg"][0].float().cpu().numpy()
-                mapped = map_scores(softmax(logits), self.class_map)
-                best = mapped.argmax(axis=0)
-                confidence = np.take_along_axis(mapped, best[None], axis=0)[0]
-                inside = best < d
+                best, confidence = confident_labels(map_scores(softmax(logits), self.class_map), 0.0)
+                inside = best != IGNORE_INDEX  # the unmapped classes won there
                 b = np.minimum((confidence[inside] * bins).astype(np.int64), bins - 1)
-                counts += np.bincount(best[inside] * bins + b, minlength=d * bins)
+                counts += np.bincount(best[inside].astype(np.int64) * bins + b, minlength=d * bins)
         return counts.reshape(d, bins)
 
     def state(self) -> dict[str, Any]:

@@ -263,9 +263,7 @@ class CityscapesDataModule(L.LightningDataModule):
             return self._dataset(self.train_split, transform)
         real = None
         if self.format == "kitti":
-            from mtdense.data.kitti import REAL_DEPTH_SOURCE, REAL_SEG_SOURCE
-
-            real = {"seg": REAL_SEG_SOURCE, "depth": REAL_DEPTH_SOURCE}
+            from mtdense.data.kitti import REAL_SOURCES as real
         return self._dataset(self.train_split, LabelSources(transform, self.teacher_weight, real), sources=self.sources)
 
     def val_dataset(self) -> Dataset:
