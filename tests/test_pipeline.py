@@ -192,21 +192,48 @@ def test_queues_hold_at_most_their_size_behind_a_slow_writer():
         assert nice == {min(19, os.getpriority(os.PRIO_PROCESS, 0) + pipeline.HELPER_NICE)}
 
 
-def test_torch_keeps_one_thread_beside_onnx_runtime_and_gets_its_threads_back(model, ort, video, tmp_path, monkeypatch):
-    before = torch.get_num_threads()
+def test_helpers_keep_one_torch_and_one_opencv_thread_beside_the_network_and_give_them_back(model, ort, video, tmp_path,
+                                                                                          monkeypatch):
+    before = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(2)
+    cv2.setNumThreads(2)
     try:
         seen = {}
         for name, predictor in (("ort", ort), ("eager", Predictor(model, size=(H, W)))):
             pre, post = predictor.preprocess, predictor.postprocess
             record = seen.setdefault(name, set())
-            monkeypatch.setattr(predictor, "preprocess", lambda images, pre=pre, record=record: record.add(torch.get_num_threads()) or pre(images))
-            monkeypatch.setattr(predictor, "postprocess", lambda *a, post=post, record=record: record.add(torch.get_num_threads()) or post(*a))
+
+            def counts(record=record):
+                record.add((torch.get_num_threads(), cv2.getNumThreads()))
+
+            monkeypatch.setattr(predictor, "preprocess", lambda images, pre=pre, counts=counts: counts() or pre(images))
+            monkeypatch.setattr(predictor, "postprocess", lambda *a, post=post, counts=counts: counts() or post(*a))
             predict_video(predictor, video, tmp_path / f"{name}.mp4")
-            assert torch.get_num_threads() == 2
-        assert seen == {"ort": {1}, "eager": {2}}  # PyTorch's threads are the network's under eager
+            assert (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
+        # PyTorch's threads are the network's under eager; OpenCV's pool stays off the cores of
+        # a network on the CPU either way
+        assert seen == {"ort": {(1, 1)}, "eager": {(2, 1)}}
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+
+
+def test_helper_threads_leave_opencv_its_pool_beside_a_gpu_network():
+    from mtdense.inference import helper_threads
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(2)
+    cv2.setNumThreads(2)
+    try:
+        with helper_threads("ONNX Runtime", "cuda"):
+            assert (torch.get_num_threads(), cv2.getNumThreads()) == (1, 2)
+            with helper_threads("ONNX Runtime", "cuda"):  # nested: restored once, by the outermost
+                pass
+            assert torch.get_num_threads() == 1
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
 
 
 def test_predict_cli_runs_videos_and_folders_through_the_pipeline(ckpt, video, tmp_path, capsys, monkeypatch):

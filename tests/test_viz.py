@@ -1,5 +1,6 @@
 """Panels and analysis plots."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -150,3 +151,29 @@ def test_normals_colours_and_panel_tile():
     np.testing.assert_array_equal(panel[:, -3:], rgb)
     with pytest.raises(ValueError, match=r"normals \(2, 3\) must be H x W x 3"):
         make_panel(image, seg, depth, normals=n[..., 0])
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_bgr_panel_equals_the_rgb_panel_converted(trial):
+    """Writers take the panel drawn in BGR from the start; it is the RGB panel, channel-swapped,
+    whatever the palette, ignore labels, invalid depth, title and normals tile."""
+    rng = np.random.default_rng(trial)
+    h, w = (int(v) for v in rng.integers(20, 90, 2))
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    seg = rng.integers(0, 12, (h, w)).astype(np.uint8)
+    seg[rng.random((h, w)) < 0.1] = 255
+    depth = rng.uniform(0.2, 150, (h, w)).astype(np.float32)
+    depth[rng.random((h, w)) < 0.1] = np.nan
+    depth[0, :3] = 0.0
+    normals = None
+    if trial % 2:
+        normals = rng.normal(size=(h, w, 3)).astype(np.float32)
+        normals /= np.linalg.norm(normals, axis=2, keepdims=True)
+    palette = None if trial < 2 else rng.integers(0, 256, (9, 3)).astype(np.uint8)  # 9 classes: 9..11 stay uncoloured
+    kw = dict(depth_range=(1.0, 80.0), alpha=0.4, title="model 12.3 FPS (cpu)", palette=palette, normals=normals)
+    rgb = make_panel(image, seg, depth, **kw)
+    bgr = make_panel(image, seg, depth, bgr=True, **kw)
+    np.testing.assert_array_equal(bgr, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(rgb[:, w : 2 * w], overlay_segmentation(image, seg, 0.4, palette))
+    np.testing.assert_array_equal(rgb[:, 2 * w : 3 * w], colorize_depth(depth, (1.0, 80.0)))
+    assert not rgb[0, 2 * w : 2 * w + 3].any()  # depth 0: black

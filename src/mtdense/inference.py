@@ -21,9 +21,11 @@ where the file's header tells their size (:class:`ImageTooLarge`).
 The work is split in three steps that :mod:`mtdense.pipeline` runs in three threads for videos
 and folders: :meth:`Predictor.preprocess` (resize, normalise), the runtime
 (:meth:`Predictor.infer`: labels straight from the runtime where the image is the network's
-size) and :meth:`Predictor.postprocess` (labels and metres at the image's size). Pre- and post-processing are PyTorch operations; while a runtime other than PyTorch runs
-the network they run on one PyTorch thread (:func:`one_torch_thread`), so PyTorch's OpenMP
-workers never wake to compete with ONNX Runtime's or the compiled kernel's threads.
+size) and :meth:`Predictor.postprocess` (labels and metres at the image's size). Pre- and
+post-processing are PyTorch, OpenCV and NumPy operations; while a runtime other than PyTorch
+runs the network they run on one PyTorch thread, and while the network runs on the CPU on one
+OpenCV thread (:func:`helper_threads`), so neither library's workers wake to compete with the
+network's threads.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,7 +52,7 @@ from mtdense.data.normals import encode_normals
 from mtdense.models.net import finish_output
 from mtdense.deploy.runtime import Runtime, argmax_labels, open_runtime
 
-__all__ = ["Prediction", "Predictor", "ImageTooLarge", "DEFAULT_MAX_PIXELS", "resize_labels", "argmax_labels", "one_torch_thread"]
+__all__ = ["Prediction", "Predictor", "ImageTooLarge", "DEFAULT_MAX_PIXELS", "resize_labels", "argmax_labels", "helper_threads"]
 
 ImageInput = str | Path | np.ndarray
 BatchInput = ImageInput | Sequence[ImageInput]
@@ -99,41 +102,53 @@ def _check_pixels(name: str | Path, pixels: int, shape: str | None, max_pixels: 
 
 _threads_lock = threading.Lock()
 _threads_depth = 0
-_threads_saved = 0
+_threads_saved: tuple[int, int] = (0, 0)  # PyTorch's and OpenCV's thread counts before the outermost block
 
 
 @contextlib.contextmanager
-def one_torch_thread(engine: str = "") -> Iterator[None]:
-    """PyTorch on one intra-op thread for the block, unless ``engine`` is ``"PyTorch"``.
+def helper_threads(engine: str = "", device: str = "cpu") -> Iterator[None]:
+    """Pre- and post-processing on one thread each of PyTorch and OpenCV for the block, so that
+    they never compete with the network's own threads.
 
-    ``torch.set_num_threads(1)`` is applied on entry and the previous count restored on exit
-    (nested blocks restore it once, when the outermost ends). With one thread
-    PyTorch runs its operations in the calling thread and never opens an OpenMP team, so no
-    PyTorch worker spins beside ONNX Runtime or the compiled kernel. The setting is
-    per process, and each thread reads it when it first runs a PyTorch operation: threads that
-    pre- or post-process must start inside the block (those of :mod:`mtdense.pipeline` do).
+    - PyTorch: ``torch.set_num_threads(1)`` unless ``engine`` is ``"PyTorch"`` (its threads are
+      then the network's own). With one thread PyTorch runs its operations in the calling
+      thread and never opens an OpenMP team, so no PyTorch worker spins beside ONNX Runtime or
+      the compiled kernel.
+    - OpenCV: ``cv2.setNumThreads(1)`` while the network runs on the CPU. Drawing a panel or
+      converting a frame then stays in the stage's thread (at that thread's priority, see
+      :data:`mtdense.pipeline.HELPER_NICE`) instead of waking OpenCV's pool on the cores the
+      network is using: at 400 x 1024 a panel costs 4.2 ms of CPU on one thread and 5.0 ms on
+      two. With the network on a GPU the cores are free and OpenCV keeps its threads.
+
+    The previous counts are restored when the outermost block ends (nested blocks restore them
+    once). Both settings are per process, and each thread reads PyTorch's when it first runs a
+    PyTorch operation: threads that pre- or post-process must start inside the block (those of
+    :mod:`mtdense.pipeline` do).
 
     Args:
-        engine: The runtime's :attr:`~mtdense.deploy.runtime.Runtime.engine`. For ``"PyTorch"``
-            the block changes nothing: PyTorch's threads are then the network's own.
+        engine: The runtime's :attr:`~mtdense.deploy.runtime.Runtime.engine`.
+        device: Where the network runs (``"cpu"``, ``"cuda"``).
     """
     global _threads_depth, _threads_saved
-    if engine == "PyTorch":
-        yield
-        return
+    torch_one, cv_one = engine != "PyTorch", device == "cpu"
     with _threads_lock:
         if _threads_depth == 0:
-            _threads_saved = torch.get_num_threads()
-            if _threads_saved != 1:
+            _threads_saved = (torch.get_num_threads(), cv2.getNumThreads())
+            if torch_one and _threads_saved[0] != 1:
                 torch.set_num_threads(1)
+            if cv_one and _threads_saved[1] != 1:
+                cv2.setNumThreads(1)
         _threads_depth += 1
     try:
         yield
     finally:
         with _threads_lock:
             _threads_depth -= 1
-            if _threads_depth == 0 and _threads_saved != 1:
-                torch.set_num_threads(_threads_saved)
+            if _threads_depth == 0:
+                if torch.get_num_threads() != _threads_saved[0]:
+                    torch.set_num_threads(_threads_saved[0])
+                if cv2.getNumThreads() != _threads_saved[1]:
+                    cv2.setNumThreads(_threads_saved[1])
 
 
 def resize_labels(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -342,10 +357,11 @@ class Predictor:
         return normalize_images(images, self.size, self.device)
 
     # -- forward ----------------------------------------------------------------------------
-    def torch_threads(self) -> contextlib.AbstractContextManager[None]:
-        """The PyTorch threads for pre- and post-processing beside this runtime: one while a
-        runtime other than PyTorch runs the network (:func:`one_torch_thread`), else unchanged."""
-        return one_torch_thread(self.runtime.engine)
+    def helper_threads(self) -> contextlib.AbstractContextManager[None]:
+        """The PyTorch and OpenCV threads for pre- and post-processing beside this runtime
+        (:func:`helper_threads`): PyTorch on one while a runtime other than PyTorch runs the
+        network, OpenCV on one while the network runs on the CPU."""
+        return helper_threads(self.runtime.engine, self.device.type)
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor, out_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -443,8 +459,8 @@ class Predictor:
                 message names it. :class:`ImageTooLarge` (a ``ValueError``): an image over
                 :attr:`max_pixels`, refused before any network work.
 
-        Pre- and post-processing run on one PyTorch thread when the runtime is not PyTorch
-        (:meth:`torch_threads`).
+        Pre- and post-processing run on one PyTorch thread when the runtime is not PyTorch and
+        on one OpenCV thread when the network runs on the CPU (:meth:`helper_threads`).
         """
         single = isinstance(image, (str, Path)) or (isinstance(image, np.ndarray) and image.ndim == 3)
         if single:
@@ -463,7 +479,7 @@ class Predictor:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, rgb in enumerate(rgbs):
             groups.setdefault(rgb.shape[:2], []).append(i)
-        with self.torch_threads():
+        with self.helper_threads():
             for hw, idx in groups.items():
                 x = self.preprocess([rgbs[i] for i in idx])
                 for j, pred in enumerate(self.predictions(self.infer(x, hw), hw)):

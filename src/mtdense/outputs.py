@@ -105,8 +105,8 @@ def image_files(rgb: np.ndarray, pred, panels: bool = True, depth_range: tuple[f
         files["normals"] = cv2.cvtColor(pred.normals_rgb(), cv2.COLOR_RGB2BGR)
     if panels:
         palette = None if info is None else info.palette
-        files["panel"] = cv2.cvtColor(make_panel(rgb, pred.seg, pred.depth, tuple(depth_range), alpha, palette=palette,
-                                                 normals=normals), cv2.COLOR_RGB2BGR)
+        files["panel"] = make_panel(rgb, pred.seg, pred.depth, tuple(depth_range), alpha, palette=palette, normals=normals,
+                                    bgr=True)
     return files
 
 
@@ -167,8 +167,8 @@ class VideoSink:
         ``normals`` H x W x 3 unit vectors (a model with a normals head; every frame of a video alike)."""
         from mtdense.viz import make_panel
 
-        panel = cv2.cvtColor(make_panel(rgb, seg, depth, self.depth_range, self.alpha, title=title, palette=self.palette,
-                                        normals=normals), cv2.COLOR_RGB2BGR)
+        panel = make_panel(rgb, seg, depth, self.depth_range, self.alpha, title=title, palette=self.palette,
+                           normals=normals, bgr=True)
         if self.writer is None:
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (panel.shape[1], panel.shape[0]))
             if not self.writer.isOpened():

@@ -26,14 +26,15 @@ and the writer encodes frame ``i - 1``.
   network's threads then come first and the other stages fill the gaps, instead of
   pre-empting a thread the network's next parallel step waits for: on 2 shared cores, 400 x
   1024, the fused path went from 9.4 to 10.4 frames/s end to end (median of 4).
-- PyTorch threads: pre- and post-processing are those of
+- Library threads: pre- and post-processing are those of
   :meth:`~mtdense.inference.Predictor.predict` (the outputs are the same): resizing,
-  normalising and decoding depth in PyTorch, the labels' argmax in NumPy. While the runtime is
-  not PyTorch, a run holds PyTorch to one thread (:meth:`Predictor.torch_threads
-  <mtdense.inference.Predictor.torch_threads>`, ``torch.set_num_threads(1)``, restored after):
-  the stage threads then run PyTorch inline and never wake an OpenMP team that would compete
-  with ONNX Runtime's or the kernel's threads. With a PyTorch runtime the threads are the
-  network's and are left as they are.
+  normalising and decoding depth in PyTorch, the labels' argmax in NumPy, the panel in OpenCV
+  (drawn straight in the writer's BGR order). A run holds PyTorch to one thread while the
+  runtime is not PyTorch, and OpenCV to one while the network runs on the CPU
+  (:meth:`Predictor.helper_threads <mtdense.inference.Predictor.helper_threads>`, restored
+  after): the stage threads then do their work inline and never wake a pool that would compete
+  with the network's threads. With a PyTorch runtime PyTorch's threads are the network's and
+  are left as they are.
 
     >>> summary = predict_video(predictor, "drive.mp4", "out/drive_annotated.mp4")
     >>> summary.read, summary.written, summary.skipped, summary.fps, summary.model_fps
@@ -479,7 +480,7 @@ def predict_video(predictor, path: str | Path, out_file: str | Path, depth_range
         sink.write(item.rgb, pred.seg, pred.depth, title=f"model {item.model_fps:.1f} FPS ({device})", normals=pred.normals)
 
     try:
-        with predictor.torch_threads(), atomic_path(out_file) as tmp:
+        with predictor.helper_threads(), atomic_path(out_file) as tmp:
             sink = VideoSink(tmp, frames.fps, out_file, depth_range, alpha, palette=predictor.info.palette)
             try:
                 summary = run_pipeline(frames, lambda item: _prepare(predictor, item), lambda item: _infer(predictor, item),
@@ -541,7 +542,7 @@ def predict_images(predictor, inputs: Sequence[tuple[str | Path, str]], out: str
         write_image_files(out, item.stem, image_files(item.rgb, pred, panels, depth_range, alpha))
 
     items = [(Path(p), stem) for p, stem in inputs]
-    with predictor.torch_threads():
+    with predictor.helper_threads():
         return run_pipeline(_image_items(predictor, items), lambda item: _prepare(predictor, item),
                             lambda item: _infer(predictor, item), finish, maxsize=maxsize, report=report, progress=progress)
 
@@ -590,7 +591,7 @@ def time_video(predictor, path: str | Path, repeats: int = 3, warmup: int = 3, m
     if not frames:
         raise ValueError(f"{path}: no frame could be decoded")
     end_to_end, network, stage_ms = [], [], []
-    with predictor.torch_threads(), torch.inference_mode(), tempfile.TemporaryDirectory(prefix="mtdense-bench-") as tmp:
+    with predictor.helper_threads(), torch.inference_mode(), tempfile.TemporaryDirectory(prefix="mtdense-bench-") as tmp:
         xs = [predictor.preprocess([f]) for f in frames]
         hw = frames[0].shape[:2]
         del frames

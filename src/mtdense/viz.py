@@ -95,14 +95,20 @@ def overlay_segmentation(image: np.ndarray, seg: np.ndarray, alpha: float = 0.5,
     _check_image(image)
     if seg.shape != image.shape[:2]:
         raise ValueError(f"segmentation {seg.shape} and image {image.shape[:2]} differ in size")
-    table, coloured = palette_table(palette)
-    labels = _as_labels(seg)
+    out = np.empty_like(image)
+    _overlay_into(out, image, _as_labels(seg), alpha, *palette_table(palette))
+    return out
+
+
+def _overlay_into(out: np.ndarray, image: np.ndarray, labels: np.ndarray, alpha: float, table: np.ndarray,
+                  coloured: np.ndarray) -> None:
+    """:func:`overlay_segmentation` of uint8 ``labels`` written into ``out`` (a panel's tile) with
+    the tables of :func:`palette_table` (their channels in ``image``'s order)."""
     colours = cv2.LUT(cv2.merge([labels, labels, labels]), table)
-    out = cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0)
+    cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0, dst=out)
     keep = cv2.LUT(labels, coloured) == 0  # ignore and values past K: the image shows through
     if keep.any():
         out[keep] = image[keep]
-    return out
 
 
 @functools.lru_cache(maxsize=16)
@@ -140,6 +146,15 @@ def colorize_depth(
     depth = np.asarray(depth, dtype=np.float32)
     if depth.ndim != 2:
         raise ValueError(f"depth must be H x W, got shape {depth.shape}")
+    out = np.empty((*depth.shape, 3), np.uint8)
+    _depth_into(out, depth, depth_range, _lut(cmap))
+    return out
+
+
+def _depth_into(out: np.ndarray, depth: np.ndarray, depth_range: tuple[float, float], lut: np.ndarray) -> None:
+    """:func:`colorize_depth` of H x W float32 ``depth`` written into ``out`` (a panel's tile)
+    through the 256 x 3 colour table ``lut`` (its channels in ``out``'s order)."""
+    lo, hi = depth_range
     # OpenCV, one pass per step (a panel per video frame): 4-5x faster than the NumPy expression
     # round((log(clip(d)) - log(near)) / (log(far) - log(near)) * 255), which it equals up to
     # the last bit of the logarithm (an index differs by at most one where it rounds).
@@ -147,8 +162,9 @@ def colorize_depth(
     logd = cv2.log(cv2.min(cv2.max(depth, float(lo)), float(hi)))
     scale = 255.0 / (np.log(hi) - np.log(lo))
     idx = cv2.convertScaleAbs(logd, alpha=scale, beta=-scale * float(np.log(lo)))  # rounds and saturates
-    out = cv2.LUT(cv2.merge([idx, idx, idx]), _lut(cmap).reshape(256, 1, 3))
-    return cv2.bitwise_and(out, out, mask=valid)  # invalid pixels black
+    cv2.LUT(cv2.merge([idx, idx, idx]), lut.reshape(256, 1, 3), dst=out)
+    if cv2.countNonZero(valid) < valid.size:
+        out[valid == 0] = 0  # invalid pixels black
 
 
 def colorize_normals(normals: np.ndarray) -> np.ndarray:
@@ -213,6 +229,7 @@ def make_panel(
     title: str | None = None,
     palette: np.ndarray | Sequence[Sequence[int]] | None = None,
     normals: np.ndarray | None = None,
+    bgr: bool = False,
 ) -> np.ndarray:
     """Side-by-side panel: image | segmentation overlay | depth colour map + scale bar (| normals).
 
@@ -227,24 +244,53 @@ def make_panel(
         palette: ``K x 3`` uint8 RGB class colours, as :func:`overlay_segmentation`; ``None``: Cityscapes.
         normals: H x W x 3 unit normals, drawn by :func:`colorize_normals` after the scale bar;
             ``None``: no normals tile.
+        bgr: Return the panel in OpenCV's BGR order (what a video or PNG writer takes), drawn
+            so from the start: equal to ``cv2.cvtColor(make_panel(...), cv2.COLOR_RGB2BGR)``.
 
     Returns:
-        ``H x (3 W + bar) x 3`` uint8 RGB (``4 W + bar`` with normals).
+        ``H x (3 W + bar) x 3`` uint8 RGB, or BGR with ``bgr`` (``4 W + bar`` with normals).
     """
     _check_image(image)
     if depth.shape != image.shape[:2]:
         raise ValueError(f"depth {depth.shape} and image {image.shape[:2]} differ in size")
     if normals is not None and normals.shape != (*image.shape[:2], 3):
         raise ValueError(f"normals {normals.shape} must be H x W x 3 of the image's size {image.shape[:2]}")
-    h = image.shape[0]
-    tile = image.copy()
+    labels = _as_labels(seg)
+    if labels.shape != image.shape[:2]:
+        raise ValueError(f"segmentation {seg.shape} and image {image.shape[:2]} differ in size")
+    if not 0 < depth_range[0] < depth_range[1]:
+        raise ValueError(f"depth_range must satisfy 0 < near < far (metres), got {depth_range}")
+    table, coloured = palette_table(palette)
+    lut = _lut(cmap)
+    bar = _scale_bar(image.shape[0], tuple(depth_range), cmap)
+    if bgr:  # the tables swap their channels, not the finished panel (one pass less over it)
+        table, lut, bar = table[..., ::-1].copy(), lut[:, ::-1].copy(), bar[..., ::-1]
+    h, w = image.shape[:2]
+    panel = np.empty((h, (3 + (normals is not None)) * w + bar.shape[1], 3), np.uint8)
+    tile = panel[:, :w]
+    if bgr:
+        cv2.cvtColor(image, cv2.COLOR_RGB2BGR, dst=tile)
+    else:
+        tile[...] = image
+    _overlay_into(panel[:, w : 2 * w], tile, labels, alpha, table, coloured)  # before the title is drawn
     if title:
         put_label(tile, title)
-    bar = depth_scale_bar(h, depth_range, cmap, width=max(60, min(120, h // 6)))
-    tiles = [tile, overlay_segmentation(image, seg, alpha, palette), colorize_depth(depth, depth_range, cmap), bar]
+    _depth_into(panel[:, 2 * w : 3 * w], np.asarray(depth, dtype=np.float32), tuple(depth_range), lut)
+    panel[:, 3 * w : 3 * w + bar.shape[1]] = bar
     if normals is not None:
-        tiles.append(colorize_normals(normals))
-    return np.concatenate(tiles, axis=1)
+        tile = panel[:, 3 * w + bar.shape[1] :]
+        tile[...] = colorize_normals(normals)
+        if bgr:
+            cv2.cvtColor(tile, cv2.COLOR_RGB2BGR, dst=tile)
+    return panel
+
+
+@functools.lru_cache(maxsize=8)
+def _scale_bar(height: int, depth_range: tuple[float, float], cmap: str) -> np.ndarray:
+    """The panel's :func:`depth_scale_bar` (cached: every frame of a video draws the same; read-only)."""
+    bar = depth_scale_bar(height, depth_range, cmap, width=max(60, min(120, height // 6)))
+    bar.flags.writeable = False
+    return bar
 
 
 # -- analysis plots ---------------------------------------------------------------------------

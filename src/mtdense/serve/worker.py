@@ -26,9 +26,10 @@ NumPy, PyTorch's operators and ONNX Runtime release the GIL).
   what :func:`~mtdense.serve.app.create_app` does for a library caller) would add a second.
 - Helper threads run at a nice value :data:`HELPER_NICE` higher (Linux keeps one per thread):
   where the cores are all taken the network comes first and decoding and encoding fill the gaps.
-- While the runtime is not PyTorch, PyTorch keeps one thread for the worker's life
-  (:meth:`Predictor.torch_threads <mtdense.inference.Predictor.torch_threads>`), as ``mtdense
-  predict`` does: pre- and post-processing never wake a team that competes with the network's.
+- While the runtime is not PyTorch, PyTorch keeps one thread for the worker's life, and OpenCV
+  one while the network runs on the CPU (:meth:`Predictor.helper_threads
+  <mtdense.inference.Predictor.helper_threads>`), as ``mtdense predict`` does: pre- and
+  post-processing never wake a team that competes with the network's.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class ModelWorker:
         with self._lock:
             if self._pool is not None:
                 return self
-            self._stack.enter_context(self.predictor.torch_threads())  # before any helper runs PyTorch
+            self._stack.enter_context(self.predictor.helper_threads())  # before any helper runs PyTorch
             self._threads = torch.get_num_threads()  # the network's PyTorch threads
             self._pool = ThreadPoolExecutor(self.helpers, thread_name_prefix="mtdense-serve-helper", initializer=_helper_setup)
             if thread:

@@ -127,7 +127,7 @@ class ModelTeacher:
         p = self.predictor
         d = len(context.info.classes)
         counts = np.zeros(d * bins, dtype=np.int64)
-        with p.torch_threads():
+        with p.helper_threads():
             for frame in tqdm(context.frames, desc="class thresholds", unit="frame", disable=not context.progress):
                 try:
                     rgb = read_image(frame.image, colour_only=True)
@@ -153,7 +153,7 @@ class ModelTeacher:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, item in enumerate(batch):
             groups.setdefault(tuple(item.rgb.shape[:2]), []).append(i)
-        with p.torch_threads():
+        with p.helper_threads():
             for size, idx in groups.items():
                 y = p.runtime(p.preprocess([batch[i].rgb for i in idx]))
                 depth = normals = None
