@@ -1,10 +1,19 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
 
 # Keep tests quiet and reproducible on a shared 2-core machine.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# A cache of the session's own (exported graphs, the fused kernel; subprocesses inherit it): the
+# tests share the exports of their same tiny network, and never read or fill ~/.cache/mtdense.
+_CACHE = tempfile.mkdtemp(prefix="mtdense-test-cache-")
+os.environ["MTDENSE_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 @pytest.fixture(autouse=True)

@@ -327,7 +327,7 @@ def test_two_processes_starting_at_once_export_once(tmp_path):
 @needs_compiler
 def test_export_format_fused_fills_the_cache_that_predict_starts_from(tmp_path, monkeypatch, capsys):
     from mtdense.cli import main
-    from mtdense.deploy.fused import cache
+    from mtdense.deploy import cache
 
     monkeypatch.setattr(cache, "graph_cache_dir", lambda: tmp_path / "graphs")
     ckpt = mtdense.save_checkpoint(_model(), tmp_path / "m.pth")

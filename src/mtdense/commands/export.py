@@ -179,7 +179,7 @@ def _prepare_fused(args: argparse.Namespace) -> int:
     import torch
 
     from mtdense.deploy.fused import FusedNet
-    from mtdense.deploy.fused.cache import graph_cache_dir
+    from mtdense.deploy.cache import graph_cache_dir
     from mtdense.deploy.parity import runtime_parity
     from mtdense.deploy.runtime import RuntimeOptions
     from mtdense.models import load_model

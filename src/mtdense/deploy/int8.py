@@ -201,7 +201,7 @@ class Int8OnnxRuntime(OnnxModel):
             raise RuntimeUnavailable("ort_int8 calibrates at one input size: give a size (H, W)")
         work = WorkDir(options.work_dir)
         fp32 = cls.exported(model, options, work, groups=1)
-        q_path = quantize_onnx(fp32, fp32.with_name(f"int8_{fp32.name}"), options.calibration, size=options.size)
+        q_path = quantize_onnx(fp32, work.path / f"int8_{fp32.name}", options.calibration, size=options.size)
         rt = cls(q_path, options.device, options.threads)
         rt._work = work
         weights = "7-bit weights (no VNNI here)" if int8_saturates() else "8-bit weights"

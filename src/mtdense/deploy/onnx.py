@@ -269,12 +269,27 @@ class OnnxModel(Runtime):
 
     @classmethod
     def exported(cls, model: nn.Module, options: RuntimeOptions, work: WorkDir, groups: int | None = None) -> Path:
-        """``model`` exported into ``work`` as this runtime's graph, reused when already there."""
+        """``model`` exported as this runtime's graph: into ``options.work_dir`` where one is given
+        (reused when already there), else from mtdense's graph cache (:mod:`mtdense.deploy.cache`,
+        keyed by the weights, the graph's form and the size), so that a second start from the
+        same checkpoint skips the export. Files derived from it (an OpenVINO IR, an int8 graph)
+        belong in ``work``, never beside a cached graph."""
         form = "plain" if not cls.deploy else "deploy1" if groups == 1 else "deploy"
+
+        def export(path: Path) -> None:
+            export_onnx(model, path, size=options.size or (128, 128), deploy=cls.deploy, dynamic=options.size is None, groups=groups)
+
+        if options.work_dir is None:
+            from mtdense.deploy.cache import cached_graph, graph_key
+
+            try:
+                return cached_graph(graph_key(model, options.size, form), export)[0]
+            except OSError:  # no writable cache anywhere: export into the runtime's own folder
+                pass
         shape = f"{options.size[0]}x{options.size[1]}" if options.size else "dynamic"
         path = work.path / f"{form}_{shape}.onnx"
         if not path.exists():
-            export_onnx(model, path, size=options.size or (128, 128), deploy=cls.deploy, dynamic=options.size is None, groups=groups)
+            export(path)
         return path
 
     @classmethod

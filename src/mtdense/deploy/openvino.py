@@ -158,7 +158,7 @@ class OpenVINORunner(Runtime):
     def from_model(cls, model: nn.Module, options: RuntimeOptions) -> Runtime:
         work = WorkDir(options.work_dir)
         onnx_path = OnnxModel.exported(model, options, work)  # the same export as the ort runtime
-        rt = cls(export_openvino(onnx_path, onnx_path.with_suffix(".xml")), options.threads)
+        rt = cls(export_openvino(onnx_path, work.path / f"{onnx_path.stem}.xml"), options.threads)
         rt._work = work
         rt.note = f"{OnnxModel.export_note(onnx_path)}; {rt.note}"
         return rt

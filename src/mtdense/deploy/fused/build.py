@@ -16,25 +16,19 @@ keyed by the source, the compiler and its version, the flags and the CPU. The bu
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import fcntl
 import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
+from mtdense.deploy.cache import cache_dir, cpu_signature, locked, writable_dir
 from mtdense.deploy.runtime import RuntimeUnavailable
 from mtdense.io import file_sha256
 
-__all__ = [
-    "SOURCE", "FusedUnavailable", "build_library", "load_library", "fused_available", "cache_dir", "writable_dir", "locked",
-    "cpu_signature",
-]
+__all__ = ["SOURCE", "FusedUnavailable", "build_library", "load_library", "fused_available"]
 
 SOURCE = Path(__file__).with_name("csrc") / "finest.c"
 _FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-pthread")
@@ -47,55 +41,12 @@ class FusedUnavailable(RuntimeUnavailable):
     """The fused kernel cannot be built or loaded here (no C compiler, or it failed)."""
 
 
-def cache_dir() -> Path:
-    """Where built kernels are kept: ``$MTDENSE_CACHE``, else ``$XDG_CACHE_HOME/mtdense``, else ``~/.cache/mtdense``."""
-    if os.environ.get("MTDENSE_CACHE"):
-        return Path(os.environ["MTDENSE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mtdense"
-
-
-def cpu_signature() -> str:
-    """What ``-march=native`` depends on: the CPU's model and feature flags."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in info.splitlines() if ln.startswith(("flags", "model name", "Features", "CPU part"))]
-        return "\n".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor()
-
-
 def _compiler_version(exe: str) -> str:
     """The compiler's ``--version`` banner: an upgraded compiler gets a fresh build."""
     try:
         return subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
-
-
-def writable_dir(preferred: Path) -> Path:
-    """``preferred`` if it can be created and written, else a private folder under the temp dir."""
-    for folder in (preferred, Path(tempfile.gettempdir()) / f"mtdense-cache-{os.getuid()}"):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-                pass
-            return folder
-        except OSError:
-            continue
-    raise FusedUnavailable(f"cannot write the fused kernel to {preferred} nor to {tempfile.gettempdir()}; "
-                           "set MTDENSE_CACHE to a writable folder, or use the ONNX Runtime path ('--backend ort')")
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created), held for the block: one build at a time."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _intact(lib: Path) -> bool:
@@ -135,7 +86,10 @@ def build_library(cc: str | None = None, force: bool = False) -> Path:
                                "or set CC, or use the ONNX Runtime path ('mtdense export')")
     parts = [SOURCE.read_bytes(), cc.encode(), _compiler_version(exe).encode(), " ".join(_FLAGS).encode(), cpu_signature().encode()]
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
-    folder = writable_dir(cache_dir())
+    try:
+        folder = writable_dir(cache_dir())
+    except OSError as exc:
+        raise FusedUnavailable(f"{exc}; or use the ONNX Runtime path ('--backend ort')") from None
     out = folder / f"libmtdense_finest-{key}.so"
     with locked(folder / f".libmtdense_finest-{key}.lock"):
         if out.exists() and not force:

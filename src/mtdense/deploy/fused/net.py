@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mtdense.deploy.fused.build import load_library
-from mtdense.deploy.fused.cache import cached_graph, graph_key
+from mtdense.deploy.cache import cached_graph, graph_key
 from mtdense.deploy.onnx import ort_session
 from mtdense.deploy.rewrite import DeployNet, is_task_head, same_maxpool_size
 from mtdense.deploy.runtime import Runtime, RuntimeOptions, WorkDir, check_input, register
@@ -84,11 +84,11 @@ class FusedNet(Runtime):
         size: ``(H, W)`` to build the ONNX Runtime graph for. With fixed shapes ONNX Runtime
             keeps every upsampling in its blocked layout, which is faster; the net then takes
             only that size (any batch). ``None``: any size.
-        cache: Keep the exported graph in the cache (:mod:`mtdense.deploy.fused.cache`), keyed by
+        cache: Keep the exported graph in the cache (:mod:`mtdense.deploy.cache`), keyed by
             the weights, the size, the exporter and the CPU, and take it from there next time:
             a second start skips the export (most of the start-up). ``False``: export into a
             temporary folder; a path: the folder of cached graphs (default
-            :func:`~mtdense.deploy.fused.cache.graph_cache_dir`).
+            :func:`~mtdense.deploy.cache.graph_cache_dir`).
 
     Raises:
         FusedUnavailable: The kernel cannot be compiled here.
