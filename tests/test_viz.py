@@ -177,3 +177,14 @@ def test_bgr_panel_equals_the_rgb_panel_converted(trial):
     np.testing.assert_array_equal(rgb[:, w : 2 * w], overlay_segmentation(image, seg, 0.4, palette))
     np.testing.assert_array_equal(rgb[:, 2 * w : 3 * w], colorize_depth(depth, (1.0, 80.0)))
     assert not rgb[0, 2 * w : 2 * w + 3].any()  # depth 0: black
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (4, 1), (1, 3), (2, 2), (3, 1)])
+def test_tiny_depth_maps_get_the_colours_of_the_same_values_in_a_large_one(shape):
+    """OpenCV's arithmetic reads an array of up to 4 values as a scalar; a clicked pixel (1 x 1)
+    or a thin strip is coloured as the same depth anywhere else."""
+    values = np.array([0.5, 2.0, 5.0, 20.0, 80.0, np.nan], np.float32)[: shape[0] * shape[1]]
+    large = np.full((8, 8), 3.0, np.float32)
+    large.flat[: values.size] = values
+    expected = colorize_depth(large, (1.0, 100.0)).reshape(-1, 3)[: values.size]
+    np.testing.assert_array_equal(colorize_depth(values.reshape(shape), (1.0, 100.0)).reshape(-1, 3), expected)

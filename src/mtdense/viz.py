@@ -154,17 +154,24 @@ def colorize_depth(
 def _depth_into(out: np.ndarray, depth: np.ndarray, depth_range: tuple[float, float], lut: np.ndarray) -> None:
     """:func:`colorize_depth` of H x W float32 ``depth`` written into ``out`` (a panel's tile)
     through the 256 x 3 colour table ``lut`` (its channels in ``out``'s order)."""
+    if depth.size < 16:  # OpenCV's arithmetic reads an array this small as a scalar: colour a row holding it
+        row = np.ones((1, 16), np.float32)
+        row[0, : depth.size] = depth.ravel()
+        tile = np.empty((1, 16, 3), np.uint8)
+        _depth_into(tile, row, depth_range, lut)
+        out[...] = tile[0, : depth.size].reshape(out.shape)
+        return
     lo, hi = depth_range
     # OpenCV, one pass per step (a panel per video frame): 4-5x faster than the NumPy expression
     # round((log(clip(d)) - log(near)) / (log(far) - log(near)) * 255), which it equals up to
     # the last bit of the logarithm (an index differs by at most one where it rounds).
-    valid = cv2.bitwise_and(cv2.compare(depth, 0.0, cv2.CMP_GT), cv2.compare(depth, float("inf"), cv2.CMP_LT))  # NaN: 0
+    valid = (depth > 0) & (depth < np.inf)  # NaN: False. NumPy: OpenCV takes a 1 x 1 array for a scalar
     logd = cv2.log(cv2.min(cv2.max(depth, float(lo)), float(hi)))
     scale = 255.0 / (np.log(hi) - np.log(lo))
     idx = cv2.convertScaleAbs(logd, alpha=scale, beta=-scale * float(np.log(lo)))  # rounds and saturates
     cv2.LUT(cv2.merge([idx, idx, idx]), lut.reshape(256, 1, 3), dst=out)
-    if cv2.countNonZero(valid) < valid.size:
-        out[valid == 0] = 0  # invalid pixels black
+    if not valid.all():
+        out[~valid] = 0  # invalid pixels black
 
 
 def colorize_normals(normals: np.ndarray) -> np.ndarray:
