@@ -52,7 +52,7 @@ def test_fused_equals_the_network_at_odd_sizes_and_batch_2():
 @needs_compiler
 def test_fused_handles_any_number_of_heads_and_one_thread():
     model = _model(tasks={"seg": 19, "depth": 1, "albedo": 3, "edges": 1})
-    net = FusedNet(model, threads=1)
+    net = FusedNet(model, threads=1, size=(64, 96))  # one size: the quicker export
     assert net.gemm_heads == ["seg", "albedo"] and net.direct_heads == ["depth", "edges"]
     _assert_matches(net, model, seed=2)
 
@@ -160,7 +160,7 @@ def test_fused_winograd_covers_partial_tiles_blocks_and_panels():
     16-tile blocks, the second partial), 5 tile rows over 3 threads, and 19, 3 and 7 outputs
     (row panels of 5, 3 and 4, the last with a padded row)."""
     model = _model(decoder_channels=40, tasks={"seg": 19, "depth": 1, "albedo": 3, "parts": 7})
-    net = FusedNet(model, threads=3)
+    net = FusedNet(model, threads=3, size=(70, 330))  # one size: the quicker export
     assert net.gemm_heads == ["seg", "albedo", "parts"]
     _assert_matches(net, model, size=(70, 330), seed=5)
 
