@@ -109,9 +109,13 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def deploy_groups(path: str | Path) -> int:
-    """The finest level's channel groups in an :func:`export_onnx` file (``1``: whole, or not a DeployNet)."""
-    return int(onnx_metadata(path).get("mtdense.deploy_groups", "1"))
+def deploy_groups(path: str | Path, metadata: dict[str, str] | None = None) -> int:
+    """The finest level's channel groups in an :func:`export_onnx` file (``1``: whole, or not a
+    DeployNet). ``metadata``: the file's, where already read (an ONNX Runtime session's
+    ``get_modelmeta().custom_metadata_map``): reading them from the file parses the whole graph,
+    about a second for the full network."""
+    meta = onnx_metadata(path) if metadata is None else metadata
+    return int(meta.get("mtdense.deploy_groups", "1"))
 
 
 
@@ -298,12 +302,12 @@ class OnnxModel(Runtime):
         path = cls.exported(model, options, work)
         rt = cls(path, options.device, options.threads)
         rt._work = work  # the file lives as long as the runtime
-        rt.note = f"{cls.export_note(path)}; {rt.note}"
+        rt.note = f"{cls.export_note(path, rt.session.get_modelmeta().custom_metadata_map)}; {rt.note}"
         return rt
 
     @classmethod
-    def export_note(cls, path: Path) -> str:
-        groups = deploy_groups(path)
+    def export_note(cls, path: Path, metadata: dict[str, str] | None = None) -> str:
+        groups = deploy_groups(path, metadata)
         return "DeployNet export" + (f" (finest level in {groups} channel groups)" if groups > 1 else "")
 
     @classmethod
@@ -325,5 +329,5 @@ class PlainOnnxRuntime(OnnxModel):
     deploy = False
 
     @classmethod
-    def export_note(cls, path: Path) -> str:
+    def export_note(cls, path: Path, metadata: dict[str, str] | None = None) -> str:
         return "training graph exported as is"
