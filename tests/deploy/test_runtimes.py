@@ -164,3 +164,19 @@ def test_runtimes_from_the_same_weights_take_their_export_from_the_cache(model, 
     for entry in (tmp_path / "cache" / "graphs").iterdir():
         if entry.is_dir() and not entry.name.startswith("."):
             assert sorted(p.name for p in entry.iterdir()) == ["graph.onnx", "manifest.json"]
+
+
+def test_a_runtime_without_any_writable_cache_exports_into_its_own_folder(model, tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MTDENSE_CACHE", str(blocker / "cache"))  # cannot be created: a file is in the way
+    tmp = tmp_path / "tmp"
+    (tmp / f"mtdense-cache-{os.getuid()}").parent.mkdir()
+    (tmp / f"mtdense-cache-{os.getuid()}").write_text("nor the fallback under the temp dir")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    rt = create_runtime("ort", model, RuntimeOptions(size=SIZE, work_dir=None))
+    assert rt.path.is_file() and rt.path.parent.parent == tmp and rt.path.parent.name.startswith("mtdense-runtime-")
+    check_outputs(rt, model, batch(SIZE, n=1))
