@@ -119,10 +119,16 @@ def _lut(cmap: str) -> np.ndarray:
     return lut
 
 
-def _depth_to_unit(depth: np.ndarray, depth_range: tuple[float, float]) -> np.ndarray:
+def _check_depth_range(depth_range: tuple[float, float]) -> tuple[float, float]:
+    """``(near, far)`` in metres, refused unless ``0 < near < far``."""
     lo, hi = depth_range
     if not 0 < lo < hi:
         raise ValueError(f"depth_range must satisfy 0 < near < far (metres), got {depth_range}")
+    return float(lo), float(hi)
+
+
+def _depth_to_unit(depth: np.ndarray, depth_range: tuple[float, float]) -> np.ndarray:
+    lo, hi = _check_depth_range(depth_range)
     d = np.clip(np.asarray(depth, dtype=np.float32), lo, hi)
     return (np.log(d) - np.log(lo)) / (np.log(hi) - np.log(lo))  # log scale: near detail stays visible
 
@@ -140,9 +146,7 @@ def colorize_depth(
     Returns:
         H x W x 3 uint8 RGB.
     """
-    lo, hi = depth_range
-    if not 0 < lo < hi:
-        raise ValueError(f"depth_range must satisfy 0 < near < far (metres), got {depth_range}")
+    depth_range = _check_depth_range(depth_range)
     depth = np.asarray(depth, dtype=np.float32)
     if depth.ndim != 2:
         raise ValueError(f"depth must be H x W, got shape {depth.shape}")
@@ -165,7 +169,7 @@ def _depth_into(out: np.ndarray, depth: np.ndarray, depth_range: tuple[float, fl
     # OpenCV, one pass per step (a panel per video frame): 4-5x faster than the NumPy expression
     # round((log(clip(d)) - log(near)) / (log(far) - log(near)) * 255), which it equals up to
     # the last bit of the logarithm (an index differs by at most one where it rounds).
-    valid = (depth > 0) & (depth < np.inf)  # NaN: False. NumPy: OpenCV takes a 1 x 1 array for a scalar
+    valid = (depth > 0) & (depth < np.inf)  # NaN: False
     logd = cv2.log(cv2.min(cv2.max(depth, float(lo)), float(hi)))
     scale = 255.0 / (np.log(hi) - np.log(lo))
     idx = cv2.convertScaleAbs(logd, alpha=scale, beta=-scale * float(np.log(lo)))  # rounds and saturates
@@ -265,11 +269,10 @@ def make_panel(
     labels = _as_labels(seg)
     if labels.shape != image.shape[:2]:
         raise ValueError(f"segmentation {seg.shape} and image {image.shape[:2]} differ in size")
-    if not 0 < depth_range[0] < depth_range[1]:
-        raise ValueError(f"depth_range must satisfy 0 < near < far (metres), got {depth_range}")
+    depth_range = _check_depth_range(depth_range)
     table, coloured = palette_table(palette)
     lut = _lut(cmap)
-    bar = _scale_bar(image.shape[0], tuple(depth_range), cmap)
+    bar = _scale_bar(image.shape[0], depth_range, cmap)
     if bgr:  # the tables swap their channels, not the finished panel (one pass less over it)
         table, lut, bar = table[..., ::-1].copy(), lut[:, ::-1].copy(), bar[..., ::-1]
     h, w = image.shape[:2]
@@ -282,7 +285,7 @@ def make_panel(
     _overlay_into(panel[:, w : 2 * w], tile, labels, alpha, table, coloured)  # before the title is drawn
     if title:
         put_label(tile, title)
-    _depth_into(panel[:, 2 * w : 3 * w], np.asarray(depth, dtype=np.float32), tuple(depth_range), lut)
+    _depth_into(panel[:, 2 * w : 3 * w], np.asarray(depth, dtype=np.float32), depth_range, lut)
     panel[:, 3 * w : 3 * w + bar.shape[1]] = bar
     if normals is not None:
         tile = panel[:, 3 * w + bar.shape[1] :]

@@ -205,6 +205,8 @@ class Int8OnnxRuntime(OnnxModel):
         rt = cls(q_path, options.device, options.threads)
         rt._work = work
         weights = "7-bit weights (no VNNI here)" if int8_saturates() else "8-bit weights"
-        rt.note = (f"{cls.export_note(fp32)}; int8 QDQ per-channel, {weights}, calibrated on {len(options.calibration)} "
+        # the int8 file carries the fp32 one's metadata: read from the session, not by parsing a file again
+        meta = rt.session.get_modelmeta().custom_metadata_map
+        rt.note = (f"{cls.export_note(fp32, meta)}; int8 QDQ per-channel, {weights}, calibrated on {len(options.calibration)} "
                    f"image(s); {rt.note}")
         return rt

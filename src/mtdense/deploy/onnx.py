@@ -284,12 +284,14 @@ class OnnxModel(Runtime):
             export_onnx(model, path, size=options.size or (128, 128), deploy=cls.deploy, dynamic=options.size is None, groups=groups)
 
         if options.work_dir is None:
-            from mtdense.deploy.cache import cached_graph, graph_key
+            from mtdense.deploy.cache import cached_graph, graph_cache_dir, graph_key
 
             try:
-                return cached_graph(graph_key(model, options.size, form), export)[0]
+                root = graph_cache_dir()
             except OSError:  # no writable cache anywhere: export into the runtime's own folder
-                pass
+                root = None
+            if root is not None:
+                return cached_graph(graph_key(model, options.size, form), export, root)[0]
         shape = f"{options.size[0]}x{options.size[1]}" if options.size else "dynamic"
         path = work.path / f"{form}_{shape}.onnx"
         if not path.exists():
