@@ -11,6 +11,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 # A cache of the session's own (exported graphs, the fused kernel; subprocesses inherit it): the
 # tests share the exports of their same tiny network, and never read or fill ~/.cache/mtdense.
+# Each pytest-xdist worker (make test runs two) is a process with a cache of its own.
 _CACHE = tempfile.mkdtemp(prefix="mtdense-test-cache-")
 os.environ["MTDENSE_CACHE"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, True)
