@@ -105,7 +105,9 @@ def test_runtime_built_for_one_size_refuses_another(name, model):
     rt = build(name, model, size=SIZE)
     check_outputs(rt, model, batch(SIZE))
     if rt.fixed_size is None:  # it does not specialise: any size runs
-        check_outputs(rt, model, batch(ODD, n=1))
+        # compile keeps batch 2: a batch of one would be compiled again (PyTorch specialises sizes
+        # of 1): 60 s beside the other test worker on a cold inductor cache.
+        check_outputs(rt, model, batch(ODD, n=2 if name == "compile" else 1))
         return
     assert rt.fixed_size == SIZE
     with pytest.raises(ValueError, match=r"built for 64x96 inputs only, got 70x90"):
