@@ -732,19 +732,20 @@ def test_killed_export_leaves_no_partial_onnx(ckpts, tmp_path):
     assert any(r["seen"] is not None for r in runs), f"no export got as far as writing, nothing was tested: {outcomes}"
 
 
-def test_the_command_exits_with_mains_status_and_freezes_the_collector_first(monkeypatch):
+def test_the_command_exits_with_mains_status_and_freezes_the_collector_first(monkeypatch, tmp_path):
     """``mtdense`` (the console script, ``python -m mtdense.cli``) exits with :func:`main`'s status,
     after gc.freeze() (a quicker interpreter exit); main() called from Python leaves the collector alone."""
     import gc
 
     from mtdense import cli
 
+    argv = ["predict", str(tmp_path / "no-such.pth"), str(tmp_path / "x.png"), "--out", str(tmp_path / "out")]
     frozen = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append("freeze"))
+    assert main(argv) == 2 and frozen == []
     monkeypatch.setattr(cli, "main", lambda: frozen.append("main") or 2)
     with pytest.raises(SystemExit) as exc:
         cli.entry()
     assert exc.value.code == 2 and frozen == ["main", "freeze"]
-    proc = subprocess.run([sys.executable, "-m", "mtdense.cli", "predict", "no-such.pth", "x.png", "--out", "o"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "mtdense predict: error:" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "mtdense.cli", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "mtdense predict: error:" in proc.stderr and not (tmp_path / "out").exists()
