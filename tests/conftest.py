@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config, items):
 
     ``make test`` runs two pytest-xdist workers that each take a whole file at a time, in this
     order: the longest files (the runtimes' file, where torch.compile's inductor builds the
-    network's kernels, takes a third of the suite on a cold inductor cache) then start at once instead of leaving one worker
-    alone with them at the end."""
+    network's kernels, takes a third of the suite on a cold inductor cache) then start at once
+    instead of leaving one worker alone with them at the end."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within the groups is kept
